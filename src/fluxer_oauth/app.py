@@ -1,0 +1,72 @@
+"""build_app(settings): routes, middleware and lifespan; nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fluxer_oauth.core.errors import ApiError, OAuthError
+from fluxer_oauth.ops.logging import configure as configure_logging
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.settings import Settings
+from fluxer_oauth.web import pages
+from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
+from fluxer_oauth.web.api import openapi_document, router
+from fluxer_oauth.web.middleware import EdgeMiddleware
+from fluxer_oauth.web.responses import api_error_handler, json_response, oauth_error_handler
+
+
+async def http_error_handler(_request: Request, exc: HTTPException):
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+    return json_response({"code": code, "message": str(exc.detail)}, exc.status_code, exc.headers)
+
+
+def build_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
+    settings = settings or (runtime.settings if runtime else Settings())
+    configure_logging(settings.log_level)
+    rt = runtime or Runtime.create(settings)
+    openapi = openapi_document(router, settings.issuer)
+
+    async def openapi_json(_request: Request):
+        return json_response(openapi)
+
+    page_routes = [
+        Route("/login", pages.login_page, methods=["GET"]),
+        Route("/login", pages.login_submit, methods=["POST"]),
+        Route("/oauth2/authorize", pages.authorize_page, methods=["GET"]),
+        Route("/oauth2/authorize", pages.authorize_submit, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
+    ]
+    if settings.dev:
+        page_routes.append(Route("/demo/callback", pages.demo_callback, methods=["GET"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await rt.db.close()
+
+    app = Starlette(
+        routes=[
+            Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+            *router.routes,
+            *page_routes,
+        ],
+        exception_handlers={
+            ApiError: api_error_handler, OAuthError: oauth_error_handler, HTTPException: http_error_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def create_app() -> Starlette:
+    """Factory for ASGI servers (``granian --factory fluxer_oauth.app:create_app``)."""
+    return build_app(Settings())

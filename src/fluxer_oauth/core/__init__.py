@@ -1,0 +1,1 @@
+"""Pure logic with no I/O: usable from every other layer, depending on none."""

@@ -1,0 +1,241 @@
+"""The authorization request (SPEC §4.1): validation in the specified order, and the
+user's decision turned into a redirect carrying a code or an error.
+
+Two kinds of failure, never confused:
+- ``UnsafeRequest``: the client or its redirect URI cannot be trusted, so the user sees an
+  error page and is never redirected;
+- ``RedirectError``: everything later, sent back to the validated redirect URI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.core.permissions import parse_permissions
+from fluxer_oauth.core.redirect_uris import find_registered
+from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, format_scopes, parse_scopes
+from fluxer_oauth.core.timefmt import now
+from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.oauth.redirects import with_query
+from fluxer_oauth.platform.applications import redirect_uris_of
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store import oauth as oauth_store
+
+
+class UnsafeRequest(Exception):
+    """Shown on an error page (400); the message explains what is wrong."""
+
+
+class RedirectError(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.redirect: str | None = None  # filled in once the redirect URI is known
+        self.state: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    app: object
+    redirect_uri: str | None  # as requested (validated against the registration)
+    redirect_uri_explicit: bool
+    state: str | None
+    scopes: tuple[str, ...]
+    prompt: str | None
+    code_challenge: str | None
+    permissions: int
+    guild_id: int | None
+    disable_guild_select: bool
+
+    @property
+    def is_bot_only(self) -> bool:
+        return self.scopes == ("bot",)
+
+
+# --- step 1: the client and where it may be sent back ---------------------------------------
+
+async def identify_client(rt: Runtime, params: Params, *, needs_redirect: bool = True):
+    """The application and the validated redirect URI; ``UnsafeRequest`` otherwise."""
+    try:
+        client_id_text = params.get("client_id", required=True)
+        requested_uri = params.get("redirect_uri")
+    except ParamError as exc:
+        raise UnsafeRequest(str(exc)) from exc
+    client_id = parse_snowflake(client_id_text)
+    app = None
+    if client_id is not None:
+        async with rt.db.read() as conn:
+            app = await app_store.get_application(conn, client_id)
+    if app is None:
+        raise UnsafeRequest("client_id does not name a known application")
+    registered = redirect_uris_of(app)
+    if requested_uri is not None:
+        if find_registered(registered, requested_uri) is None:
+            raise UnsafeRequest("redirect_uri is not registered for this application")
+        return app, requested_uri, True
+    if len(registered) == 1:  # RFC 6749 §3.1.2.3: the only one may be implied
+        return app, registered[0], False
+    if needs_redirect:
+        raise UnsafeRequest(
+            "redirect_uri is required" if registered else "this application has no redirect URI registered"
+        )
+    return app, None, False
+
+
+def _scope_needs_redirect(params: Params) -> bool:
+    """Only a bot-only request may go without a redirect URI (it ends on a success page)."""
+    try:
+        raw = params.get("scope")
+        return raw is None or parse_scopes(raw) != ("bot",)
+    except (ParamError, ScopeError):
+        return True
+
+
+# --- step 2: everything else, reported by redirect ------------------------------------------
+
+async def parse_request(rt: Runtime, params: Params) -> AuthorizationRequest:
+    """Validate a whole authorization request; raises ``UnsafeRequest`` or ``RedirectError``
+    together with the redirect URI to use (``RedirectError.redirect``)."""
+    app, redirect_uri, explicit = await identify_client(rt, params, needs_redirect=_scope_needs_redirect(params))
+    try:
+        state = params.get("state")
+    except ParamError:
+        state = None
+    try:
+        return _parse_rest(app, redirect_uri, explicit, state, params)
+    except RedirectError as exc:
+        exc.redirect = redirect_uri
+        exc.state = state
+        if redirect_uri is None:  # bot-only request without a redirect: show the page
+            raise UnsafeRequest(exc.description) from exc
+        raise
+
+
+def _parse_rest(app, redirect_uri, explicit, state, params: Params) -> AuthorizationRequest:
+    try:
+        params.get("state")  # a repeated or overlong state is still an invalid request
+        response_type = params.get("response_type")
+        raw_scope = params.get("scope")
+        prompt = params.get("prompt")
+        challenge = params.get("code_challenge")
+        method = params.get("code_challenge_method")
+        raw_permissions = params.get("permissions")
+        raw_guild = params.get("guild_id")
+        raw_lock = params.get("disable_guild_select")
+    except ParamError as exc:
+        raise RedirectError("invalid_request", str(exc)) from exc
+
+    if response_type is None:
+        raise RedirectError("invalid_request", "response_type is required")
+    if response_type != "code":
+        raise RedirectError("unsupported_response_type", "only response_type=code is supported")
+    if app.disabled_at is not None:
+        raise RedirectError("unauthorized_client", "this application has been disabled")
+    if raw_scope is None:
+        raise RedirectError("invalid_request", "scope is required")
+    try:
+        scopes = parse_scopes(raw_scope)
+        check_scope_rules(scopes)
+    except ScopeError as exc:
+        raise RedirectError("invalid_scope", str(exc)) from exc
+    if "bot" in scopes and app.bot_id is None:
+        raise RedirectError("invalid_scope", "the bot scope needs an application with a bot")
+    if "admin" in scopes and not app.trusted:
+        raise RedirectError("invalid_scope", "the admin scope is only for trusted applications")
+
+    if method is not None and method != "S256":
+        raise RedirectError("invalid_request", "code_challenge_method must be S256")
+    if challenge is not None and method is None:
+        raise RedirectError("invalid_request", "code_challenge_method=S256 is required with code_challenge")
+    if method is not None and challenge is None:
+        raise RedirectError("invalid_request", "code_challenge is required with code_challenge_method")
+    if challenge is not None and not credentials.valid_code_challenge(challenge):
+        raise RedirectError("invalid_request", "code_challenge must be 43 base64url characters")
+    if prompt is not None and prompt not in ("none", "consent"):
+        raise RedirectError("invalid_request", "prompt must be none or consent")
+
+    permissions = 0
+    if raw_permissions is not None:
+        parsed = parse_permissions(raw_permissions)
+        if parsed is None:
+            raise RedirectError("invalid_request", "permissions must be a non-negative integer")
+        permissions = parsed
+    guild_id = None
+    if raw_guild is not None:
+        guild_id = parse_snowflake(raw_guild)
+        if guild_id is None:
+            raise RedirectError("invalid_request", "guild_id must be a snowflake")
+    if raw_lock is not None and raw_lock not in ("true", "false"):
+        raise RedirectError("invalid_request", "disable_guild_select must be true or false")
+
+    return AuthorizationRequest(
+        app=app,
+        redirect_uri=redirect_uri,
+        redirect_uri_explicit=explicit,
+        state=state,
+        scopes=scopes,
+        prompt=prompt,
+        code_challenge=challenge,
+        permissions=permissions,
+        guild_id=guild_id,
+        disable_guild_select=raw_lock == "true",
+    )
+
+
+# --- the answer -----------------------------------------------------------------------------
+
+def error_redirect(rt: Runtime, redirect_uri: str, error: str, description: str, state: str | None) -> str:
+    return with_query(
+        redirect_uri,
+        {"error": error, "error_description": description, "state": state, "iss": rt.settings.issuer},
+    )
+
+
+def check_user_may_grant(request: AuthorizationRequest, user) -> None:
+    if "admin" in request.scopes and not user.staff:
+        raise RedirectError("access_denied", "only staff members can grant the admin scope")
+
+
+async def remembered_consent_covers(rt: Runtime, request: AuthorizationRequest, user) -> bool:
+    if "bot" in request.scopes:  # adding a bot is a fresh decision every time
+        return False
+    async with rt.db.read() as conn:
+        grant = await oauth_store.get_grant(conn, user.id, request.app.id)
+    return grant is not None and covers(grant.scopes.split(), request.scopes)
+
+
+async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id: int | None = None) -> str:
+    """Record the consent, issue a code, and return the redirect that carries it."""
+    check_user_may_grant(request, user)
+    code = credentials.new_opaque_token()
+    at = now()
+    remembered = [scope for scope in request.scopes if scope != "bot"]
+    async with rt.db.write() as conn:
+        existing = await oauth_store.get_grant(conn, user.id, request.app.id)
+        scopes = format_scopes(set(remembered) | set(existing.scopes.split() if existing else ()))
+        grant_id = await oauth_store.upsert_grant(conn, rt.ids.next(), user.id, request.app.id, scopes, at)
+        await oauth_store.insert_code(
+            conn,
+            code_hash=credentials.sha256(code),
+            family_id=rt.ids.next(),
+            application_id=request.app.id,
+            user_id=user.id,
+            grant_id=grant_id,
+            redirect_uri=request.redirect_uri,
+            redirect_uri_explicit=request.redirect_uri_explicit,
+            scopes=format_scopes(request.scopes),
+            code_challenge=request.code_challenge,
+            guild_id=guild_id,
+            permissions=request.permissions if "bot" in request.scopes else None,
+            created_at=at,
+            expires_at=at + rt.settings.code_ttl,
+        )
+    return with_query(request.redirect_uri, {"code": code, "state": request.state, "iss": rt.settings.issuer})
+
+
+def deny(rt: Runtime, request: AuthorizationRequest) -> str:
+    return error_redirect(rt, request.redirect_uri, "access_denied", "the user denied the request", request.state)

@@ -1,0 +1,64 @@
+"""Client authentication at the token, revocation and introspection endpoints
+(RFC 6749 §2.3.1): HTTP Basic or form fields, both only when they agree."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote_plus
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.errors import OAuthError, invalid_client
+from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import applications as app_store
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """``(client_id, client_secret)`` from a Basic header, or None when there is none.
+    Raises ``invalid_client`` for a malformed one."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip().encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise invalid_client("malformed Basic authorization header")
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise invalid_client("malformed Basic authorization header")
+    # The two halves are form-urlencoded before being joined (RFC 6749 §2.3.1).
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+async def authenticate_client(rt: Runtime, params: Params, authorization: str | None):
+    """The authenticated application row; ``invalid_client`` (401) otherwise."""
+    basic = parse_basic(authorization)
+    try:
+        form_id = params.get("client_id")
+        form_secret = params.get("client_secret")
+    except ParamError as exc:
+        raise OAuthError("invalid_request", str(exc)) from exc
+    if basic is not None and (form_id is not None or form_secret is not None):
+        if (form_id is not None and form_id != basic[0]) or (
+            form_secret is not None and not credentials.constant_time_equal(form_secret, basic[1])
+        ):
+            raise OAuthError("invalid_request", "client credentials in the header and the body differ")
+    client_id, secret = basic if basic is not None else (form_id, form_secret)
+    if not client_id or not secret:
+        raise invalid_client("client authentication is required")
+    application_id = parse_snowflake(client_id) if len(client_id) <= 20 else None
+    app = None
+    if application_id is not None:
+        async with rt.db.read() as conn:
+            app = await app_store.get_application(conn, application_id)
+    # Hash even for an unknown client, so both paths cost the same.
+    presented = credentials.client_secret_hash(rt.secret, secret[:256])
+    if app is None or not credentials.constant_time_equal(presented, app.secret_hash):
+        raise invalid_client()
+    if app.disabled_at is not None:
+        raise OAuthError("unauthorized_client", "this application has been disabled")
+    return app

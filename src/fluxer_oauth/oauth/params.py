@@ -1,0 +1,43 @@
+"""Reading OAuth2 parameters: each at most once, trimmed, 1-256 characters (SPEC §1)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+MAX_PARAM_LENGTH = 256
+
+
+class ParamError(ValueError):
+    """A parameter is repeated, too long or malformed; the message names it."""
+
+
+class Params:
+    """A read-only view over a multi-valued mapping (query string or form)."""
+
+    def __init__(self, multi: Mapping[str, Sequence[str]]) -> None:
+        self._multi = multi
+
+    @classmethod
+    def from_pairs(cls, pairs) -> "Params":
+        multi: dict[str, list[str]] = {}
+        for key, value in pairs:
+            multi.setdefault(key, []).append(value)
+        return cls(multi)
+
+    def get(self, name: str, *, required: bool = False, max_length: int = MAX_PARAM_LENGTH) -> str | None:
+        values = self._multi.get(name) or []
+        if len(values) > 1:
+            raise ParamError(f"{name} is repeated")
+        if not values or not values[0].strip():
+            if required:
+                raise ParamError(f"{name} is required")
+            return None
+        value = values[0].strip()
+        if len(value) > max_length:
+            raise ParamError(f"{name} is longer than {max_length} characters")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            raise ParamError(f"{name} contains control characters")
+        return value
+
+    def names(self) -> list[str]:
+        return list(self._multi)

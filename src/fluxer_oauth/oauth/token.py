@@ -1,0 +1,213 @@
+"""The token endpoint (SPEC §4.2) and its three grants.
+
+Each grant runs in one write transaction. Outcomes that must persist even though the
+client gets an error (a consumed code, a detected replay) are returned, not raised, so
+the transaction commits before the error is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.errors import OAuthError
+from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, covers, format_scopes, parse_scopes
+from fluxer_oauth.core.timefmt import now
+from fluxer_oauth.oauth.client_auth import authenticate_client
+from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import audit
+from fluxer_oauth.store import oauth as oauth_store
+from fluxer_oauth.store import users as user_store
+from fluxer_oauth.store.tables import ACCESS, REFRESH
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+
+
+def invalid_grant(description: str) -> OAuthError:
+    return OAuthError("invalid_grant", description)
+
+
+async def token_endpoint(rt: Runtime, params: Params, authorization: str | None) -> dict:
+    try:
+        grant_type = params.get("grant_type", required=True)
+    except ParamError as exc:
+        raise OAuthError("invalid_request", str(exc)) from exc
+    app = await authenticate_client(rt, params, authorization)
+    if grant_type == "authorization_code":
+        return await _authorization_code(rt, app, params)
+    if grant_type == "refresh_token":
+        return await _refresh_token(rt, app, params)
+    if grant_type == "client_credentials":
+        return await _client_credentials(rt, app, params)
+    raise OAuthError("unsupported_grant_type", f"grant_type must be one of {', '.join(GRANT_TYPES)}")
+
+
+def _read(params: Params, *names: str, required: tuple[str, ...] = ()) -> list[str | None]:
+    try:
+        return [params.get(name, required=name in required) for name in names]
+    except ParamError as exc:
+        raise OAuthError("invalid_request", str(exc)) from exc
+
+
+@dataclass
+class _Issued:
+    access_token: str
+    refresh_token: str | None
+    rows: list[dict]
+
+
+def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: str, guild_id, refresh: bool, at: float):
+    issue_id = rt.ids.next()
+    access = credentials.new_opaque_token()
+    common = dict(
+        application_id=app_id, user_id=user_id, grant_id=grant_id, family_id=family_id, issue_id=issue_id,
+        scopes=scopes, guild_id=guild_id, created_at=at, rotated=False,
+    )
+    rows = [dict(common, token_hash=credentials.sha256(access), kind=ACCESS, expires_at=at + rt.settings.access_token_ttl)]
+    refresh_token = None
+    if refresh:
+        refresh_token = credentials.new_opaque_token()
+        rows.append(
+            dict(common, token_hash=credentials.sha256(refresh_token), kind=REFRESH,
+                 expires_at=at + rt.settings.refresh_token_ttl)
+        )
+    return _Issued(access, refresh_token, rows)
+
+
+def _response(rt: Runtime, issued: _Issued, scopes: str, guild: dict | None = None) -> dict:
+    body = {
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": rt.settings.access_token_ttl,
+        "scope": scopes,
+    }
+    if issued.refresh_token is not None:
+        body["refresh_token"] = issued.refresh_token
+    if guild is not None:
+        body["guild"] = guild
+    return body
+
+
+# --- authorization_code ---------------------------------------------------------------------
+
+async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
+    code, redirect_uri, verifier = _read(params, "code", "redirect_uri", "code_verifier", required=("code",))
+    code_hash = credentials.sha256(code)
+    at = now()
+    failure: OAuthError | None = None
+    async with rt.db.write() as conn:
+        row = await oauth_store.consume_code(conn, code_hash, app.id, at)
+        if row is None:
+            previous = await oauth_store.get_code(conn, code_hash)
+            if previous is not None and previous.application_id == app.id and previous.consumed_at is not None:
+                revoked = await oauth_store.revoke_family(conn, previous.family_id, at)
+                await audit.record(
+                    conn, id=rt.ids.next(), now=at, action="code.replay_detected", application_id=app.id,
+                    target_user_id=previous.user_id, details={"tokens_revoked": revoked},
+                )
+                failure = invalid_grant("this code has already been used; the tokens it issued are revoked")
+            else:
+                failure = invalid_grant("the code is unknown, expired, or was issued to another client")
+        else:
+            failure = _check_code_binding(row, redirect_uri, verifier)
+            user = await user_store.get_user(conn, row.user_id) if failure is None else None
+            if failure is None and (user is None or user.disabled_at is not None):
+                failure = invalid_grant("the user is no longer active")
+            if failure is None:
+                issued = _new_tokens(
+                    rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
+                    scopes=row.scopes, guild_id=row.guild_id, refresh=True, at=at,
+                )
+                await oauth_store.insert_tokens(conn, issued.rows)
+                await oauth_store.touch_grant(conn, row.grant_id, at)
+    if failure is not None:
+        raise failure
+    return _response(rt, issued, row.scopes)
+
+
+def _check_code_binding(row, redirect_uri: str | None, verifier: str | None) -> OAuthError | None:
+    if row.redirect_uri_explicit or redirect_uri is not None:
+        if redirect_uri is None or redirect_uri != row.redirect_uri:
+            return invalid_grant("redirect_uri does not match the one of the authorization request")
+    if row.code_challenge is not None:
+        if verifier is None:
+            return invalid_grant("code_verifier is required for this code")
+        if not credentials.pkce_matches(verifier, row.code_challenge):
+            return invalid_grant("code_verifier does not match the code_challenge")
+    elif verifier is not None:
+        return invalid_grant("code_verifier sent for a code issued without code_challenge")
+    return None
+
+
+# --- refresh_token --------------------------------------------------------------------------
+
+async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
+    token, raw_scope = _read(params, "refresh_token", "scope", required=("refresh_token",))
+    requested = None
+    if raw_scope is not None:
+        try:
+            requested = parse_scopes(raw_scope)
+        except ScopeError as exc:
+            raise OAuthError("invalid_scope", str(exc)) from exc
+    token_hash = credentials.sha256(token)
+    at = now()
+    failure: OAuthError | None = None
+    async with rt.db.write() as conn:
+        row = await oauth_store.rotate_refresh_token(conn, token_hash, app.id, at)
+        if row is None:
+            previous = await oauth_store.get_token(conn, token_hash)
+            if previous is not None and previous.application_id == app.id and previous.rotated:
+                await oauth_store.revoke_grant(conn, previous.user_id, app.id, at)
+                await audit.record(
+                    conn, id=rt.ids.next(), now=at, action="refresh_token.reuse_detected", application_id=app.id,
+                    target_user_id=previous.user_id,
+                )
+                failure = invalid_grant("this refresh token was already used; the grant is revoked")
+            else:
+                failure = invalid_grant("the refresh token is unknown, expired, revoked or another client's")
+        else:
+            granted = row.scopes.split()
+            if requested is not None and not covers(granted, requested):
+                # Nothing is spent: the rotation rolls back with this error.
+                raise OAuthError("invalid_scope", "scope may narrow the grant but not widen it")
+            user = await user_store.get_user(conn, row.user_id)
+            if user is None or user.disabled_at is not None:
+                failure = invalid_grant("the user is no longer active")
+            else:
+                await oauth_store.revoke_issue(conn, row.issue_id, at)
+                scopes = format_scopes(requested if requested is not None else granted)
+                issued = _new_tokens(
+                    rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
+                    scopes=scopes, guild_id=None, refresh=True, at=at,
+                )
+                await oauth_store.insert_tokens(conn, issued.rows)
+                if row.grant_id is not None:
+                    await oauth_store.touch_grant(conn, row.grant_id, at)
+    if failure is not None:
+        raise failure
+    return _response(rt, issued, scopes)
+
+
+# --- client_credentials ---------------------------------------------------------------------
+
+async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
+    (raw_scope,) = _read(params, "scope")
+    if app.bot_id is None:
+        raise OAuthError("unauthorized_client", "client_credentials needs an application with a bot")
+    try:
+        scopes = parse_scopes(raw_scope) if raw_scope is not None else ("identify",)
+    except ScopeError as exc:
+        raise OAuthError("invalid_scope", str(exc)) from exc
+    if not set(scopes) <= CLIENT_CREDENTIALS_SCOPES:
+        raise OAuthError("invalid_scope", "client_credentials allows only identify and guilds")
+    at = now()
+    scope_text = format_scopes(scopes)
+    issue_family = rt.ids.next()
+    issued = _new_tokens(
+        rt, app_id=app.id, user_id=app.bot_id, grant_id=None, family_id=issue_family,
+        scopes=scope_text, guild_id=None, refresh=False, at=at,
+    )
+    async with rt.db.write() as conn:
+        await oauth_store.insert_tokens(conn, issued.rows)
+    return _response(rt, issued, scope_text)

@@ -1,0 +1,1 @@
+"""What the scopes expose: accounts, applications and bots, guilds, connections."""

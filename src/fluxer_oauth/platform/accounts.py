@@ -1,0 +1,129 @@
+"""Accounts: registration, login, sessions, and the user object of SPEC §3."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from sqlalchemy.exc import IntegrityError
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.timefmt import now
+from fluxer_oauth.platform.validation import FormErrors, check_text
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import users as user_store
+
+USERNAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+
+
+def new_discriminator() -> str:
+    return f"{secrets.randbelow(9999) + 1:04d}"
+
+
+async def register(rt: Runtime, username: str, email: str, password: str) -> tuple[str, object]:
+    errors = FormErrors()
+    if not USERNAME.fullmatch(username):
+        errors.add("username", "USERNAME_INVALID", "2-32 characters of letters, digits, '_' and '.'")
+    email = email.strip()
+    if len(email) > 254 or not EMAIL.fullmatch(email):
+        errors.add("email", "EMAIL_INVALID", "not a valid email address")
+    check_text(errors, "password", password, min_len=8, max_len=128)
+    errors.raise_if_any()
+
+    username_key, email_key = username.lower(), email.lower()
+    async with rt.db.read() as conn:
+        taken = await user_store.username_or_email_taken(conn, username_key, email_key)
+    if taken:
+        _raise_taken(taken)
+    password_hash = await rt.passwords.hash(password)
+    user_id = rt.ids.next()
+    try:
+        async with rt.db.write() as conn:
+            await user_store.insert_user(
+                conn,
+                id=user_id,
+                username=username,
+                username_key=username_key,
+                discriminator=new_discriminator(),
+                email=email,
+                email_key=email_key,
+                verified=False,
+                password_hash=password_hash,
+                created_at=now(),
+            )
+    except IntegrityError:  # a parallel registration took the name first
+        _raise_taken("username or email")
+    token = await start_session(rt, user_id)
+    async with rt.db.read() as conn:
+        return token, await user_store.get_user(conn, user_id)
+
+
+def _raise_taken(what: str):
+    errors = FormErrors()
+    path = what if what in ("username", "email") else "username"
+    errors.add(path, f"{path.upper()}_ALREADY_TAKEN", f"this {what} is already registered")
+    errors.raise_if_any()
+
+
+async def login(rt: Runtime, login_name: str, password: str) -> tuple[str, object]:
+    """A new session for valid credentials. The same error for an unknown account and a
+    wrong password, and the same work (a password verification) for both."""
+    async with rt.db.read() as conn:
+        user = await user_store.find_by_login(conn, login_name) if len(login_name) <= 254 else None
+    stored = user.password_hash if user is not None and user.disabled_at is None and not user.bot else None
+    if not await rt.passwords.verify(stored, password[:128]):
+        raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
+    return await start_session(rt, user.id), user
+
+
+async def check_password(rt: Runtime, user, password: str) -> None:
+    """Confirmation step of sensitive operations (secret and token resets)."""
+    if not isinstance(password, str) or not await rt.passwords.verify(user.password_hash, password[:128]):
+        raise ApiError(403, "INVALID_PASSWORD", "password confirmation failed")
+
+
+async def start_session(rt: Runtime, user_id: int) -> str:
+    token = credentials.new_session_token()
+    at = now()
+    async with rt.db.write() as conn:
+        await user_store.insert_session(
+            conn, credentials.sha256(token), user_id, at, at + rt.settings.session_ttl
+        )
+    return token
+
+
+async def session_user(rt: Runtime, token: str):
+    if not credentials.looks_like_session_token(token):
+        return None
+    async with rt.db.read() as conn:
+        return await user_store.session_user(conn, credentials.sha256(token), now())
+
+
+async def logout(rt: Runtime, token: str) -> None:
+    async with rt.db.write() as conn:
+        await user_store.delete_session(conn, credentials.sha256(token))
+
+
+def user_json(user, *, with_email: bool) -> dict:
+    """The user object with Discord's field names (SPEC §1, §3)."""
+    body = {
+        "id": str(user.id),
+        "username": user.username,
+        "discriminator": user.discriminator,
+        "global_name": user.global_name,
+        "avatar": user.avatar,
+        "banner": user.banner,
+        "accent_color": user.accent_color,
+        "bot": bool(user.bot),
+        "system": bool(user.system),
+        "mfa_enabled": bool(user.mfa_enabled),
+        "locale": user.locale,
+        "flags": user.flags,
+        "public_flags": user.flags,
+    }
+    if with_email:
+        body["email"] = user.email
+        body["verified"] = bool(user.verified)
+    return body

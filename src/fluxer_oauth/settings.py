@@ -1,0 +1,119 @@
+"""Every setting of the server, read from ``FLUXER_*`` environment variables.
+
+This is the only module that reads the environment. Everything else receives a
+``Settings`` instance, so tests can build servers with other settings side by side.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run a server; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLUXER_", extra="ignore")
+
+    # Storage. A bare SQLite path or sqlite:/// URL selects the embedded default.
+    database_url: str = "sqlite:///./fluxer.db"
+    redis_url: str | None = None
+
+    # Keys every HMAC (client secrets, bot tokens, CSRF tokens) with this secret.
+    # Required unless dev mode is on; dev mode keeps a generated one in a local file.
+    secret_key: str | None = None
+    dev: bool = False
+    dev_secret_file: Path = Path(".fluxer-dev-secret")
+
+    # The issuer, and the base of every link the server prints or redirects to.
+    public_url: str = "http://127.0.0.1:8080"
+
+    rate_limits: str = "on"
+    trusted_proxies: str = ""
+
+    # Snowflake worker id (0-1023); give each process of a cluster its own.
+    worker_id: int = Field(default=0, ge=0, le=1023)
+
+    # Lifetimes, in seconds (SPEC §2).
+    access_token_ttl: int = 7 * 24 * 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    code_ttl: int = 10 * 60
+    session_ttl: int = 30 * 24 * 3600
+
+    # argon2id cost; lowered only by the test suite to keep it quick.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    password_hash_concurrency: int = 4
+
+    max_body_bytes: int = 64 * 1024
+    max_applications_per_user: int = 25
+    max_redirect_uris: int = 10
+
+    log_level: str = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("FLUXER_PUBLIC_URL must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _on_off(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("on", "off"):
+            raise ValueError("FLUXER_RATE_LIMITS must be 'on' or 'off'")
+        return value
+
+    @property
+    def issuer(self) -> str:
+        return self.public_url
+
+    @property
+    def https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The server secret as bytes; generated and kept in a file in dev mode."""
+        if self.secret_key:
+            if len(self.secret_key) < 32:
+                raise ConfigurationError("FLUXER_SECRET_KEY must be at least 32 characters")
+            return self.secret_key.encode()
+        if not self.dev:
+            raise ConfigurationError(
+                "FLUXER_SECRET_KEY is required (at least 32 random characters); "
+                "set FLUXER_DEV=1 to run a local development server with a generated key"
+            )
+        path = self.dev_secret_file
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async driver URL for the configured database."""
+        url = self.database_url
+        if "://" not in url:
+            url = f"sqlite:///{url}"
+        scheme, rest = url.split("://", 1)
+        if scheme in ("sqlite", "sqlite+aiosqlite"):
+            return f"sqlite+aiosqlite://{rest}"
+        if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+            return f"postgresql+asyncpg://{rest}"
+        raise ConfigurationError(f"unsupported FLUXER_DATABASE_URL scheme {scheme!r}")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")

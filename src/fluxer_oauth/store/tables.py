@@ -1,0 +1,211 @@
+"""The schema, in SQLAlchemy Core. Alembic migrations in ``migrations/`` create and change it.
+
+Times are Unix seconds (double precision) so that both backends compare them the same way.
+Credentials are stored only as 32-byte hashes (``*_hash`` columns).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = BigInteger  # snowflakes
+Hash = LargeBinary(32)
+Time = Float
+
+users = Table(
+    "users", metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("username", String(32), nullable=False),
+    # Lower-cased username of a person; NULL for bots, whose names need not be unique.
+    Column("username_key", String(32), unique=True),
+    Column("discriminator", String(4), nullable=False),
+    Column("global_name", String(32)),
+    Column("email", String(254)),
+    Column("email_key", String(254), unique=True),
+    Column("verified", Boolean, nullable=False, default=False),
+    Column("password_hash", String(200)),
+    Column("avatar", String(64)),
+    Column("banner", String(64)),
+    Column("accent_color", Integer),
+    Column("locale", String(16), nullable=False, default="en-US"),
+    Column("flags", BigInteger, nullable=False, default=0),
+    Column("bot", Boolean, nullable=False, default=False),
+    Column("system", Boolean, nullable=False, default=False),
+    Column("mfa_enabled", Boolean, nullable=False, default=False),
+    Column("staff", Boolean, nullable=False, default=False),
+    Column("disabled_at", Time),
+    Column("created_at", Time, nullable=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("token_hash", Hash, primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+)
+
+applications = Table(
+    "applications", metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("owner_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("description", String(400), nullable=False, default=""),
+    Column("icon", String(64)),
+    Column("secret_hash", Hash, nullable=False),
+    Column("redirect_uris", Text, nullable=False, default="[]"),  # JSON list
+    # The bot user has the application's ID; NULL when the application has no bot.
+    Column("bot_id", Id, ForeignKey("users.id", ondelete="SET NULL")),
+    Column("bot_token_hash", Hash),
+    Column("bot_public", Boolean, nullable=False, default=True),
+    Column("bot_require_code_grant", Boolean, nullable=False, default=False),
+    Column("trusted", Boolean, nullable=False, default=False),
+    Column("disabled_at", Time),
+    Column("verify_key", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+# One remembered consent per (user, application): what prompt=none and the
+# authorized-apps page read, and the unit that revocation ends.
+grants = Table(
+    "grants", metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("application_id", Id, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("scopes", String(200), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("last_used_at", Time),
+    UniqueConstraint("user_id", "application_id"),
+)
+
+authorization_codes = Table(
+    "authorization_codes", metadata,
+    Column("code_hash", Hash, primary_key=True),
+    # Every token issued from this code carries this id as its family.
+    Column("family_id", Id, nullable=False),
+    Column("application_id", Id, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("grant_id", Id, nullable=False),
+    Column("redirect_uri", String(256)),
+    Column("redirect_uri_explicit", Boolean, nullable=False, default=True),
+    Column("scopes", String(200), nullable=False),
+    Column("code_challenge", String(128)),
+    Column("guild_id", Id),
+    Column("permissions", BigInteger),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+    Column("consumed_at", Time),
+)
+
+ACCESS, REFRESH = 1, 2
+
+tokens = Table(
+    "tokens", metadata,
+    Column("token_hash", Hash, primary_key=True),
+    Column("kind", SmallInteger, nullable=False),  # ACCESS or REFRESH
+    Column("application_id", Id, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("grant_id", Id, index=True),  # NULL for client-credentials tokens
+    Column("family_id", Id, nullable=False, index=True),  # the code (or issuance) it descends from
+    Column("issue_id", Id, nullable=False, index=True),  # shared by an access/refresh pair
+    Column("scopes", String(200), nullable=False),
+    Column("guild_id", Id),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+    Column("revoked_at", Time),
+    Column("rotated", Boolean, nullable=False, default=False),  # refresh token spent by rotation
+    Index("ix_tokens_user_application", "user_id", "application_id"),
+)
+
+guilds = Table(
+    "guilds", metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("name", String(100), nullable=False),
+    Column("icon", String(64)),
+    Column("owner_id", Id, ForeignKey("users.id"), nullable=False, index=True),
+    Column("features", Text, nullable=False, default="[]"),
+    Column("created_at", Time, nullable=False),
+)
+
+# The @everyone role of a guild has the guild's ID.
+roles = Table(
+    "roles", metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("guild_id", Id, ForeignKey("guilds.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("permissions", BigInteger, nullable=False, default=0),
+    Column("position", Integer, nullable=False, default=0),
+    Column("managed", Boolean, nullable=False, default=False),
+    Column("created_at", Time, nullable=False),
+)
+
+guild_members = Table(
+    "guild_members", metadata,
+    Column("guild_id", Id, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True),
+    Column("joined_at", Time, nullable=False),
+)
+
+member_roles = Table(
+    "member_roles", metadata,
+    Column("guild_id", Id, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Id, primary_key=True),
+    Column("role_id", Id, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
+invites = Table(
+    "invites", metadata,
+    Column("code", String(16), primary_key=True),
+    Column("guild_id", Id, ForeignKey("guilds.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("inviter_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("uses", Integer, nullable=False, default=0),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time),
+)
+
+connections = Table(
+    "connections", metadata,
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("type", String(32), primary_key=True),
+    Column("id", String(100), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("verified", Boolean, nullable=False, default=False),
+    Column("visibility", SmallInteger, nullable=False, default=1),
+    Column("created_at", Time, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("created_at", Time, nullable=False, index=True),
+    Column("action", String(64), nullable=False),
+    Column("actor_id", Id),  # the user who acted; NULL for the server itself
+    Column("application_id", Id, index=True),
+    Column("target_user_id", Id),
+    Column("details", Text, nullable=False, default="{}"),  # JSON, never a credential
+)

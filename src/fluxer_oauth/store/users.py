@@ -1,0 +1,80 @@
+"""Users and sessions."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fluxer_oauth.store.tables import grants, sessions, tokens, users
+
+
+async def insert_user(conn: AsyncConnection, **values) -> None:
+    await conn.execute(users.insert().values(**values))
+
+
+async def get_user(conn: AsyncConnection, user_id: int):
+    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+
+
+async def find_by_login(conn: AsyncConnection, login: str):
+    key = login.strip().lower()
+    query = select(users).where(or_(users.c.username_key == key, users.c.email_key == key))
+    return (await conn.execute(query)).first()
+
+
+async def username_or_email_taken(conn: AsyncConnection, username_key: str, email_key: str) -> str | None:
+    rows = (
+        await conn.execute(
+            select(users.c.username_key, users.c.email_key).where(
+                or_(users.c.username_key == username_key, users.c.email_key == email_key)
+            )
+        )
+    ).all()
+    for row in rows:
+        if row.username_key == username_key:
+            return "username"
+    return "email" if rows else None
+
+
+async def list_users(conn: AsyncConnection, limit: int = 100):
+    return (await conn.execute(select(users).where(users.c.bot.is_(False)).order_by(users.c.id).limit(limit))).all()
+
+
+async def set_user_fields(conn: AsyncConnection, user_id: int, **values) -> bool:
+    result = await conn.execute(update(users).where(users.c.id == user_id).values(**values))
+    return result.rowcount > 0
+
+
+async def count_users(conn: AsyncConnection) -> int:
+    return (await conn.execute(select(func.count()).select_from(users))).scalar_one()
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+async def insert_session(conn: AsyncConnection, token_hash: bytes, user_id: int, now: float, expires_at: float) -> None:
+    await conn.execute(
+        sessions.insert().values(token_hash=token_hash, user_id=user_id, created_at=now, expires_at=expires_at)
+    )
+
+
+async def session_user(conn: AsyncConnection, token_hash: bytes, now: float):
+    """The live, enabled user behind a session token hash, or None."""
+    query = (
+        select(users)
+        .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+        .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now, users.c.disabled_at.is_(None))
+    )
+    return (await conn.execute(query)).first()
+
+
+async def delete_session(conn: AsyncConnection, token_hash: bytes) -> None:
+    await conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
+
+
+async def end_everything_of_user(conn: AsyncConnection, user_id: int, now: float) -> None:
+    """Sessions, grants and tokens of a user end at once (used when disabling a user)."""
+    await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+    await conn.execute(delete(grants).where(grants.c.user_id == user_id))
+    await conn.execute(
+        update(tokens).where(tokens.c.user_id == user_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+    )

@@ -1,0 +1,1 @@
+"""The HTTP edge: routes that parse requests, call ``oauth``/``platform``, and render."""

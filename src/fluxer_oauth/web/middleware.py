@@ -1,0 +1,105 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
+
+``EdgeMiddleware`` is the outermost layer: it gives every request an id, refuses
+oversized bodies with 413, turns unexpected exceptions into a 500 that names the request
+id (and logs it), and writes one access-log line without the query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+import msgspec
+
+from fluxer_oauth.ops.logging import log, monotonic_ms
+
+logger = logging.getLogger("fluxer.http")
+_encode = msgspec.json.encode
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class EdgeMiddleware:
+    def __init__(self, app, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_holder = [0]
+        started = False
+
+        async def send_wrapper(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                status_holder[0] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await _send_json(send_wrapper, 413, {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"})
+        else:
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise BodyTooLarge()
+                return message
+
+            try:
+                await self.app(scope, limited_receive, send_wrapper)
+            except BodyTooLarge:
+                if not started:
+                    await _send_json(
+                        send_wrapper, 413, {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
+                    )
+            except Exception:
+                logger.exception("unhandled error", extra={"fields": {"request_id": request_id, "path": scope["path"]}})
+                if not started:
+                    await _send_json(
+                        send_wrapper,
+                        500,
+                        {"code": "INTERNAL_ERROR", "message": "unexpected error", "request_id": request_id},
+                    )
+        log(
+            logger, logging.INFO, "request",
+            request_id=request_id, method=scope["method"], path=scope["path"],
+            status=status_holder[0], ms=monotonic_ms(start),
+        )
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    payload = _encode(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

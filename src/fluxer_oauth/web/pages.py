@@ -1,0 +1,223 @@
+"""Browser pages: login, the authorization (consent) page, and the demo redirect target.
+
+Every page sends anti-framing, a strict CSP, no referrer and no caching. Forms carry a
+CSRF token bound to a cookie (signed double submit). The session lives in an HttpOnly,
+SameSite=Lax cookie that is Secure when the public URL is https.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.scopes import SCOPE_DESCRIPTIONS
+from fluxer_oauth.oauth import authorize as authz
+from fluxer_oauth.oauth.params import Params
+from fluxer_oauth.platform import accounts
+from fluxer_oauth.web.caller import runtime
+
+SESSION_COOKIE = "fluxer_session"
+CSRF_COOKIE = "fluxer_csrf"
+MAX_FORM_FIELD = 4096
+
+templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def security_headers(request: Request) -> dict:
+    headers = dict(PAGE_HEADERS)
+    if runtime(request).settings.https:
+        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+    return headers
+
+
+def _apply(request: Request, response: Response) -> Response:
+    for name, value in security_headers(request).items():
+        response.headers[name] = value
+    return response
+
+
+def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    seed = request.cookies.get(CSRF_COOKIE)
+    fresh_seed = None
+    if not seed or len(seed) > 100:
+        seed = fresh_seed = credentials.new_csrf_seed()
+    context["csrf_token"] = credentials.csrf_token(runtime(request).secret, seed)
+    response = HTMLResponse(templates.get_template(template).render(**context), status_code=status)
+    if fresh_seed:
+        _set_cookie(request, response, CSRF_COOKIE, fresh_seed, max_age=None)
+    return _apply(request, response)
+
+
+def redirect(request: Request, url: str, status: int = 303) -> Response:
+    return _apply(request, RedirectResponse(url, status_code=status))
+
+
+def error_page(request: Request, message: str, *, status: int = 400, heading: str = "This request is invalid",
+               hint: str = "Tell the developer of the application that sent you here.") -> HTMLResponse:
+    return render(request, "error.html", status, heading=heading, message=message, hint=hint)
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", httponly=True, samesite="lax",
+        secure=runtime(request).settings.https,
+    )
+
+
+async def read_form(request: Request) -> Params:
+    body = await request.body()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        pairs = []
+    return Params.from_pairs(pairs)
+
+
+def _field(params: Params, name: str) -> str:
+    try:
+        return params.get(name, max_length=MAX_FORM_FIELD) or ""
+    except ValueError:
+        return ""
+
+
+def csrf_ok(request: Request, params: Params) -> bool:
+    return credentials.csrf_valid(runtime(request).secret, request.cookies.get(CSRF_COOKIE), _field(params, "csrf_token"))
+
+
+def safe_next(value: str | None) -> str:
+    """Only same-origin paths: never an open redirect."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(ch) < 0x20 for ch in value) or urlsplit(value).netloc:
+        return "/"
+    return value
+
+
+async def cookie_user(request: Request):
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    return await accounts.session_user(runtime(request), token)
+
+
+# --- login ----------------------------------------------------------------------------------
+
+async def login_page(request: Request) -> Response:
+    next_url = safe_next(request.query_params.get("next"))
+    if request.query_params.get("switch") != "1" and await cookie_user(request) is not None:
+        return redirect(request, next_url)
+    return render(request, "login.html", next=next_url, login="", error=None)
+
+
+async def login_submit(request: Request) -> Response:
+    params = await read_form(request)
+    next_url = safe_next(_field(params, "next"))
+    login_name = _field(params, "login")
+    if not csrf_ok(request, params):
+        return render(request, "login.html", 403, next=next_url, login=login_name,
+                      error="Your form expired. Please try again.")
+    try:
+        token, _user = await accounts.login(runtime(request), login_name, _field(params, "password"))
+    except ApiError:
+        return render(request, "login.html", 400, next=next_url, login=login_name,
+                      error="Login or password is incorrect.")
+    # 303, never 307: the browser must not re-post the credentials to the next page.
+    response = redirect(request, next_url, 303)
+    _set_cookie(request, response, SESSION_COOKIE, token, runtime(request).settings.session_ttl)
+    return response
+
+
+# --- authorize ------------------------------------------------------------------------------
+
+def _login_url(request: Request, query: str) -> str:
+    from urllib.parse import quote
+
+    return "/login?next=" + quote(f"/oauth2/authorize?{query}", safe="")
+
+
+async def authorize_page(request: Request) -> Response:
+    query = request.url.query
+    return await _authorize(request, Params.from_pairs(request.query_params.multi_items()), query, decision=None)
+
+
+async def authorize_submit(request: Request) -> Response:
+    form = await read_form(request)
+    query = _field(form, "request")
+    if not csrf_ok(request, form):
+        return error_page(request, "Your form expired. Go back and try again.", status=403,
+                          heading="Something went wrong", hint="")
+    params = Params.from_pairs(parse_qsl(query, keep_blank_values=True))
+    decision = _field(form, "action")
+    if decision not in ("authorize", "cancel"):
+        return error_page(request, "Choose Authorize or Cancel.")
+    return await _authorize(request, params, query, decision=decision)
+
+
+async def _authorize(request: Request, params: Params, query: str, *, decision: str | None) -> Response:
+    rt = runtime(request)
+    # GET answers with 302; after a form POST, 303 so the browser follows with a GET.
+    status = 302 if decision is None else 303
+    try:
+        auth_request = await authz.parse_request(rt, params)
+    except authz.UnsafeRequest as exc:
+        return error_page(request, str(exc))
+    except authz.RedirectError as exc:
+        return redirect(request, authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state), status)
+
+    user = await cookie_user(request)
+    try:
+        if user is None:
+            if auth_request.prompt == "none":
+                raise authz.RedirectError("login_required", "the user is not logged in")
+            return redirect(request, _login_url(request, query), status)
+        authz.check_user_may_grant(auth_request, user)
+        if decision == "cancel":
+            return redirect(request, authz.deny(rt, auth_request), status)
+        if decision == "authorize":
+            return redirect(request, await authz.approve(rt, auth_request, user), status)
+        if auth_request.prompt == "none":
+            if not await authz.remembered_consent_covers(rt, auth_request, user):
+                raise authz.RedirectError("consent_required", "the user has not granted these scopes")
+            return redirect(request, await authz.approve(rt, auth_request, user), status)
+    except authz.RedirectError as exc:
+        return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description,
+                                                      auth_request.state), status)
+
+    return render(
+        request,
+        "consent.html",
+        app=auth_request.app,
+        user=user,
+        scopes=[(scope, SCOPE_DESCRIPTIONS[scope]) for scope in auth_request.scopes],
+        request_query=query,
+        switch_next=f"/oauth2/authorize?{query}",
+        redirect_host=urlsplit(auth_request.redirect_uri).netloc if auth_request.redirect_uri else "",
+    )
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+async def demo_callback(request: Request) -> Response:
+    shown = [(name, value[:256]) for name, value in request.query_params.multi_items()
+             if name in ("code", "state", "iss", "error", "error_description")]
+    return render(request, "demo_callback.html", params=shown)

@@ -1,0 +1,75 @@
+"""JSON responses and the rendering of the two error envelopes."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fluxer_oauth.core.errors import ApiError, OAuthError
+from fluxer_oauth.oauth.params import Params
+from fluxer_oauth.platform.validation import invalid_form_body
+
+_encoder = msgspec.json.Encoder()
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class JSONResponse(Response):
+    """``Content-Type: application/json`` exactly, without a charset (SPEC §1)."""
+
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return _encoder.encode(content)
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+async def api_error_handler(_request: Request, exc: ApiError) -> JSONResponse:
+    return json_response(exc.body(), exc.status, exc.headers)
+
+
+async def oauth_error_handler(_request: Request, exc: OAuthError) -> JSONResponse:
+    return json_response(exc.body(), exc.status, {**NO_STORE, **exc.headers})
+
+
+async def decode_json(request: Request, schema: type):
+    """A request body decoded and validated into ``schema``; 400 INVALID_FORM_BODY otherwise."""
+    body = await request.body()
+    try:
+        return msgspec.json.decode(body, type=schema)
+    except msgspec.ValidationError as exc:
+        raise invalid_form_body([_validation_error(str(exc))]) from None
+    except msgspec.DecodeError:
+        raise invalid_form_body([{"path": "", "code": "JSON_INVALID", "message": "the body is not valid JSON"}]) from None
+
+
+def _validation_error(text: str) -> dict:
+    # msgspec says e.g. "Expected `str`, got `int` - at `$.username`".
+    message, _, where = text.partition(" - at `")
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    return {"path": path, "code": "BASE_TYPE_INVALID", "message": message}
+
+
+async def form_params(request: Request) -> Params:
+    """An application/x-www-form-urlencoded body as ``Params``; invalid_request otherwise."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    body = await request.body()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OAuthError("invalid_request", "the body is not valid UTF-8") from None
+    try:
+        return Params.from_pairs(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except (ValueError, UnicodeDecodeError):
+        raise OAuthError("invalid_request", "the body is not valid form data") from None

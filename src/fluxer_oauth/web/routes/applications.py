@@ -1,0 +1,111 @@
+"""Application management (SPEC §5): the owner's session only, never bearer tokens."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.platform import applications
+from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION
+from fluxer_oauth.web.api import SESSION_AUTH, router
+from fluxer_oauth.web.caller import SESSION, authenticate, runtime
+from fluxer_oauth.web.responses import decode_json, json_response, no_content
+from fluxer_oauth.web.schemas import (
+    Application,
+    ApplicationCreateBody,
+    ApplicationUpdateBody,
+    BotToken,
+    ClientSecret,
+    CreatedApplication,
+    PasswordBody,
+)
+
+OWNER = (SESSION_AUTH,)
+ID = ("application_id",)
+
+
+def _application_id(request: Request) -> int:
+    application_id = parse_snowflake(request.path_params["application_id"])
+    if application_id is None:
+        raise UNKNOWN_APPLICATION
+    return application_id
+
+
+async def _owner(request: Request):
+    return (await authenticate(request, allow=(SESSION,))).user
+
+
+@router.route("POST", "/oauth2/applications", summary="Create an application (and its bot)", auth=OWNER,
+              request=ApplicationCreateBody, response=CreatedApplication, status=201, errors=(400, 401, 403),
+              tags=("applications",))
+async def create_application(request: Request):
+    owner = await _owner(request)
+    body = await decode_json(request, ApplicationCreateBody)
+    created = await applications.create(
+        runtime(request), owner, name=body.name, description=body.description, redirect_uris=body.redirect_uris,
+        bot_public=body.bot_public, bot_require_code_grant=body.bot_require_code_grant, bot=body.bot,
+    )
+    return json_response(created, 201)
+
+
+@router.route("GET", "/users/@me/applications", summary="The caller's applications", auth=OWNER,
+              response=list[Application], errors=(401, 403), tags=("applications",))
+async def list_applications(request: Request):
+    owner = await _owner(request)
+    return json_response(await applications.list_owned(runtime(request), owner))
+
+
+@router.route("GET", "/oauth2/applications/{application_id}", summary="One of the caller's applications",
+              auth=OWNER, response=Application, errors=(401, 403, 404), params=ID, tags=("applications",))
+async def get_application(request: Request):
+    owner = await _owner(request)
+    app, bot_user = await applications.owned(runtime(request), owner, _application_id(request))
+    return json_response(applications.application_json(app, owner=owner, bot_user=bot_user, private=True))
+
+
+@router.route("PATCH", "/oauth2/applications/{application_id}", summary="Change an application", auth=OWNER,
+              request=ApplicationUpdateBody, response=Application, errors=(400, 401, 403, 404), params=ID,
+              tags=("applications",))
+async def update_application(request: Request):
+    owner = await _owner(request)
+    application_id = _application_id(request)
+    body = await decode_json(request, ApplicationUpdateBody)
+    changes = {
+        "name": body.name, "description": body.description, "redirect_uris": body.redirect_uris,
+        "bot_public": body.bot_public, "bot_require_code_grant": body.bot_require_code_grant,
+    }
+    return json_response(await applications.update(runtime(request), owner, application_id, changes))
+
+
+@router.route("DELETE", "/oauth2/applications/{application_id}", summary="Delete an application", auth=OWNER,
+              status=204, errors=(401, 403, 404), params=ID, tags=("applications",))
+async def delete_application(request: Request):
+    owner = await _owner(request)
+    await applications.delete(runtime(request), owner, _application_id(request))
+    return no_content()
+
+
+@router.route("POST", "/oauth2/applications/{application_id}/client-secret/reset",
+              summary="Replace the client secret (password confirmation)", auth=OWNER, request=PasswordBody,
+              response=ClientSecret, errors=(400, 401, 403, 404), params=ID, tags=("applications",))
+async def reset_client_secret(request: Request):
+    owner = await _owner(request)
+    application_id = _application_id(request)
+    body = await decode_json(request, PasswordBody)
+    return json_response(await applications.reset_client_secret(runtime(request), owner, application_id, body.password))
+
+
+@router.route("POST", "/oauth2/applications/{application_id}/bot/reset-token",
+              summary="Replace the bot token (password confirmation)", auth=OWNER, request=PasswordBody,
+              response=BotToken, errors=(400, 401, 403, 404), params=ID, tags=("applications",))
+async def reset_bot_token(request: Request):
+    owner = await _owner(request)
+    application_id = _application_id(request)
+    body = await decode_json(request, PasswordBody)
+    return json_response(await applications.reset_bot_token(runtime(request), owner, application_id, body.password))
+
+
+@router.route("GET", "/oauth2/applications/{application_id}/public", summary="An application's public profile",
+              response=Application, errors=(404,), params=ID, tags=("applications",))
+async def public_application(request: Request):
+    return json_response(await applications.public_view(runtime(request), _application_id(request)))

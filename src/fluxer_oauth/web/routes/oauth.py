@@ -1,0 +1,72 @@
+"""The OAuth2 JSON endpoints: the authorize redirect, consent for single-page clients,
+and the token endpoint."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+from fluxer_oauth.core.errors import OAuthError
+from fluxer_oauth.oauth import authorize as authz
+from fluxer_oauth.oauth.params import Params
+from fluxer_oauth.oauth.token import token_endpoint
+from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, router
+from fluxer_oauth.web.caller import SESSION, authenticate, runtime
+from fluxer_oauth.web.responses import NO_STORE, decode_json, form_params, json_response
+from fluxer_oauth.web.schemas import ConsentBody, RedirectTo, TokenRequest, TokenResponse
+
+
+@router.route("GET", "/oauth2/authorize", summary="Redirects to the authorization page with the same query",
+              status=302, tags=("oauth2",))
+async def authorize_redirect(request: Request):
+    query = request.url.query
+    return RedirectResponse("/oauth2/authorize" + (f"?{query}" if query else ""), status_code=302)
+
+
+@router.route("POST", "/oauth2/authorize/consent", summary="Approve or deny an authorization request",
+              auth=(SESSION_AUTH,), request=ConsentBody, response=RedirectTo, errors=(400, 401, 403),
+              tags=("oauth2",))
+async def consent(request: Request):
+    caller = await authenticate(request, allow=(SESSION,))
+    body = await decode_json(request, ConsentBody)
+    rt = runtime(request)
+    params = Params.from_pairs(_consent_pairs(body))
+    try:
+        auth_request = await authz.parse_request(rt, params)
+    except authz.UnsafeRequest as exc:
+        raise OAuthError("invalid_request", str(exc)) from None
+    except authz.RedirectError as exc:
+        return json_response({"redirect_to": authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state)})
+    try:
+        if not body.authorize:
+            url = authz.deny(rt, auth_request)
+        else:
+            url = await authz.approve(rt, auth_request, caller.user)
+    except authz.RedirectError as exc:
+        url = authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description, auth_request.state)
+    return json_response({"redirect_to": url})
+
+
+def _consent_pairs(body: ConsentBody):
+    fields = {
+        "client_id": body.client_id,
+        "scope": body.scope,
+        "response_type": body.response_type,
+        "redirect_uri": body.redirect_uri,
+        "state": body.state,
+        "code_challenge": body.code_challenge,
+        "code_challenge_method": body.code_challenge_method,
+        "prompt": body.prompt,
+        "permissions": None if body.permissions is None else str(body.permissions),
+        "guild_id": body.guild_id,
+        "disable_guild_select": None if body.disable_guild_select is None else str(body.disable_guild_select).lower(),
+    }
+    return [(name, value) for name, value in fields.items() if value is not None]
+
+
+@router.route("POST", "/oauth2/token", summary="Exchange a code, refresh a token, or get a client-credentials token",
+              auth=(CLIENT_AUTH,), request=TokenRequest, response=TokenResponse, errors=(400, 401), form=True, tags=("oauth2",))
+async def token(request: Request):
+    params = await form_params(request)
+    body = await token_endpoint(runtime(request), params, request.headers.get("authorization"))
+    return json_response(body, headers=NO_STORE)

@@ -1,0 +1,84 @@
+"""What third-party applications read (SPEC §3, §4.4): the user, guilds, connections,
+and the token's own authorization."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.core.timefmt import iso
+from fluxer_oauth.platform import applications, guilds
+from fluxer_oauth.platform.accounts import user_json
+from fluxer_oauth.platform.guilds import UNKNOWN_GUILD
+from fluxer_oauth.web.api import BEARER_AUTH, BOT_AUTH, SESSION_AUTH, router
+from fluxer_oauth.web.caller import BEARER, SESSION, authenticate, runtime
+from fluxer_oauth.web.responses import json_response
+from fluxer_oauth.web.schemas import AuthorizationInfo, Connection, Guild, PartialGuild, User, UserInfo
+
+ANY = (SESSION_AUTH, BEARER_AUTH, BOT_AUTH)
+USER_READ_ERRORS = (401, 403)
+
+
+@router.route("GET", "/users/@me", summary="The calling user", auth=ANY, scope="identify", response=User,
+              errors=USER_READ_ERRORS, tags=("users",))
+async def users_me(request: Request):
+    caller = await authenticate(request)
+    caller.require_scope("identify")
+    with_email = caller.kind == SESSION or (caller.kind == BEARER and "email" in caller.grant.scopes)
+    return json_response(user_json(caller.user, with_email=with_email))
+
+
+@router.route("GET", "/users/@me/guilds", summary="Guilds of the calling user", auth=ANY, scope="guilds",
+              response=list[PartialGuild], errors=USER_READ_ERRORS, tags=("users",))
+async def users_me_guilds(request: Request):
+    caller = await authenticate(request)
+    caller.require_scope("guilds")
+    return json_response(await guilds.user_guilds(runtime(request), caller.user.id))
+
+
+@router.route("GET", "/users/@me/connections", summary="Connected accounts of the calling user",
+              auth=(SESSION_AUTH, BEARER_AUTH), scope="connections", response=list[Connection],
+              errors=USER_READ_ERRORS, tags=("users",))
+async def users_me_connections(request: Request):
+    caller = await authenticate(request, allow=(SESSION, BEARER))
+    caller.require_scope("connections")
+    return json_response(await guilds.user_connections(runtime(request), caller.user.id))
+
+
+@router.route("GET", "/guilds/{guild_id}", summary="A guild the caller is in", auth=ANY, scope="guilds",
+              response=Guild, errors=(401, 403, 404), params=("guild_id",), tags=("guilds",))
+async def guild(request: Request):
+    caller = await authenticate(request)
+    caller.require_scope("guilds")
+    guild_id = parse_snowflake(request.path_params["guild_id"])
+    if guild_id is None:
+        raise UNKNOWN_GUILD
+    return json_response(await guilds.guild_for_member(runtime(request), guild_id, caller.user.id))
+
+
+@router.route("GET", "/oauth2/@me", summary="The current authorization", auth=(SESSION_AUTH, BEARER_AUTH),
+              response=AuthorizationInfo, errors=(401, 403), tags=("oauth2",))
+async def oauth2_me(request: Request):
+    caller = await authenticate(request, allow=(SESSION, BEARER))
+    if caller.kind == SESSION:
+        return json_response(
+            {"application": None, "scopes": [], "expires": None, "user": user_json(caller.user, with_email=True)}
+        )
+    grant = caller.grant
+    body = {
+        "application": await applications.public_view(runtime(request), grant.application_id),
+        "scopes": grant.scope_text.split(),
+        "expires": iso(grant.expires_at),
+    }
+    if "identify" in grant.scopes:
+        body["user"] = user_json(caller.user, with_email="email" in grant.scopes)
+    return json_response(body)
+
+
+@router.route("GET", "/oauth2/userinfo", summary="The user, OpenID Connect style", auth=(SESSION_AUTH, BEARER_AUTH),
+              scope="identify", response=UserInfo, errors=USER_READ_ERRORS, tags=("oauth2",))
+async def userinfo(request: Request):
+    caller = await authenticate(request, allow=(SESSION, BEARER))
+    caller.require_scope("identify")
+    with_email = caller.kind == SESSION or "email" in caller.grant.scopes
+    return json_response({"sub": str(caller.user.id), **user_json(caller.user, with_email=with_email)})

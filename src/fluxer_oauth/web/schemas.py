@@ -1,0 +1,202 @@
+"""Request bodies (decoded and validated with msgspec) and response shapes (used for the
+OpenAPI document). Field names follow Discord's where Fluxer has none of its own."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
+
+Snowflake = str  # decimal string on the wire
+
+
+# --- requests -------------------------------------------------------------------------------
+
+class RegisterBody(Struct):
+    username: str
+    email: str
+    password: str
+
+
+class LoginBody(Struct):
+    login: str
+    password: str
+
+
+class ApplicationCreateBody(Struct):
+    name: str
+    description: str = ""
+    redirect_uris: list[str] = []
+    bot_public: bool = True
+    bot_require_code_grant: bool = False
+    bot: bool = True
+
+
+class ApplicationUpdateBody(Struct):
+    name: str | None = None
+    description: str | None = None
+    redirect_uris: list[str] | None = None
+    bot_public: bool | None = None
+    bot_require_code_grant: bool | None = None
+
+
+class PasswordBody(Struct):
+    password: str
+
+
+class ConsentBody(Struct):
+    client_id: str
+    scope: str
+    authorize: bool
+    response_type: str = "code"
+    redirect_uri: str | None = None
+    state: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    prompt: str | None = None
+    permissions: str | int | None = None
+    guild_id: str | None = None
+    disable_guild_select: bool | None = None
+
+
+class TokenRequest(Struct):
+    """The token endpoint's form fields (application/x-www-form-urlencoded)."""
+
+    grant_type: Literal["authorization_code", "refresh_token", "client_credentials"]
+    code: str | UnsetType = UNSET
+    redirect_uri: str | UnsetType = UNSET
+    code_verifier: str | UnsetType = UNSET
+    refresh_token: str | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    client_id: str | UnsetType = UNSET
+    client_secret: str | UnsetType = UNSET
+
+
+# --- responses ------------------------------------------------------------------------------
+
+class User(Struct):
+    id: Snowflake
+    username: str
+    discriminator: str
+    global_name: str | None
+    avatar: str | None
+    banner: str | None
+    accent_color: int | None
+    bot: bool
+    system: bool
+    mfa_enabled: bool
+    locale: str
+    flags: int
+    public_flags: int
+    email: str | None | UnsetType = UNSET
+    verified: bool | UnsetType = UNSET
+
+
+class UserInfo(User):
+    sub: Snowflake = ""
+
+
+class SessionResponse(Struct):
+    token: str
+    user: User
+
+
+class Application(Struct):
+    id: Snowflake
+    name: str
+    icon: str | None
+    description: str
+    bot_public: bool
+    bot_require_code_grant: bool
+    verify_key: str
+    flags: int
+    bot: User | UnsetType = UNSET
+    owner: User | UnsetType = UNSET
+    redirect_uris: list[str] | UnsetType = UNSET
+    trusted: bool | UnsetType = UNSET
+    disabled: bool | UnsetType = UNSET
+
+
+class BotWithToken(User):
+    token: str | UnsetType = UNSET
+
+
+class CreatedApplication(Application):
+    client_secret: str = ""
+
+
+class ClientSecret(Struct):
+    client_secret: str
+
+
+class BotToken(Struct):
+    token: str
+
+
+class PartialGuild(Struct):
+    id: Snowflake
+    name: str
+    icon: str | None
+    owner: bool
+    permissions: str
+    features: list[str]
+
+
+class Role(Struct):
+    id: Snowflake
+    name: str
+    permissions: str
+    position: int
+    managed: bool
+
+
+class Guild(Struct):
+    id: Snowflake
+    name: str
+    icon: str | None
+    owner_id: Snowflake
+    features: list[str]
+    roles: list[Role]
+
+
+class Connection(Struct):
+    type: str
+    id: str
+    name: str
+    verified: bool
+    visibility: int
+
+
+class AuthorizationInfo(Struct):
+    application: Application | None
+    scopes: list[str]
+    expires: str | None
+    user: User | UnsetType = UNSET
+
+
+class RedirectTo(Struct):
+    redirect_to: str
+
+
+class TokenResponse(Struct):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
+    refresh_token: str | UnsetType = UNSET
+    guild: dict | UnsetType = UNSET
+
+
+class ApiErrorBody(Struct):
+    code: str
+    message: str
+
+
+class OAuthErrorBody(Struct):
+    error: str
+    error_description: str
+
+
+__all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Struct)]
+_ = msgspec
