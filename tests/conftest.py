@@ -1,0 +1,169 @@
+"""Shared fixtures: a migrated SQLite database per test (copied from a template migrated
+once), the ASGI app with an httpx client, and helpers that walk the real flows."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import shutil
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from fluxer_oauth.app import build_app
+from fluxer_oauth.settings import Settings
+from fluxer_oauth.store.database import Database
+from fluxer_oauth.store.migrate import migrate
+
+SECRET_KEY = "test-secret-key-" + "x" * 40
+PASSWORD = "correct horse battery"
+
+
+def make_settings(database_url: str, **overrides) -> Settings:
+    values = dict(
+        database_url=database_url,
+        secret_key=SECRET_KEY,
+        public_url="http://testserver",
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        argon2_parallelism=1,
+        rate_limits="off",
+        log_level="WARNING",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+
+    async def build():
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await migrate(db.engine)
+        await db.close()
+
+    asyncio.run(build())
+    return str(path)
+
+
+@pytest.fixture
+def database_url(template_db, tmp_path) -> str:
+    path = tmp_path / "fluxer.db"
+    shutil.copy(template_db, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def settings(database_url) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def app(settings):
+    application = build_app(settings)
+    yield application
+    await application.state.runtime.db.close()
+
+
+@pytest.fixture
+async def client(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+def rt(app):
+    return app.state.runtime
+
+
+# --- flow helpers -------------------------------------------------------------------------
+
+@dataclass
+class Account:
+    token: str
+    user: dict
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": self.token}
+
+    @property
+    def id(self) -> str:
+        return self.user["id"]
+
+
+@dataclass
+class Client:
+    id: str
+    secret: str
+    body: dict
+
+    @property
+    def basic(self) -> tuple[str, str]:
+        return (self.id, self.secret)
+
+
+async def register(client: httpx.AsyncClient, username: str | None = None) -> Account:
+    username = username or "user_" + secrets.token_hex(4)
+    response = await client.post(
+        "/api/v1/auth/register",
+        json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Account(body["token"], body["user"])
+
+
+async def create_app(client: httpx.AsyncClient, owner: Account, **fields) -> Client:
+    payload = {"name": "Test App", "redirect_uris": ["https://client.example/callback"], **fields}
+    response = await client.post("/api/v1/oauth2/applications", json=payload, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Client(body["id"], body["client_secret"], body)
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+async def consent(client, user: Account, app: Client, *, scope="identify", authorize=True, **extra) -> dict:
+    payload = {"client_id": app.id, "scope": scope, "authorize": authorize,
+               "redirect_uri": "https://client.example/callback", **extra}
+    response = await client.post("/api/v1/oauth2/authorize/consent", json=payload, headers=user.headers)
+    assert response.status_code == 200, response.text
+    return query_of(response.json()["redirect_to"])
+
+
+async def get_code(client, user, app, **kwargs) -> str:
+    params = await consent(client, user, app, **kwargs)
+    assert "code" in params, params
+    return params["code"]
+
+
+async def exchange(client, app: Client, code: str, **fields) -> httpx.Response:
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": "https://client.example/callback", **fields}
+    data = {key: value for key, value in data.items() if value is not None}
+    return await client.post("/api/v1/oauth2/token", data=data, auth=app.basic)
+
+
+async def tokens_for(client, user, app, scope="identify") -> dict:
+    code = await get_code(client, user, app, scope=scope)
+    response = await exchange(client, app, code)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,86 @@
+"""A real server process (``fluxer-oauth serve``, granian) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD, SECRET_KEY
+
+BIN = Path(sys.executable).parent / "fluxer-oauth"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(tmp_path: Path, **env_overrides) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "FLUXER_DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}",
+        "FLUXER_SECRET_KEY": SECRET_KEY,
+        "FLUXER_PUBLIC_URL": base,
+        "FLUXER_RATE_LIMITS": "off",
+        "FLUXER_ARGON2_MEMORY_KIB": "1024",
+        "FLUXER_ARGON2_TIME_COST": "1",
+        "FLUXER_ARGON2_PARALLELISM": "1",
+        "FLUXER_LOG_LEVEL": "WARNING",
+        **env_overrides,
+    }
+    subprocess.run([str(BIN), "migrate"], env=env, check=True, capture_output=True)
+    log = open(tmp_path / "server.log", "wb")
+    process = subprocess.Popen([str(BIN), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{base}/api/v1/openapi.json", timeout=1)
+            return process, base
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start: " + (tmp_path / "server.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("live")
+    process, base = start_server(tmp_path)
+    yield base
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def live_account(live_server):
+    response = requests.post(f"{live_server}/api/v1/auth/register", timeout=10,
+                             json={"username": "interop", "email": "interop@example.com", "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def live_app(live_server, live_account):
+    response = requests.post(
+        f"{live_server}/api/v1/oauth2/applications",
+        headers={"Authorization": live_account["token"]},
+        json={"name": "Interop Client", "redirect_uris": ["http://127.0.0.1:9/callback"]},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()

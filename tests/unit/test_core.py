@@ -1,0 +1,153 @@
+"""Pure rules: scopes, redirect URIs, permissions, snowflakes and credentials."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.ids import FLUXER_EPOCH_MS, SnowflakeGenerator, parse_snowflake, snowflake_time
+from fluxer_oauth.core.permissions import (
+    ALL_PERMISSIONS,
+    PERMISSIONS,
+    compute_permissions,
+    defined_only,
+    parse_permissions,
+)
+from fluxer_oauth.core.redirect_uris import RedirectUriError, matches, validate_for_registration
+from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, parse_scopes
+
+
+class TestScopes:
+    def test_space_and_plus_separate_duplicates_collapse_and_order_is_canonical(self):
+        assert parse_scopes("guilds identify+email identify") == ("identify", "email", "guilds")
+
+    def test_unknown_scope_is_refused(self):
+        with pytest.raises(ScopeError, match="unknown scope"):
+            parse_scopes("identify messages.read")
+
+    def test_empty_scope_is_refused(self):
+        with pytest.raises(ScopeError):
+            parse_scopes("  + ")
+
+    def test_email_requires_identify(self):
+        with pytest.raises(ScopeError):
+            check_scope_rules(parse_scopes("email"))
+        check_scope_rules(parse_scopes("email identify"))
+
+
+class TestRedirectUris:
+    @pytest.mark.parametrize("uri", [
+        "https://app.example/cb", "https://app.example/cb?x=1", "http://localhost:3000/cb",
+        "http://127.0.0.1/cb", "http://[::1]:8080/cb",
+    ])
+    def test_allowed_registrations(self, uri):
+        assert validate_for_registration(uri) == uri
+
+    @pytest.mark.parametrize("uri", [
+        "http://app.example/cb", "https://app.example/cb#frag", "https://good@evil.example/cb",
+        "javascript:alert(1)", "ftp://x.example/", "https://app.example/c b", "", "https://" + "a" * 300,
+        "custom:/cb", "https:///cb",
+    ])
+    def test_refused_registrations(self, uri):
+        with pytest.raises(RedirectUriError):
+            validate_for_registration(uri)
+
+    @pytest.mark.parametrize("requested", [
+        "https://app.example/cb/", "https://APP.example/cb", "https://app.example/%63b", "https://app.example/cb/x",
+        "https://app.example/cb?x=1", "https://app.example/cb#f", "https://app.example:444/cb",
+        "https://good@app.example/cb", "http://app.example/cb",
+    ])
+    def test_matching_is_exact(self, requested):
+        assert matches("https://app.example/cb", "https://app.example/cb")
+        assert not matches("https://app.example/cb", requested)
+
+    def test_loopback_ip_port_may_differ(self):
+        assert matches("http://127.0.0.1/cb", "http://127.0.0.1:51234/cb")
+        assert matches("http://[::1]:80/cb", "http://[::1]:9999/cb")
+        assert not matches("http://127.0.0.1/cb", "http://127.0.0.1:51234/other")
+        assert not matches("http://localhost/cb", "http://localhost:51234/cb")  # names are not IP literals
+        assert not matches("http://127.0.0.1/cb", "http://user@127.0.0.1:5/cb")
+
+
+class TestPermissions:
+    def test_owner_and_administrator_have_everything(self):
+        assert compute_permissions(is_owner=True, role_permissions=[]) == ALL_PERMISSIONS
+        assert compute_permissions(is_owner=False, role_permissions=[PERMISSIONS["ADMINISTRATOR"]]) == ALL_PERMISSIONS
+
+    def test_roles_are_ored(self):
+        value = compute_permissions(is_owner=False, role_permissions=[1 << 10, 1 << 11])
+        assert value == (1 << 10) | (1 << 11)
+
+    def test_undefined_bits_are_dropped(self):
+        assert defined_only((1 << 19) | (1 << 10)) == 1 << 10
+
+    @pytest.mark.parametrize("text,value", [("0", 0), ("8", 8), (" 2048 ", 2048), ("-1", None), ("1e3", None),
+                                            ("", None), ("99999999999999999999999", None)])
+    def test_parse(self, text, value):
+        assert parse_permissions(text) == value
+
+
+class TestSnowflakes:
+    def test_ids_are_unique_increasing_and_carry_time(self):
+        generator = SnowflakeGenerator(worker_id=5)
+        ids = [generator.next() for _ in range(10000)]
+        assert len(set(ids)) == len(ids) and ids == sorted(ids)
+        assert (ids[0] >> 12) & 0x3FF == 5
+        assert abs(snowflake_time(ids[0]).timestamp() - time.time()) < 5
+        assert (ids[0] >> 22) + FLUXER_EPOCH_MS > FLUXER_EPOCH_MS
+
+    def test_parse(self):
+        assert parse_snowflake("123") == 123
+        assert parse_snowflake("0") is None
+        assert parse_snowflake("-5") is None
+        assert parse_snowflake("١٢٣") is None  # non-ASCII digits
+        assert parse_snowflake("9" * 25) is None
+
+
+class TestCredentials:
+    KEY = b"k" * 32
+
+    def test_opaque_tokens_have_256_bits(self):
+        token = credentials.new_opaque_token()
+        assert len(credentials.b64url_decode(token)) == 32
+
+    def test_session_token_format(self):
+        token = credentials.new_session_token()
+        assert token.startswith("flx_") and len(token) == 40 and token[4:].isalnum()
+        assert credentials.looks_like_session_token(token)
+
+    def test_client_secret_alphabet_and_keyed_hash(self):
+        secret = credentials.new_client_secret()
+        assert len(secret) >= 43 and all(ch.isalnum() or ch in "-_" for ch in secret)
+        assert credentials.client_secret_hash(self.KEY, secret) != credentials.client_secret_hash(b"o" * 32, secret)
+
+    def test_bot_token_carries_id_and_verifies(self):
+        token = credentials.new_bot_token(self.KEY, 1234567890123, 1_700_000_000)
+        first = credentials.b64url_decode(token.split(".")[0]).decode()
+        assert first == "1234567890123"
+        assert credentials.verify_bot_token(self.KEY, token) == 1234567890123
+        assert credentials.verify_bot_token(b"z" * 32, token) is None
+
+    def test_forged_bot_token_is_refused(self):
+        token = credentials.new_bot_token(self.KEY, 42, 1_700_000_000)
+        id_part, time_part, tail = token.split(".")
+        forged_id = credentials.b64url(b"43")
+        assert credentials.verify_bot_token(self.KEY, f"{forged_id}.{time_part}.{tail}") is None
+        assert credentials.verify_bot_token(self.KEY, "a.b") is None
+        assert credentials.verify_bot_token(self.KEY, "!!.??.**") is None
+
+    def test_pkce_s256(self):
+        verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        assert credentials.s256_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 App. B
+        assert credentials.pkce_matches(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+        assert not credentials.pkce_matches(verifier[:-1] + "l", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+        assert not credentials.valid_code_verifier("short")
+
+    def test_csrf(self):
+        seed = credentials.new_csrf_seed()
+        token = credentials.csrf_token(self.KEY, seed)
+        assert credentials.csrf_valid(self.KEY, seed, token)
+        assert not credentials.csrf_valid(self.KEY, seed + "x", token)
+        assert not credentials.csrf_valid(self.KEY, None, token)
