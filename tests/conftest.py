@@ -139,7 +139,7 @@ def query_of(url: str) -> dict[str, str]:
 
 
 async def consent(client, user: Account, app: Client, *, scope="identify", authorize=True, **extra) -> dict:
-    payload = {"client_id": app.id, "scope": scope, "authorize": authorize,
+    payload = {"client_id": app.id, "scope": scope, "authorize": authorize, "response_type": "code",
                "redirect_uri": "https://client.example/callback", **extra}
     response = await client.post("/api/v1/oauth2/authorize/consent", json=payload, headers=user.headers)
     assert response.status_code == 200, response.text

@@ -41,6 +41,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/login", pages.login_submit, methods=["POST"]),
         Route("/oauth2/authorize", pages.authorize_page, methods=["GET"]),
         Route("/oauth2/authorize", pages.authorize_submit, methods=["POST"]),
+        Route("/oauth2/authorized", pages.bot_added_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     if settings.dev:

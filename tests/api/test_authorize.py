@@ -201,7 +201,8 @@ async def test_loopback_redirect_port_may_differ(client):
     owner = await register(client)
     app = await create_app(client, owner, redirect_uris=["http://127.0.0.1/cb"])
     response = await client.post("/api/v1/oauth2/authorize/consent", headers=owner.headers, json={
-        "client_id": app.id, "scope": "identify", "authorize": True, "redirect_uri": "http://127.0.0.1:43123/cb"})
+        "client_id": app.id, "scope": "identify", "authorize": True, "response_type": "code",
+        "redirect_uri": "http://127.0.0.1:43123/cb"})
     assert response.json()["redirect_to"].startswith("http://127.0.0.1:43123/cb?code=")
 
 

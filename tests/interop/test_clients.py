@@ -77,3 +77,13 @@ def test_requests_oauthlib_code_flow_with_pkce_refresh_and_read(live_server, liv
                                       auth=(live_app["id"], live_app["client_secret"]))
     assert refreshed["access_token"] != token["access_token"]
     assert session.get(f"{live_server}/api/v1/users/@me", timeout=10).json()["username"] == "interop"
+
+
+def test_authlib_client_credentials_then_read_the_bot_user(live_server, live_app):
+    session = AuthlibSession(client_id=live_app["id"], client_secret=live_app["client_secret"],
+                             token_endpoint_auth_method="client_secret_basic", scope="identify guilds")
+    token = session.fetch_token(f"{live_server}/api/v1/oauth2/token", grant_type="client_credentials")
+    assert token["token_type"] == "Bearer" and "refresh_token" not in token
+    me = session.get(f"{live_server}/api/v1/users/@me", timeout=10).json()
+    assert me["id"] == live_app["id"] and me["bot"] is True
+    assert session.get(f"{live_server}/api/v1/users/@me/guilds", timeout=10).json() == []

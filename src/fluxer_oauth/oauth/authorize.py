@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fluxer_oauth.core import credentials
+from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import parse_permissions
 from fluxer_oauth.core.redirect_uris import find_registered
@@ -19,9 +20,11 @@ from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, form
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.oauth.redirects import with_query
+from fluxer_oauth.platform import guilds
 from fluxer_oauth.platform.applications import redirect_uris_of
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store import audit
 from fluxer_oauth.store import oauth as oauth_store
 
 
@@ -50,16 +53,21 @@ class AuthorizationRequest:
     permissions: int
     guild_id: int | None
     disable_guild_select: bool
+    bot_install: bool = False  # bot-only, no code: ends on the success page
 
-    @property
-    def is_bot_only(self) -> bool:
-        return self.scopes == ("bot",)
+    def chosen_guild(self, choice: int | None) -> int | None:
+        """The guild to add the bot to: the preselected one when the request locks it."""
+        if self.disable_guild_select and self.guild_id is not None:
+            return self.guild_id
+        return choice
 
 
 # --- step 1: the client and where it may be sent back ---------------------------------------
 
-async def identify_client(rt: Runtime, params: Params, *, needs_redirect: bool = True):
-    """The application and the validated redirect URI; ``UnsafeRequest`` otherwise."""
+async def identify_client(rt: Runtime, params: Params):
+    """The application, the validated redirect URI (None for a bot-only install that ends on
+    the success page), whether it was given explicitly, and whether this is such an install.
+    Raises ``UnsafeRequest`` when the client or its redirect URI cannot be trusted."""
     try:
         client_id_text = params.get("client_id", required=True)
         requested_uri = params.get("redirect_uri")
@@ -73,49 +81,53 @@ async def identify_client(rt: Runtime, params: Params, *, needs_redirect: bool =
     if app is None:
         raise UnsafeRequest("client_id does not name a known application")
     registered = redirect_uris_of(app)
+    bot_install = _is_bot_install(app, params)
     if requested_uri is not None:
         if find_registered(registered, requested_uri) is None:
             raise UnsafeRequest("redirect_uri is not registered for this application")
-        return app, requested_uri, True
+        return app, (None if bot_install else requested_uri), True, bot_install
+    if bot_install:
+        return app, None, False, True
     if len(registered) == 1:  # RFC 6749 §3.1.2.3: the only one may be implied
-        return app, registered[0], False
-    if needs_redirect:
-        raise UnsafeRequest(
-            "redirect_uri is required" if registered else "this application has no redirect URI registered"
-        )
-    return app, None, False
+        return app, registered[0], False, False
+    raise UnsafeRequest(
+        "redirect_uri is required" if registered else "this application has no redirect URI registered"
+    )
 
 
-def _scope_needs_redirect(params: Params) -> bool:
-    """Only a bot-only request may go without a redirect URI (it ends on a success page)."""
+def _is_bot_install(app, params: Params) -> bool:
+    """A bot-only request without response_type adds the bot and ends on a success page,
+    unless the application demands the full code grant (bot_require_code_grant)."""
+    if app.bot_require_code_grant:
+        return False
     try:
         raw = params.get("scope")
-        return raw is None or parse_scopes(raw) != ("bot",)
+        return raw is not None and parse_scopes(raw) == ("bot",) and params.get("response_type") is None
     except (ParamError, ScopeError):
-        return True
+        return False
 
 
 # --- step 2: everything else, reported by redirect ------------------------------------------
 
 async def parse_request(rt: Runtime, params: Params) -> AuthorizationRequest:
-    """Validate a whole authorization request; raises ``UnsafeRequest`` or ``RedirectError``
-    together with the redirect URI to use (``RedirectError.redirect``)."""
-    app, redirect_uri, explicit = await identify_client(rt, params, needs_redirect=_scope_needs_redirect(params))
+    """Validate a whole authorization request; raises ``UnsafeRequest``, or ``RedirectError``
+    carrying the redirect URI and state to report it to."""
+    app, redirect_uri, explicit, bot_install = await identify_client(rt, params)
     try:
         state = params.get("state")
     except ParamError:
         state = None
     try:
-        return _parse_rest(app, redirect_uri, explicit, state, params)
+        return _parse_rest(app, redirect_uri, explicit, bot_install, state, params)
     except RedirectError as exc:
         exc.redirect = redirect_uri
         exc.state = state
-        if redirect_uri is None:  # bot-only request without a redirect: show the page
+        if redirect_uri is None:  # a bot install without a redirect: show the page
             raise UnsafeRequest(exc.description) from exc
         raise
 
 
-def _parse_rest(app, redirect_uri, explicit, state, params: Params) -> AuthorizationRequest:
+def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params) -> AuthorizationRequest:
     try:
         params.get("state")  # a repeated or overlong state is still an invalid request
         response_type = params.get("response_type")
@@ -129,9 +141,9 @@ def _parse_rest(app, redirect_uri, explicit, state, params: Params) -> Authoriza
     except ParamError as exc:
         raise RedirectError("invalid_request", str(exc)) from exc
 
-    if response_type is None:
+    if response_type is None and not bot_install:
         raise RedirectError("invalid_request", "response_type is required")
-    if response_type != "code":
+    if response_type is not None and response_type != "code":
         raise RedirectError("unsupported_response_type", "only response_type=code is supported")
     if app.disabled_at is not None:
         raise RedirectError("unauthorized_client", "this application has been disabled")
@@ -183,6 +195,7 @@ def _parse_rest(app, redirect_uri, explicit, state, params: Params) -> Authoriza
         permissions=permissions,
         guild_id=guild_id,
         disable_guild_select=raw_lock == "true",
+        bot_install=bot_install,
     )
 
 
@@ -208,16 +221,38 @@ async def remembered_consent_covers(rt: Runtime, request: AuthorizationRequest, 
     return grant is not None and covers(grant.scopes.split(), request.scopes)
 
 
+def check_bot_allowed(request: AuthorizationRequest, user) -> None:
+    if "bot" in request.scopes and not request.app.bot_public and request.app.owner_id != user.id:
+        raise ApiError(403, "BOT_IS_PRIVATE", "only the owner of this private bot can add it")
+
+
 async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id: int | None = None) -> str:
-    """Record the consent, issue a code, and return the redirect that carries it."""
+    """Record the consent (and add the bot), issue a code, and return where to send the
+    user: the client's redirect with the code, or the success page of a bot install.
+    Raises ``ApiError`` for a refused bot installation; nothing is written then."""
     check_user_may_grant(request, user)
+    check_bot_allowed(request, user)
+    guild_id = request.chosen_guild(guild_id) if "bot" in request.scopes else None
+    if "bot" in request.scopes and guild_id is None:
+        raise ApiError(400, "GUILD_REQUIRED", "choose a guild to add the bot to")
     code = credentials.new_opaque_token()
     at = now()
     remembered = [scope for scope in request.scopes if scope != "bot"]
     async with rt.db.write() as conn:
+        if guild_id is not None:
+            await guilds.install_bot(
+                rt, conn, app=request.app, user=user, guild_id=guild_id, permissions=request.permissions
+            )
+        if request.bot_install:
+            return with_query(f"{rt.settings.public_url}/oauth2/authorized",
+                              {"client_id": str(request.app.id), "guild_id": str(guild_id)})
         existing = await oauth_store.get_grant(conn, user.id, request.app.id)
         scopes = format_scopes(set(remembered) | set(existing.scopes.split() if existing else ()))
         grant_id = await oauth_store.upsert_grant(conn, rt.ids.next(), user.id, request.app.id, scopes, at)
+        await audit.record(
+            conn, id=rt.ids.next(), now=at, action="grant.approved", actor_id=user.id,
+            application_id=request.app.id, target_user_id=user.id, details={"scopes": format_scopes(request.scopes)},
+        )
         await oauth_store.insert_code(
             conn,
             code_hash=credentials.sha256(code),
@@ -230,7 +265,7 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
             scopes=format_scopes(request.scopes),
             code_challenge=request.code_challenge,
             guild_id=guild_id,
-            permissions=request.permissions if "bot" in request.scopes else None,
+            permissions=request.permissions if guild_id is not None else None,
             created_at=at,
             expires_at=at + rt.settings.code_ttl,
         )

@@ -16,7 +16,9 @@ from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.platform.guilds import partial_guild_json
 from fluxer_oauth.store import audit
+from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
 from fluxer_oauth.store.tables import ACCESS, REFRESH
@@ -121,9 +123,10 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 )
                 await oauth_store.insert_tokens(conn, issued.rows)
                 await oauth_store.touch_grant(conn, row.grant_id, at)
+                guild = await guild_store.get_guild(conn, row.guild_id) if row.guild_id is not None else None
     if failure is not None:
         raise failure
-    return _response(rt, issued, row.scopes)
+    return _response(rt, issued, row.scopes, partial_guild_json(guild) if guild is not None else None)
 
 
 def _check_code_binding(row, redirect_uri: str | None, verifier: str | None) -> OAuthError | None:

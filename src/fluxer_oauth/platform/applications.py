@@ -235,3 +235,16 @@ def application_json(app, *, owner, bot_user, private: bool) -> dict:
         body["trusted"] = bool(app.trusted)
         body["disabled"] = app.disabled_at is not None
     return body
+
+
+async def bot_view(rt: Runtime, bot_id: int) -> dict:
+    """What a bot sees of its own application: the public view plus its owner."""
+    async with rt.db.read() as conn:
+        app = await app_store.get_application(conn, bot_id)
+        owner = await user_store.get_user(conn, app.owner_id) if app is not None else None
+        bot_user = await user_store.get_user(conn, bot_id)
+    if app is None:
+        raise UNKNOWN_APPLICATION
+    body = application_json(app, owner=None, bot_user=bot_user, private=False)
+    body["owner"] = user_json(owner, with_email=False)
+    return body

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 from fluxer_oauth.core.errors import ApiError
-from fluxer_oauth.core.permissions import compute_permissions
+from fluxer_oauth.core.permissions import (
+    ADMINISTRATOR,
+    MANAGE_GUILD,
+    PERMISSIONS,
+    compute_permissions,
+    defined_only,
+    has,
+    parse_permissions,
+    permission_names,
+)
+from fluxer_oauth.core.timefmt import iso, now
+from fluxer_oauth.platform.accounts import user_json
+from fluxer_oauth.platform.validation import FormErrors, check_text, invalid_form_body
 from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import audit
 from fluxer_oauth.store import guilds as guild_store
 
 UNKNOWN_GUILD = ApiError(404, "UNKNOWN_GUILD", "unknown guild")
@@ -62,3 +76,219 @@ async def user_connections(rt: Runtime, user_id: int) -> list[dict]:
         {"type": row.type, "id": row.id, "name": row.name, "verified": bool(row.verified), "visibility": row.visibility}
         for row in rows
     ]
+
+
+# --- the guild API (sessions and bots) ------------------------------------------------------
+
+MISSING_PERMISSIONS = "MISSING_PERMISSIONS"
+DEFAULT_EVERYONE = (
+    PERMISSIONS["CREATE_INSTANT_INVITE"] | PERMISSIONS["VIEW_CHANNEL"] | PERMISSIONS["SEND_MESSAGES"]
+    | PERMISSIONS["READ_MESSAGE_HISTORY"] | PERMISSIONS["ADD_REACTIONS"] | PERMISSIONS["CONNECT"]
+    | PERMISSIONS["SPEAK"] | PERMISSIONS["CHANGE_NICKNAME"]
+)
+INVITE_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def missing_permissions(names: str) -> ApiError:
+    return ApiError(403, MISSING_PERMISSIONS, f"you lack the permission(s): {names}")
+
+
+async def permissions_in(conn, guild, user_id: int) -> int:
+    return compute_permissions(
+        is_owner=guild.owner_id == user_id,
+        role_permissions=await guild_store.member_role_permissions(conn, guild.id, user_id),
+    )
+
+
+async def _member_guild(conn, guild_id: int, user_id: int):
+    guild = await guild_store.get_guild(conn, guild_id)
+    if guild is None or not await guild_store.is_member(conn, guild_id, user_id):
+        raise UNKNOWN_GUILD
+    return guild
+
+
+async def _require(conn, guild_id: int, user_id: int, permission: str):
+    guild = await _member_guild(conn, guild_id, user_id)
+    held = await permissions_in(conn, guild, user_id)
+    if not has(held, PERMISSIONS[permission]):
+        raise missing_permissions(permission)
+    return guild, held
+
+
+def _check_name(name: str, path: str = "name") -> str:
+    errors = FormErrors()
+    check_text(errors, path, name.strip(), min_len=1, max_len=100)
+    errors.raise_if_any()
+    return name.strip()
+
+
+async def create_guild(rt: Runtime, user, name: str) -> dict:
+    name = _check_name(name)
+    guild_id, at = rt.ids.next(), now()
+    async with rt.db.write() as conn:
+        await guild_store.insert_guild(conn, id=guild_id, name=name, owner_id=user.id, features="[]", created_at=at)
+        await guild_store.insert_role(
+            conn, id=guild_id, guild_id=guild_id, name="@everyone", permissions=DEFAULT_EVERYONE, position=0,
+            created_at=at,
+        )
+        await guild_store.add_member(conn, guild_id, user.id, at)
+    return await guild_for_member(rt, guild_id, user.id)
+
+
+async def list_roles(rt: Runtime, guild_id: int, user_id: int) -> list[dict]:
+    async with rt.db.read() as conn:
+        await _member_guild(conn, guild_id, user_id)
+        return [role_json(role) for role in await guild_store.guild_roles(conn, guild_id)]
+
+
+async def create_role(rt: Runtime, guild_id: int, user_id: int, name: str, permissions_text: str | int) -> dict:
+    name = _check_name(name)
+    requested = parse_permissions(str(permissions_text))
+    if requested is None:
+        raise invalid_form_body([{"path": "permissions", "code": "PERMISSIONS_INVALID",
+                                  "message": "must be a non-negative integer"}])
+    requested = defined_only(requested)
+    role_id, at = rt.ids.next(), now()
+    async with rt.db.write() as conn:
+        _guild, held = await _require(conn, guild_id, user_id, "MANAGE_ROLES")
+        _check_subset(requested, held)
+        position = await guild_store.top_role_position(conn, guild_id) + 1
+        await guild_store.insert_role(
+            conn, id=role_id, guild_id=guild_id, name=name, permissions=requested, position=position, created_at=at
+        )
+        return role_json(await guild_store.get_role(conn, guild_id, role_id))
+
+
+def _check_subset(requested: int, held: int) -> None:
+    """Nobody hands out permissions they do not hold, unless they are administrators."""
+    if not held & ADMINISTRATOR and requested & ~held:
+        raise missing_permissions(", ".join(permission_names(requested & ~held)))
+
+
+async def list_members(rt: Runtime, guild_id: int, user_id: int) -> list[dict]:
+    async with rt.db.read() as conn:
+        await _member_guild(conn, guild_id, user_id)
+        rows = await guild_store.members_with_roles(conn, guild_id)
+    return [member_json(user, joined_at, role_ids) for user, joined_at, role_ids in rows]
+
+
+def member_json(user, joined_at: float, role_ids: list[int]) -> dict:
+    return {
+        "user": user_json(user, with_email=False),
+        "roles": [str(role_id) for role_id in role_ids],
+        "joined_at": iso(joined_at),
+    }
+
+
+async def set_member_role(rt: Runtime, guild_id: int, caller_id: int, member_id: int, role_id: int, give: bool) -> None:
+    async with rt.db.write() as conn:
+        _guild, held = await _require(conn, guild_id, caller_id, "MANAGE_ROLES")
+        role = await guild_store.get_role(conn, guild_id, role_id)
+        if role is None or role.id == guild_id:
+            raise ApiError(404, "UNKNOWN_ROLE", "unknown role")
+        if role.managed:
+            raise ApiError(403, "ROLE_MANAGED", "a bot's own role cannot be given or taken")
+        _check_subset(role.permissions, held)
+        if not await guild_store.is_member(conn, guild_id, member_id):
+            raise ApiError(404, "UNKNOWN_MEMBER", "unknown member")
+        if give:
+            if role_id not in await guild_store.member_role_ids(conn, guild_id, member_id):
+                await guild_store.give_role(conn, guild_id, member_id, role_id)
+        else:
+            await guild_store.take_role(conn, guild_id, member_id, role_id)
+
+
+async def create_invite(rt: Runtime, guild_id: int, user_id: int, max_age: int = 86400) -> dict:
+    code = "".join(secrets.choice(INVITE_ALPHABET) for _ in range(10))
+    at = now()
+    async with rt.db.write() as conn:
+        guild, _held = await _require(conn, guild_id, user_id, "CREATE_INSTANT_INVITE")
+        expires_at = at + max_age if max_age > 0 else None
+        await guild_store.insert_invite(
+            conn, code=code, guild_id=guild_id, inviter_id=user_id, uses=0, created_at=at, expires_at=expires_at
+        )
+    return {"code": code, "guild": partial_guild_json(guild), "expires_at": iso(expires_at)}
+
+
+async def accept_invite(rt: Runtime, code: str, user_id: int) -> dict:
+    at = now()
+    async with rt.db.write() as conn:
+        invite = await guild_store.use_invite(conn, code[:16], at) if code.isalnum() else None
+        if invite is None:
+            raise ApiError(404, "UNKNOWN_INVITE", "unknown or expired invite")
+        guild = await guild_store.get_guild(conn, invite.guild_id)
+        if not await guild_store.is_member(conn, guild.id, user_id):
+            await guild_store.add_member(conn, guild.id, user_id, at)
+    return {"code": invite.code, "guild": partial_guild_json(guild)}
+
+
+async def leave_guild(rt: Runtime, guild_id: int, user_id: int) -> None:
+    async with rt.db.write() as conn:
+        guild = await _member_guild(conn, guild_id, user_id)
+        if guild.owner_id == user_id:
+            raise ApiError(400, "CANNOT_LEAVE_OWNED_GUILD", "the owner cannot leave their guild")
+        await guild_store.remove_member(conn, guild_id, user_id)
+
+
+def partial_guild_json(guild) -> dict:
+    return {"id": str(guild.id), "name": guild.name, "icon": guild.icon, "owner_id": str(guild.owner_id)}
+
+
+# --- connections ----------------------------------------------------------------------------
+
+CONNECTION_TYPES = ("github", "twitter", "bsky", "domain", "twitch", "youtube", "steam", "reddit")
+
+
+async def add_connection(rt: Runtime, user_id: int, kind: str, name: str) -> dict:
+    errors = FormErrors()
+    if kind not in CONNECTION_TYPES:
+        errors.add("type", "CONNECTION_TYPE_INVALID", f"type must be one of {', '.join(CONNECTION_TYPES)}")
+    check_text(errors, "name", name, min_len=1, max_len=100)
+    errors.raise_if_any()
+    external_id = str(rt.ids.next())
+    async with rt.db.write() as conn:
+        await guild_store.insert_connection(
+            conn, user_id=user_id, type=kind, id=external_id, name=name, verified=False, visibility=1, created_at=now()
+        )
+    return {"type": kind, "id": external_id, "name": name, "verified": False, "visibility": 1}
+
+
+async def remove_connection(rt: Runtime, user_id: int, kind: str, external_id: str) -> None:
+    async with rt.db.write() as conn:
+        if not await guild_store.delete_connection(conn, user_id, kind[:32], external_id[:100]):
+            raise ApiError(404, "UNKNOWN_CONNECTION", "unknown connection")
+
+
+# --- the bot scope ---------------------------------------------------------------------------
+
+async def manageable_guilds(rt: Runtime, user_id: int) -> list[dict]:
+    """Guilds where the user may add a bot: MANAGE_GUILD or ADMINISTRATOR (owners included)."""
+    return [g for g in await user_guilds(rt, user_id) if has(int(g["permissions"]), MANAGE_GUILD)]
+
+
+async def install_bot(rt: Runtime, conn, *, app, user, guild_id: int, permissions: int):
+    """Add the application's bot to a guild inside the caller's transaction; returns the guild."""
+    if not app.bot_public and app.owner_id != user.id:
+        raise ApiError(403, "BOT_IS_PRIVATE", "only the owner of this private bot can add it")
+    guild = await _member_guild(conn, guild_id, user.id)
+    held = await permissions_in(conn, guild, user.id)
+    if not has(held, MANAGE_GUILD):
+        raise missing_permissions("MANAGE_GUILD")
+    requested = defined_only(permissions)
+    _check_subset(requested, held)
+    if await guild_store.is_member(conn, guild_id, app.bot_id):
+        raise ApiError(400, "BOT_ALREADY_IN_GUILD", "this bot is already in that guild")
+    at = now()
+    await guild_store.add_member(conn, guild_id, app.bot_id, at)
+    if requested:
+        role_id = rt.ids.next()
+        await guild_store.insert_role(
+            conn, id=role_id, guild_id=guild_id, name=app.name[:100], permissions=requested,
+            position=await guild_store.top_role_position(conn, guild_id) + 1, managed=True, created_at=at,
+        )
+        await guild_store.give_role(conn, guild_id, app.bot_id, role_id)
+    await audit.record(
+        conn, id=rt.ids.next(), now=at, action="bot.added", actor_id=user.id, application_id=app.id,
+        details={"guild_id": str(guild_id), "permissions": str(requested)},
+    )
+    return guild

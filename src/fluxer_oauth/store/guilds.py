@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fluxer_oauth.store.tables import connections, guild_members, guilds, member_roles, roles
+from fluxer_oauth.store.tables import connections, guild_members, guilds, invites, member_roles, roles, users
 
 
 async def insert_guild(conn: AsyncConnection, **values) -> None:
@@ -78,3 +78,78 @@ async def insert_connection(conn: AsyncConnection, **values) -> None:
 async def user_connections(conn: AsyncConnection, user_id: int):
     query = select(connections).where(connections.c.user_id == user_id).order_by(connections.c.created_at)
     return (await conn.execute(query)).all()
+
+
+async def remove_member(conn: AsyncConnection, guild_id: int, user_id: int) -> bool:
+    await conn.execute(delete(member_roles).where(member_roles.c.guild_id == guild_id, member_roles.c.user_id == user_id))
+    result = await conn.execute(
+        delete(guild_members).where(guild_members.c.guild_id == guild_id, guild_members.c.user_id == user_id)
+    )
+    return result.rowcount > 0
+
+
+async def take_role(conn: AsyncConnection, guild_id: int, user_id: int, role_id: int) -> bool:
+    result = await conn.execute(
+        delete(member_roles).where(
+            member_roles.c.guild_id == guild_id, member_roles.c.user_id == user_id, member_roles.c.role_id == role_id
+        )
+    )
+    return result.rowcount > 0
+
+
+async def get_role(conn: AsyncConnection, guild_id: int, role_id: int):
+    query = select(roles).where(roles.c.guild_id == guild_id, roles.c.id == role_id)
+    return (await conn.execute(query)).first()
+
+
+async def top_role_position(conn: AsyncConnection, guild_id: int) -> int:
+    query = select(func.coalesce(func.max(roles.c.position), 0)).where(roles.c.guild_id == guild_id)
+    return (await conn.execute(query)).scalar_one()
+
+
+async def members_with_roles(conn: AsyncConnection, guild_id: int, limit: int = 1000):
+    """[(user row, joined_at, [role ids])] of a guild, oldest members first."""
+    query = (
+        select(users, guild_members.c.joined_at)
+        .select_from(guild_members.join(users, users.c.id == guild_members.c.user_id))
+        .where(guild_members.c.guild_id == guild_id)
+        .order_by(guild_members.c.joined_at, users.c.id)
+        .limit(limit)
+    )
+    rows = (await conn.execute(query)).all()
+    assigned: dict[int, list[int]] = {}
+    role_rows = await conn.execute(
+        select(member_roles.c.user_id, member_roles.c.role_id).where(member_roles.c.guild_id == guild_id)
+    )
+    for user_id, role_id in role_rows.all():
+        assigned.setdefault(user_id, []).append(role_id)
+    return [(row, row.joined_at, assigned.get(row.id, [])) for row in rows]
+
+
+async def member_role_ids(conn: AsyncConnection, guild_id: int, user_id: int) -> list[int]:
+    query = select(member_roles.c.role_id).where(member_roles.c.guild_id == guild_id, member_roles.c.user_id == user_id)
+    return list((await conn.execute(query)).scalars())
+
+
+async def insert_invite(conn: AsyncConnection, **values) -> None:
+    await conn.execute(invites.insert().values(**values))
+
+
+async def use_invite(conn: AsyncConnection, code: str, now: float):
+    """Count a use of a live invite and return it; None when unknown or expired."""
+    query = (
+        update(invites)
+        .where(invites.c.code == code, (invites.c.expires_at.is_(None)) | (invites.c.expires_at > now))
+        .values(uses=invites.c.uses + 1)
+        .returning(invites.c.guild_id, invites.c.code)
+    )
+    return (await conn.execute(query)).first()
+
+
+async def delete_connection(conn: AsyncConnection, user_id: int, kind: str, external_id: str) -> bool:
+    result = await conn.execute(
+        delete(connections).where(
+            connections.c.user_id == user_id, connections.c.type == kind, connections.c.id == external_id
+        )
+    )
+    return result.rowcount > 0

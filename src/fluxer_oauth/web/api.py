@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import re
+
 import msgspec
 from starlette.routing import Route
 
@@ -30,7 +32,6 @@ class Operation:
     errors: tuple[int, ...] = ()
     scope: str | None = None
     tags: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
 
 
 @dataclass
@@ -48,6 +49,12 @@ class ApiRouter:
         return register
 
 
+def _path_schema(name: str) -> dict:
+    if name.endswith("_id") and name != "connection_id":
+        return {"type": "string", "pattern": "^[0-9]{1,20}$"}
+    return {"type": "string", "minLength": 1, "maxLength": 100}
+
+
 def openapi_document(router: ApiRouter, issuer: str) -> dict:
     types = {op.request for op in router.operations if op.request is not None}
     types |= {op.response for op in router.operations if op.response is not None}
@@ -63,10 +70,10 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
             "tags": list(op.tags),
             "responses": {},
         }
-        if op.params:
+        names = re.findall(r"{(\w+)}", op.path)
+        if names:
             item["parameters"] = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}}
-                for name in op.params
+                {"name": name, "in": "path", "required": True, "schema": _path_schema(name)} for name in names
             ]
         if op.auth:
             item["security"] = [{name: [op.scope] if op.scope and name == BEARER_AUTH else []} for name in op.auth]

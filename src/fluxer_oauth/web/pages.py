@@ -16,10 +16,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.core.permissions import defined_only, permission_names
 from fluxer_oauth.core.scopes import SCOPE_DESCRIPTIONS
 from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth.params import Params
-from fluxer_oauth.platform import accounts
+from fluxer_oauth.platform import accounts, guilds
+from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.web.caller import runtime
 
 SESSION_COOKIE = "fluxer_session"
@@ -170,10 +174,12 @@ async def authorize_submit(request: Request) -> Response:
     decision = _field(form, "action")
     if decision not in ("authorize", "cancel"):
         return error_page(request, "Choose Authorize or Cancel.")
-    return await _authorize(request, params, query, decision=decision)
+    guild_choice = parse_snowflake(_field(form, "guild_id")) if _field(form, "guild_id") else None
+    return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
 
 
-async def _authorize(request: Request, params: Params, query: str, *, decision: str | None) -> Response:
+async def _authorize(request: Request, params: Params, query: str, *, decision: str | None,
+                     guild_choice: int | None = None) -> Response:
     rt = runtime(request)
     # GET answers with 302; after a form POST, 303 so the browser follows with a GET.
     status = 302 if decision is None else 303
@@ -191,10 +197,13 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
                 raise authz.RedirectError("login_required", "the user is not logged in")
             return redirect(request, _login_url(request, query), status)
         authz.check_user_may_grant(auth_request, user)
+        authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":
+            if auth_request.redirect_uri is None:
+                return error_page(request, "You cancelled adding the bot.", status=200, heading="Cancelled", hint="")
             return redirect(request, authz.deny(rt, auth_request), status)
         if decision == "authorize":
-            return redirect(request, await authz.approve(rt, auth_request, user), status)
+            return redirect(request, await authz.approve(rt, auth_request, user, guild_id=guild_choice), status)
         if auth_request.prompt == "none":
             if not await authz.remembered_consent_covers(rt, auth_request, user):
                 raise authz.RedirectError("consent_required", "the user has not granted these scopes")
@@ -202,17 +211,56 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     except authz.RedirectError as exc:
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description,
                                                       auth_request.state), status)
+    except ApiError as exc:  # a refused bot installation: say why on the page
+        if exc.code == "BOT_IS_PRIVATE":
+            return error_page(request, exc.message, status=exc.status, heading="This bot is private", hint="")
+        return await _consent_page(request, auth_request, user, query, error=exc.message, status=exc.status)
+    return await _consent_page(request, auth_request, user, query)
 
+
+async def _consent_page(request: Request, auth_request, user, query: str, *, error: str | None = None,
+                        status: int = 200) -> Response:
+    bot = "bot" in auth_request.scopes
+    eligible = await guilds.manageable_guilds(runtime(request), user.id) if bot else []
+    locked = auth_request.disable_guild_select and auth_request.guild_id is not None
+    if locked:
+        eligible = [g for g in eligible if g["id"] == str(auth_request.guild_id)]
     return render(
         request,
         "consent.html",
+        status,
         app=auth_request.app,
         user=user,
+        error=error,
         scopes=[(scope, SCOPE_DESCRIPTIONS[scope]) for scope in auth_request.scopes],
+        bot=bot,
+        guilds=eligible,
+        selected_guild=str(auth_request.guild_id) if auth_request.guild_id else None,
+        guild_locked=locked,
+        permission_names=permission_names(defined_only(auth_request.permissions)) if bot else [],
         request_query=query,
         switch_next=f"/oauth2/authorize?{query}",
         redirect_host=urlsplit(auth_request.redirect_uri).netloc if auth_request.redirect_uri else "",
     )
+
+
+async def bot_added_page(request: Request) -> Response:
+    """Where a bot-only install ends (no redirect URI)."""
+    rt = runtime(request)
+    user = await cookie_user(request)
+    client_id = parse_snowflake(request.query_params.get("client_id", ""))
+    guild_id = parse_snowflake(request.query_params.get("guild_id", ""))
+    app_name = guild_name = None
+    if client_id is not None:
+        async with rt.db.read() as conn:
+            app = await app_store.get_application(conn, client_id)
+            guild = await guild_store.get_guild(conn, guild_id) if guild_id else None
+            if app is not None:
+                app_name = app.name
+            # Only members learn the guild's name from this page.
+            if guild is not None and user is not None and await guild_store.is_member(conn, guild.id, user.id):
+                guild_name = guild.name
+    return render(request, "bot_added.html", app_name=app_name, guild_name=guild_name)
 
 
 # --- demo -----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ class ConsentBody(Struct):
     client_id: str
     scope: str
     authorize: bool
-    response_type: str = "code"
+    response_type: str | None = None
     redirect_uri: str | None = None
     state: str | None = None
     code_challenge: str | None = None
@@ -71,6 +71,24 @@ class TokenRequest(Struct):
     scope: str | UnsetType = UNSET
     client_id: str | UnsetType = UNSET
     client_secret: str | UnsetType = UNSET
+
+
+class GuildCreateBody(Struct):
+    name: str
+
+
+class RoleCreateBody(Struct):
+    name: str
+    permissions: str | int = "0"
+
+
+class InviteCreateBody(Struct):
+    max_age: int = 86400
+
+
+class ConnectionCreateBody(Struct):
+    type: str
+    name: str
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -160,6 +178,25 @@ class Guild(Struct):
     roles: list[Role]
 
 
+class Member(Struct):
+    user: User
+    roles: list[Snowflake]
+    joined_at: str
+
+
+class InviteGuild(Struct):
+    id: Snowflake
+    name: str
+    icon: str | None
+    owner_id: Snowflake
+
+
+class Invite(Struct):
+    code: str
+    guild: InviteGuild
+    expires_at: str | None | UnsetType = UNSET
+
+
 class Connection(Struct):
     type: str
     id: str
@@ -176,7 +213,7 @@ class AuthorizationInfo(Struct):
 
 
 class RedirectTo(Struct):
-    redirect_to: str
+    redirect_to: str | None  # None when a bot install without redirect URI was cancelled
 
 
 class TokenResponse(Struct):
@@ -185,7 +222,7 @@ class TokenResponse(Struct):
     expires_in: int
     scope: str
     refresh_token: str | UnsetType = UNSET
-    guild: dict | UnsetType = UNSET
+    guild: InviteGuild | UnsetType = UNSET
 
 
 class ApiErrorBody(Struct):

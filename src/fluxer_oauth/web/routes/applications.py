@@ -7,8 +7,8 @@ from starlette.requests import Request
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.platform import applications
 from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION
-from fluxer_oauth.web.api import SESSION_AUTH, router
-from fluxer_oauth.web.caller import SESSION, authenticate, runtime
+from fluxer_oauth.web.api import BOT_AUTH, SESSION_AUTH, router
+from fluxer_oauth.web.caller import BOT, SESSION, authenticate, runtime
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import (
     Application,
@@ -21,7 +21,6 @@ from fluxer_oauth.web.schemas import (
 )
 
 OWNER = (SESSION_AUTH,)
-ID = ("application_id",)
 
 
 def _application_id(request: Request) -> int:
@@ -48,6 +47,13 @@ async def create_application(request: Request):
     return json_response(created, 201)
 
 
+@router.route("GET", "/oauth2/applications/@me", summary="The calling bot's own application", auth=(BOT_AUTH,),
+              response=Application, errors=(401, 403), tags=("applications",))
+async def bot_application(request: Request):
+    caller = await authenticate(request, allow=(BOT,))
+    return json_response(await applications.bot_view(runtime(request), caller.user.id))
+
+
 @router.route("GET", "/users/@me/applications", summary="The caller's applications", auth=OWNER,
               response=list[Application], errors=(401, 403), tags=("applications",))
 async def list_applications(request: Request):
@@ -56,7 +62,7 @@ async def list_applications(request: Request):
 
 
 @router.route("GET", "/oauth2/applications/{application_id}", summary="One of the caller's applications",
-              auth=OWNER, response=Application, errors=(401, 403, 404), params=ID, tags=("applications",))
+              auth=OWNER, response=Application, errors=(401, 403, 404), tags=("applications",))
 async def get_application(request: Request):
     owner = await _owner(request)
     app, bot_user = await applications.owned(runtime(request), owner, _application_id(request))
@@ -64,7 +70,7 @@ async def get_application(request: Request):
 
 
 @router.route("PATCH", "/oauth2/applications/{application_id}", summary="Change an application", auth=OWNER,
-              request=ApplicationUpdateBody, response=Application, errors=(400, 401, 403, 404), params=ID,
+              request=ApplicationUpdateBody, response=Application, errors=(400, 401, 403, 404),
               tags=("applications",))
 async def update_application(request: Request):
     owner = await _owner(request)
@@ -78,7 +84,7 @@ async def update_application(request: Request):
 
 
 @router.route("DELETE", "/oauth2/applications/{application_id}", summary="Delete an application", auth=OWNER,
-              status=204, errors=(401, 403, 404), params=ID, tags=("applications",))
+              status=204, errors=(401, 403, 404), tags=("applications",))
 async def delete_application(request: Request):
     owner = await _owner(request)
     await applications.delete(runtime(request), owner, _application_id(request))
@@ -87,7 +93,7 @@ async def delete_application(request: Request):
 
 @router.route("POST", "/oauth2/applications/{application_id}/client-secret/reset",
               summary="Replace the client secret (password confirmation)", auth=OWNER, request=PasswordBody,
-              response=ClientSecret, errors=(400, 401, 403, 404), params=ID, tags=("applications",))
+              response=ClientSecret, errors=(400, 401, 403, 404), tags=("applications",))
 async def reset_client_secret(request: Request):
     owner = await _owner(request)
     application_id = _application_id(request)
@@ -97,7 +103,7 @@ async def reset_client_secret(request: Request):
 
 @router.route("POST", "/oauth2/applications/{application_id}/bot/reset-token",
               summary="Replace the bot token (password confirmation)", auth=OWNER, request=PasswordBody,
-              response=BotToken, errors=(400, 401, 403, 404), params=ID, tags=("applications",))
+              response=BotToken, errors=(400, 401, 403, 404), tags=("applications",))
 async def reset_bot_token(request: Request):
     owner = await _owner(request)
     application_id = _application_id(request)
@@ -106,6 +112,6 @@ async def reset_bot_token(request: Request):
 
 
 @router.route("GET", "/oauth2/applications/{application_id}/public", summary="An application's public profile",
-              response=Application, errors=(404,), params=ID, tags=("applications",))
+              response=Application, errors=(404,), tags=("applications",))
 async def public_application(request: Request):
     return json_response(await applications.public_view(runtime(request), _application_id(request)))

@@ -39,9 +39,10 @@ async def consent(request: Request):
         return json_response({"redirect_to": authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state)})
     try:
         if not body.authorize:
-            url = authz.deny(rt, auth_request)
+            url = authz.deny(rt, auth_request) if auth_request.redirect_uri else None
         else:
-            url = await authz.approve(rt, auth_request, caller.user)
+            # The body's guild_id is the user's choice (or the locked preselection).
+            url = await authz.approve(rt, auth_request, caller.user, guild_id=auth_request.guild_id)
     except authz.RedirectError as exc:
         url = authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description, auth_request.state)
     return json_response({"redirect_to": url})

@@ -46,7 +46,7 @@ async def users_me_connections(request: Request):
 
 
 @router.route("GET", "/guilds/{guild_id}", summary="A guild the caller is in", auth=ANY, scope="guilds",
-              response=Guild, errors=(401, 403, 404), params=("guild_id",), tags=("guilds",))
+              response=Guild, errors=(401, 403, 404), tags=("guilds",))
 async def guild(request: Request):
     caller = await authenticate(request)
     caller.require_scope("guilds")
