@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
+from fluxer_oauth.oauth.metadata import metadata
+from fluxer_oauth.ops.janitor import run_forever
 from fluxer_oauth.ops.logging import configure as configure_logging
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
@@ -33,8 +36,13 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     rt = runtime or Runtime.create(settings)
     openapi = openapi_document(router, settings.issuer)
 
+    server_metadata = metadata(settings)
+
     async def openapi_json(_request: Request):
         return json_response(openapi)
+
+    async def metadata_json(_request: Request):
+        return json_response(server_metadata)
 
     page_routes = [
         Route("/login", pages.login_page, methods=["GET"]),
@@ -42,6 +50,8 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/oauth2/authorize", pages.authorize_page, methods=["GET"]),
         Route("/oauth2/authorize", pages.authorize_submit, methods=["POST"]),
         Route("/oauth2/authorized", pages.bot_added_page, methods=["GET"]),
+        Route("/settings/authorized-apps", pages.authorized_apps_page, methods=["GET"]),
+        Route("/settings/authorized-apps/{application_id}/revoke", pages.revoke_app_submit, methods=["POST"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     if settings.dev:
@@ -49,12 +59,18 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        janitor = None
+        if settings.janitor_interval > 0:
+            janitor = asyncio.create_task(run_forever(rt, settings.janitor_interval))
         yield
+        if janitor is not None:
+            janitor.cancel()
         await rt.db.close()
 
     app = Starlette(
         routes=[
             Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+            Route("/.well-known/oauth-authorization-server", metadata_json, methods=["GET"]),
             *router.routes,
             *page_routes,
         ],

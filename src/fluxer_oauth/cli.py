@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from fluxer_oauth.settings import ConfigurationError, Settings
 
@@ -84,6 +86,243 @@ def serve(
         "fluxer_oauth.app:create_app", address=host, port=port, interface=Interfaces.ASGI,
         workers=workers, factory=True, log_access=False,
     ).serve()
+
+
+# --- operator tools ---------------------------------------------------------------------------
+
+users_app = typer.Typer(help="Manage users", no_args_is_help=True)
+apps_app = typer.Typer(help="Manage applications", no_args_is_help=True)
+guilds_app = typer.Typer(help="Manage guilds", no_args_is_help=True)
+grants_app = typer.Typer(help="Inspect and revoke grants", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(apps_app, name="apps")
+app.add_typer(guilds_app, name="guilds")
+app.add_typer(grants_app, name="grants")
+
+JSON_OPTION = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def _with_runtime(work):
+    """Run ``work(rt)`` against the configured database; API errors become exit code 1."""
+    from fluxer_oauth.core.errors import ApiError
+    from fluxer_oauth.runtime import Runtime
+
+    settings = _settings()
+
+    async def run():
+        rt = Runtime.create(settings)
+        try:
+            return await work(rt)
+        finally:
+            await rt.db.close()
+
+    try:
+        return asyncio.run(run())
+    except ApiError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        for error in exc.details.get("errors", []):
+            console.print(f"  {error['path']}: {error['message']}")
+        raise typer.Exit(1)
+
+
+async def _resolve_user(rt, who: str):
+    from fluxer_oauth.core.errors import ApiError
+    from fluxer_oauth.core.ids import parse_snowflake
+    from fluxer_oauth.store import users as user_store
+
+    async with rt.db.read() as conn:
+        user = None
+        user_id = parse_snowflake(who)
+        if user_id is not None:
+            user = await user_store.get_user(conn, user_id)
+        if user is None:
+            user = await user_store.find_by_login(conn, who)
+    if user is None:
+        raise ApiError(404, "UNKNOWN_USER", f"no user {who!r}")
+    return user
+
+
+def _application_id(value: str) -> int:
+    from fluxer_oauth.core.ids import parse_snowflake
+
+    application_id = parse_snowflake(value)
+    if application_id is None:
+        console.print(f"[red]not an application id:[/red] {value}")
+        raise typer.Exit(2)
+    return application_id
+
+
+def _output(rows: list[dict], columns: list[str], as_json: bool, title: str) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row.get(column, "")) for column in columns])
+    Console().print(table)
+
+
+@users_app.command("create")
+def users_create(username: str, email: str, password: str = typer.Option(..., prompt=True, hide_input=True),
+                 as_json: bool = JSON_OPTION) -> None:
+    """Create a user account."""
+    from fluxer_oauth.platform import accounts
+
+    async def work(rt):
+        return accounts.user_json(await accounts.create_user(rt, username, email, password), with_email=True)
+
+    user = _with_runtime(work)
+    _output([user], ["id", "username", "discriminator", "email"], as_json, "created")
+
+
+@users_app.command("list")
+def users_list(query: str = typer.Argument("", help="username or email prefix"),
+               limit: int = typer.Option(50, min=1, max=1000), as_json: bool = JSON_OPTION) -> None:
+    """List users."""
+    from fluxer_oauth.platform.admin import admin_user_json
+    from fluxer_oauth.store import users as user_store
+
+    async def work(rt):
+        async with rt.db.read() as conn:
+            return [admin_user_json(row) for row in await user_store.search_users(conn, query, limit)]
+
+    _output(_with_runtime(work), ["id", "username", "email", "staff", "disabled"], as_json, "users")
+
+
+@users_app.command("staff")
+def users_staff(user: str = typer.Argument(..., help="id, username or email"),
+                remove: bool = typer.Option(False, "--remove", help="take the staff flag away")) -> None:
+    """Mark a user as staff (may grant the admin scope and use the admin API)."""
+    from fluxer_oauth.platform import admin
+
+    async def work(rt):
+        target = await _resolve_user(rt, user)
+        await admin.set_staff(rt, None, target.id, not remove)
+        return target
+
+    target = _with_runtime(work)
+    console.print(f"{target.username} is {'no longer ' if remove else ''}staff")
+
+
+@users_app.command("disable")
+def users_disable(user: str = typer.Argument(..., help="id, username or email")) -> None:
+    """Disable a user: every session, grant and token ends at once."""
+    from fluxer_oauth.platform import admin
+
+    async def work(rt):
+        target = await _resolve_user(rt, user)
+        await admin.set_user_disabled(rt, None, target.id, True)
+        return target
+
+    console.print(f"{_with_runtime(work).username} is disabled")
+
+
+@apps_app.command("create")
+def apps_create(owner: str = typer.Argument(..., help="owner's id, username or email"), name: str = typer.Argument(...),
+                redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="may be repeated"),
+                bot: bool = typer.Option(True, "--bot/--no-bot"), as_json: bool = JSON_OPTION) -> None:
+    """Create an application; prints its client secret (and bot token) once."""
+    from fluxer_oauth.platform import applications
+
+    async def work(rt):
+        return await applications.create(rt, await _resolve_user(rt, owner), name=name, redirect_uris=redirect_uri,
+                                         bot=bot)
+
+    created = _with_runtime(work)
+    row = {"id": created["id"], "name": created["name"], "client_secret": created["client_secret"],
+           "bot_token": created.get("bot", {}).get("token", "")}
+    _output([row], ["id", "name", "client_secret", "bot_token"], as_json, "created (secrets shown once)")
+
+
+@apps_app.command("list")
+def apps_list(limit: int = typer.Option(200, min=1, max=1000), as_json: bool = JSON_OPTION) -> None:
+    """List every application."""
+    from fluxer_oauth.platform import admin
+
+    async def work(rt):
+        return await admin.list_applications(rt, None, limit)
+
+    rows = [{**a, "owner": a["owner"]["username"]} for a in _with_runtime(work)]
+    _output(rows, ["id", "name", "owner", "trusted", "disabled"], as_json, "applications")
+
+
+@apps_app.command("trust")
+def apps_trust(application_id: str, remove: bool = typer.Option(False, "--remove")) -> None:
+    """Mark a first-party application trusted (it may then ask staff for the admin scope)."""
+    from fluxer_oauth.platform import admin
+
+    _with_runtime(lambda rt: admin.set_application_trusted(rt, None, _application_id(application_id), not remove))
+    console.print(f"application {application_id} is {'not ' if remove else ''}trusted")
+
+
+@apps_app.command("disable")
+def apps_disable(application_id: str, enable: bool = typer.Option(False, "--enable", help="enable it again")) -> None:
+    """Disable an application: its tokens stop working and its requests are refused."""
+    from fluxer_oauth.platform import admin
+
+    _with_runtime(lambda rt: admin.set_application_disabled(rt, None, _application_id(application_id), not enable))
+    console.print(f"application {application_id} is {'enabled' if enable else 'disabled'}")
+
+
+@guilds_app.command("create")
+def guilds_create(owner: str = typer.Argument(..., help="owner's id, username or email"),
+                  name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+    """Create a guild owned by a user."""
+    from fluxer_oauth.platform import guilds
+
+    async def work(rt):
+        return await guilds.create_guild(rt, await _resolve_user(rt, owner), name)
+
+    _output([_with_runtime(work)], ["id", "name", "owner_id"], as_json, "created")
+
+
+@grants_app.command("list")
+def grants_list(user: str = typer.Argument(..., help="id, username or email"), as_json: bool = JSON_OPTION) -> None:
+    """A user's authorized applications."""
+    from fluxer_oauth.platform.authorizations import list_authorizations
+
+    async def work(rt):
+        return await list_authorizations(rt, (await _resolve_user(rt, user)).id)
+
+    rows = [{"application_id": g["application"]["id"], "application": g["application"]["name"],
+             "scopes": " ".join(g["scopes"]), "first_authorized_at": g["first_authorized_at"],
+             "last_used_at": g["last_used_at"]} for g in _with_runtime(work)]
+    _output(rows, ["application_id", "application", "scopes", "first_authorized_at", "last_used_at"], as_json,
+            "grants")
+
+
+@grants_app.command("revoke")
+def grants_revoke(user: str = typer.Argument(..., help="id, username or email"),
+                  application_id: str = typer.Argument(...)) -> None:
+    """Revoke a user's grant for an application (all its tokens)."""
+    from fluxer_oauth.platform.authorizations import revoke_authorization
+
+    async def work(rt):
+        await revoke_authorization(rt, (await _resolve_user(rt, user)).id, _application_id(application_id))
+
+    _with_runtime(work)
+    console.print("grant revoked")
+
+
+@app.command()
+def janitor(batch_size: int = typer.Option(2000, min=1, max=100000)) -> None:
+    """Delete expired codes, tokens and sessions now, in batches."""
+    from rich.progress import Progress
+
+    from fluxer_oauth.ops.janitor import sweep
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("sweeping expired rows", total=None)
+
+        def on_batch(table, count, _elapsed):
+            progress.update(task, advance=count, description=f"sweeping {table}")
+
+        report = _with_runtime(lambda rt: sweep(rt, batch_size=batch_size, on_batch=on_batch))
+    for table, count in report.deleted.items():
+        print(f"{table}: {count} deleted")
+    print(f"batches: {len(report.batch_seconds)}, slowest {report.slowest_batch * 1000:.1f} ms")
 
 
 def main() -> None:

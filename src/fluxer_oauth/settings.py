@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Seconds between background sweeps of expired rows; 0 turns the background janitor off.
+    janitor_interval: float = 300.0
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

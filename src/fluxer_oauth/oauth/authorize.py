@@ -19,6 +19,7 @@ from fluxer_oauth.core.redirect_uris import find_registered
 from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, format_scopes, parse_scopes
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.oauth.metadata import CODE_CHALLENGE_METHODS
 from fluxer_oauth.oauth.redirects import with_query
 from fluxer_oauth.platform import guilds
 from fluxer_oauth.platform.applications import redirect_uris_of
@@ -159,7 +160,7 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
     if "admin" in scopes and not app.trusted:
         raise RedirectError("invalid_scope", "the admin scope is only for trusted applications")
 
-    if method is not None and method != "S256":
+    if method is not None and method not in CODE_CHALLENGE_METHODS:
         raise RedirectError("invalid_request", "code_challenge_method must be S256")
     if challenge is not None and method is None:
         raise RedirectError("invalid_request", "code_challenge_method=S256 is required with code_challenge")

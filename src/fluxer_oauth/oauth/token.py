@@ -15,6 +15,7 @@ from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, cove
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client
 from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.oauth.revocation import end_grant
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
 from fluxer_oauth.store import audit
@@ -161,7 +162,8 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
         if row is None:
             previous = await oauth_store.get_token(conn, token_hash)
             if previous is not None and previous.application_id == app.id and previous.rotated:
-                await oauth_store.revoke_grant(conn, previous.user_id, app.id, at)
+                await end_grant(rt, conn, user_id=previous.user_id, application_id=app.id,
+                                by="refresh_token_reuse", actor_id=None, at=at)
                 await audit.record(
                     conn, id=rt.ids.next(), now=at, action="refresh_token.reuse_detected", application_id=app.id,
                     target_user_id=previous.user_id,

@@ -23,6 +23,12 @@ def new_discriminator() -> str:
 
 
 async def register(rt: Runtime, username: str, email: str, password: str) -> tuple[str, object]:
+    """A new account and a session for it."""
+    user = await create_user(rt, username, email, password)
+    return await start_session(rt, user.id), user
+
+
+async def create_user(rt: Runtime, username: str, email: str, password: str):
     errors = FormErrors()
     if not USERNAME.fullmatch(username):
         errors.add("username", "USERNAME_INVALID", "2-32 characters of letters, digits, '_' and '.'")
@@ -55,9 +61,8 @@ async def register(rt: Runtime, username: str, email: str, password: str) -> tup
             )
     except IntegrityError:  # a parallel registration took the name first
         _raise_taken("username or email")
-    token = await start_session(rt, user_id)
     async with rt.db.read() as conn:
-        return token, await user_store.get_user(conn, user_id)
+        return await user_store.get_user(conn, user_id)
 
 
 def _raise_taken(what: str):

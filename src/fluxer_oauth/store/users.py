@@ -36,8 +36,15 @@ async def username_or_email_taken(conn: AsyncConnection, username_key: str, emai
     return "email" if rows else None
 
 
-async def list_users(conn: AsyncConnection, limit: int = 100):
-    return (await conn.execute(select(users).where(users.c.bot.is_(False)).order_by(users.c.id).limit(limit))).all()
+async def search_users(conn: AsyncConnection, text: str | None, limit: int = 100):
+    """People (not bots) whose username or email starts with ``text``; all when it is empty."""
+    query = select(users).where(users.c.bot.is_(False)).order_by(users.c.id).limit(limit)
+    if text:
+        key = text.strip().lower()
+        query = query.where(
+            or_(users.c.username_key.startswith(key, autoescape=True), users.c.email_key.startswith(key, autoescape=True))
+        )
+    return (await conn.execute(query)).all()
 
 
 async def set_user_fields(conn: AsyncConnection, user_id: int, **values) -> bool:

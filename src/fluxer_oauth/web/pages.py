@@ -21,7 +21,7 @@ from fluxer_oauth.core.permissions import defined_only, permission_names
 from fluxer_oauth.core.scopes import SCOPE_DESCRIPTIONS
 from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth.params import Params
-from fluxer_oauth.platform import accounts, guilds
+from fluxer_oauth.platform import accounts, authorizations, guilds
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.web.caller import runtime
@@ -269,3 +269,30 @@ async def demo_callback(request: Request) -> Response:
     shown = [(name, value[:256]) for name, value in request.query_params.multi_items()
              if name in ("code", "state", "iss", "error", "error_description")]
     return render(request, "demo_callback.html", params=shown)
+
+
+# --- settings: authorized apps -----------------------------------------------------------------
+
+async def authorized_apps_page(request: Request) -> Response:
+    user = await cookie_user(request)
+    if user is None:
+        return redirect(request, "/login?next=%2Fsettings%2Fauthorized-apps", 302)
+    apps = await authorizations.list_authorizations(runtime(request), user.id)
+    return render(request, "authorized_apps.html", user=user, apps=apps, notice=request.query_params.get("revoked"))
+
+
+async def revoke_app_submit(request: Request) -> Response:
+    user = await cookie_user(request)
+    if user is None:
+        return redirect(request, "/login?next=%2Fsettings%2Fauthorized-apps", 303)
+    form = await read_form(request)
+    if not csrf_ok(request, form):
+        return error_page(request, "Your form expired. Go back and try again.", status=403,
+                          heading="Something went wrong", hint="")
+    application_id = parse_snowflake(request.path_params["application_id"])
+    if application_id is not None:
+        try:
+            await authorizations.revoke_authorization(runtime(request), user.id, application_id)
+        except ApiError:
+            pass  # already gone: the list shows the truth
+    return redirect(request, "/settings/authorized-apps?revoked=1", 303)

@@ -225,6 +225,57 @@ class TokenResponse(Struct):
     guild: InviteGuild | UnsetType = UNSET
 
 
+class RevokeRequest(Struct):
+    """Form fields of revocation and introspection (application/x-www-form-urlencoded)."""
+
+    token: str
+    token_type_hint: str | UnsetType = UNSET
+    client_id: str | UnsetType = UNSET
+    client_secret: str | UnsetType = UNSET
+
+
+class Introspection(Struct):
+    active: bool
+    client_id: str | UnsetType = UNSET
+    sub: str | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    token_type: str | UnsetType = UNSET
+    exp: int | UnsetType = UNSET
+    iat: int | UnsetType = UNSET
+    iss: str | UnsetType = UNSET
+
+
+class Authorization(Struct):
+    application: Application
+    scopes: list[str]
+    first_authorized_at: str
+    last_used_at: str | None
+
+
+class AdminUser(User):
+    staff: bool = False
+    disabled: bool = False
+    created_at: str = ""
+
+
+class AdminUserDetails(Struct):
+    user: AdminUser
+    guilds: list[PartialGuild]
+    connections: list[Connection]
+    applications: list[Application]
+    authorizations: list[Authorization]
+
+
+class AuditEntry(Struct):
+    id: Snowflake
+    created_at: str
+    action: str
+    actor_id: Snowflake | None
+    application_id: Snowflake | None
+    target_user_id: Snowflake | None
+    details: dict
+
+
 class ApiErrorBody(Struct):
     code: str
     message: str

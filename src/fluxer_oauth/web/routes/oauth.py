@@ -6,14 +6,25 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from fluxer_oauth.core.errors import OAuthError
+from fluxer_oauth.core.errors import ApiError, OAuthError
+from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.oauth import authorize as authz
+from fluxer_oauth.oauth import introspection, revocation
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.oauth.token import token_endpoint
 from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, router
 from fluxer_oauth.web.caller import SESSION, authenticate, runtime
-from fluxer_oauth.web.responses import NO_STORE, decode_json, form_params, json_response
-from fluxer_oauth.web.schemas import ConsentBody, RedirectTo, TokenRequest, TokenResponse
+from fluxer_oauth.platform import authorizations
+from fluxer_oauth.web.responses import NO_STORE, decode_json, form_params, json_response, no_content
+from fluxer_oauth.web.schemas import (
+    Authorization,
+    ConsentBody,
+    Introspection,
+    RedirectTo,
+    RevokeRequest,
+    TokenRequest,
+    TokenResponse,
+)
 
 
 @router.route("GET", "/oauth2/authorize", summary="Redirects to the authorization page with the same query",
@@ -71,3 +82,43 @@ async def token(request: Request):
     params = await form_params(request)
     body = await token_endpoint(runtime(request), params, request.headers.get("authorization"))
     return json_response(body, headers=NO_STORE)
+
+
+@router.route("POST", "/oauth2/token/revoke", summary="Revoke a token and its whole grant (RFC 7009)",
+              auth=(CLIENT_AUTH,), request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",))
+async def revoke_token(request: Request):
+    params = await form_params(request)
+    await revocation.revoke(runtime(request), params, request.headers.get("authorization"))
+    return json_response({}, headers=NO_STORE)
+
+
+@router.route("POST", "/oauth2/revoke", summary="Alias of /oauth2/token/revoke", auth=(CLIENT_AUTH,),
+              request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",))
+async def revoke_alias(request: Request):
+    return await revoke_token(request)
+
+
+@router.route("POST", "/oauth2/introspect", summary="Introspect a token (RFC 7662)", auth=(CLIENT_AUTH,),
+              request=RevokeRequest, response=Introspection, errors=(400, 401), form=True, tags=("oauth2",))
+async def introspect_token(request: Request):
+    params = await form_params(request)
+    body = await introspection.introspect(runtime(request), params, request.headers.get("authorization"))
+    return json_response(body, headers=NO_STORE)
+
+
+@router.route("GET", "/oauth2/@me/authorizations", summary="Applications the user has authorized",
+              auth=(SESSION_AUTH,), response=list[Authorization], errors=(401, 403), tags=("oauth2",))
+async def list_authorizations(request: Request):
+    user = (await authenticate(request, allow=(SESSION,))).user
+    return json_response(await authorizations.list_authorizations(runtime(request), user.id))
+
+
+@router.route("DELETE", "/oauth2/@me/authorizations/{application_id}", summary="Revoke an application's grant",
+              auth=(SESSION_AUTH,), status=204, errors=(401, 403, 404), tags=("oauth2",))
+async def delete_authorization(request: Request):
+    user = (await authenticate(request, allow=(SESSION,))).user
+    application_id = parse_snowflake(request.path_params["application_id"])
+    if application_id is None:
+        raise ApiError(404, "UNKNOWN_AUTHORIZATION", "you have not authorized this application")
+    await authorizations.revoke_authorization(runtime(request), user.id, application_id)
+    return no_content()

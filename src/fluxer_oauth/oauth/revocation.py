@@ -1,0 +1,41 @@
+"""Token revocation (RFC 7009, SPEC §4.3): revoking any token ends the whole grant."""
+
+from __future__ import annotations
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.errors import OAuthError
+from fluxer_oauth.core.timefmt import now
+from fluxer_oauth.oauth.client_auth import authenticate_client
+from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import audit
+from fluxer_oauth.store import oauth as oauth_store
+
+
+async def revoke(rt: Runtime, params: Params, authorization: str | None) -> None:
+    """Ends the grant behind ``token`` when it belongs to the calling client. Unknown or
+    foreign tokens are ignored (RFC 7009 §2.2: the answer is 200 all the same), and so is
+    the hint: the server looks the token up whatever its kind."""
+    app = await authenticate_client(rt, params, authorization)
+    try:
+        token = params.get("token", required=True, max_length=512)
+        params.get("token_type_hint")
+    except ParamError as exc:
+        raise OAuthError("invalid_request", str(exc)) from exc
+    at = now()
+    async with rt.db.write() as conn:
+        row = await oauth_store.get_token(conn, credentials.sha256(token))
+        if row is None or row.application_id != app.id:
+            return
+        await end_grant(rt, conn, user_id=row.user_id, application_id=app.id, by="application", actor_id=None, at=at)
+
+
+async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by: str, actor_id: int | None,
+                    at: float) -> bool:
+    """Forget the consent and revoke every token of the user for the application; audited."""
+    existed = await oauth_store.revoke_grant(conn, user_id, application_id, at)
+    await audit.record(
+        conn, id=rt.ids.next(), now=at, action="grant.revoked", actor_id=actor_id, application_id=application_id,
+        target_user_id=user_id, details={"by": by},
+    )
+    return existed

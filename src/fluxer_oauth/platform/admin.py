@@ -1,0 +1,132 @@
+"""The admin scope (SPEC §6): staff look up users, disable users and applications, revoke
+any grant and read the audit log. Every action is written to the audit log."""
+
+from __future__ import annotations
+
+import json
+
+from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.timefmt import iso, now
+from fluxer_oauth.oauth.revocation import end_grant
+from fluxer_oauth.platform.accounts import user_json
+from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION, application_json
+from fluxer_oauth.platform.authorizations import list_authorizations
+from fluxer_oauth.platform.guilds import user_connections, user_guilds
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store import audit
+from fluxer_oauth.store import users as user_store
+
+UNKNOWN_USER = ApiError(404, "UNKNOWN_USER", "unknown user")
+
+
+def admin_user_json(user) -> dict:
+    return {
+        **user_json(user, with_email=True),
+        "staff": bool(user.staff),
+        "disabled": user.disabled_at is not None,
+        "created_at": iso(user.created_at),
+    }
+
+
+async def _log(rt: Runtime, conn, actor_id: int, action: str, **fields) -> None:
+    await audit.record(conn, id=rt.ids.next(), now=now(), action=f"admin.{action}", actor_id=actor_id, **fields)
+
+
+async def search_users(rt: Runtime, actor_id: int, text: str | None, limit: int) -> list[dict]:
+    async with rt.db.write() as conn:
+        rows = await user_store.search_users(conn, text, limit)
+        await _log(rt, conn, actor_id, "users.searched", details={"query": (text or "")[:100]})
+    return [admin_user_json(row) for row in rows]
+
+
+async def user_details(rt: Runtime, actor_id: int, user_id: int) -> dict:
+    async with rt.db.write() as conn:
+        user = await user_store.get_user(conn, user_id)
+        if user is None:
+            raise UNKNOWN_USER
+        owned = await app_store.list_owned(conn, user_id)
+        await _log(rt, conn, actor_id, "user.viewed", target_user_id=user_id)
+    return {
+        "user": admin_user_json(user),
+        "guilds": await user_guilds(rt, user_id),
+        "connections": await user_connections(rt, user_id),
+        "applications": [application_json(app, owner=user, bot_user=None, private=True) for app in owned],
+        "authorizations": await list_authorizations(rt, user_id),
+    }
+
+
+async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: bool) -> None:
+    """Disabling ends every session, grant and token of the user in the same transaction."""
+    at = now()
+    async with rt.db.write() as conn:
+        user = await user_store.get_user(conn, user_id)
+        if user is None:
+            raise UNKNOWN_USER
+        await user_store.set_user_fields(conn, user_id, disabled_at=at if disabled else None)
+        if disabled:
+            await user_store.end_everything_of_user(conn, user_id, at)
+        await _log(rt, conn, actor_id, "user.disabled" if disabled else "user.enabled", target_user_id=user_id)
+
+
+async def list_applications(rt: Runtime, actor_id: int, limit: int) -> list[dict]:
+    async with rt.db.read() as conn:
+        apps = await app_store.list_all(conn, limit)
+        owners = {app.owner_id: await user_store.get_user(conn, app.owner_id) for app in apps}
+    return [application_json(app, owner=owners[app.owner_id], bot_user=None, private=True) for app in apps]
+
+
+async def set_application_disabled(rt: Runtime, actor_id: int | None, application_id: int, disabled: bool) -> None:
+    """A disabled application's tokens stop working at once (the bearer lookup joins it)."""
+    async with rt.db.write() as conn:
+        if await app_store.get_application(conn, application_id) is None:
+            raise UNKNOWN_APPLICATION
+        await app_store.update_application(conn, application_id, disabled_at=now() if disabled else None)
+        await audit.record(
+            conn, id=rt.ids.next(), now=now(), actor_id=actor_id, application_id=application_id,
+            action="admin.application.disabled" if disabled else "admin.application.enabled",
+        )
+
+
+async def set_application_trusted(rt: Runtime, actor_id: int | None, application_id: int, trusted: bool) -> None:
+    async with rt.db.write() as conn:
+        if not await app_store.update_application(conn, application_id, trusted=trusted):
+            raise UNKNOWN_APPLICATION
+        await audit.record(
+            conn, id=rt.ids.next(), now=now(), actor_id=actor_id, application_id=application_id,
+            action="admin.application.trusted" if trusted else "admin.application.untrusted",
+        )
+
+
+async def set_staff(rt: Runtime, actor_id: int | None, user_id: int, staff: bool) -> None:
+    async with rt.db.write() as conn:
+        if not await user_store.set_user_fields(conn, user_id, staff=staff):
+            raise UNKNOWN_USER
+        await audit.record(
+            conn, id=rt.ids.next(), now=now(), actor_id=actor_id, target_user_id=user_id,
+            action="admin.user.staff_granted" if staff else "admin.user.staff_removed",
+        )
+
+
+async def revoke_grant(rt: Runtime, actor_id: int, user_id: int, application_id: int) -> None:
+    async with rt.db.write() as conn:
+        if not await end_grant(rt, conn, user_id=user_id, application_id=application_id, by="admin",
+                               actor_id=actor_id, at=now()):
+            raise ApiError(404, "UNKNOWN_AUTHORIZATION", "no such grant")
+
+
+async def audit_entries(rt: Runtime, action: str | None, limit: int) -> list[dict]:
+    async with rt.db.read() as conn:
+        rows = await audit.entries(conn, action=action, limit=limit)
+    return [
+        {
+            "id": str(row.id),
+            "created_at": iso(row.created_at),
+            "action": row.action,
+            "actor_id": str(row.actor_id) if row.actor_id is not None else None,
+            "application_id": str(row.application_id) if row.application_id is not None else None,
+            "target_user_id": str(row.target_user_id) if row.target_user_id is not None else None,
+            "details": json.loads(row.details),
+        }
+        for row in rows
+    ]
