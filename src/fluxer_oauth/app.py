@@ -8,7 +8,10 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from redis.asyncio import from_url as redis_from_url
+from redis.exceptions import RedisError
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -16,12 +19,15 @@ from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.oauth.metadata import metadata
 from fluxer_oauth.ops.janitor import run_forever
 from fluxer_oauth.ops.logging import configure as configure_logging
+from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.web import pages
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
+from fluxer_oauth.web.client_ip import ClientIpResolver
 from fluxer_oauth.web.middleware import EdgeMiddleware
+from fluxer_oauth.web.ratelimit import GlobalLimitMiddleware, RateLimits
 from fluxer_oauth.web.responses import api_error_handler, json_response, oauth_error_handler
 
 
@@ -37,12 +43,31 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     openapi = openapi_document(router, settings.issuer)
 
     server_metadata = metadata(settings)
+    limits = RateLimits(settings)
+    redis_client = redis_from_url(settings.redis_url, socket_timeout=0.5) if settings.redis_url else None
 
     async def openapi_json(_request: Request):
         return json_response(openapi)
 
     async def metadata_json(_request: Request):
         return json_response(server_metadata)
+
+    async def healthz(_request: Request):
+        return json_response({"status": "ok"})
+
+    async def readyz(_request: Request):
+        checks = {"database": await rt.db.ping()}
+        if redis_client is not None:
+            try:
+                checks["redis"] = bool(await redis_client.ping())
+            except (RedisError, OSError):
+                checks["redis"] = False
+        ready = all(checks.values())
+        return json_response({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+    async def metrics_endpoint(_request: Request):
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
 
     page_routes = [
         Route("/login", pages.login_page, methods=["GET"]),
@@ -65,12 +90,17 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         yield
         if janitor is not None:
             janitor.cancel()
+        if redis_client is not None:
+            await redis_client.aclose()
         await rt.db.close()
 
     app = Starlette(
         routes=[
             Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", metadata_json, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             *router.routes,
             *page_routes,
         ],
@@ -80,7 +110,11 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         lifespan=lifespan,
     )
     app.state.runtime = rt
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.state.limits = limits
+    # Metrics label requests by route template; the /api/v1 form wins over the /v1 alias.
+    route_names = {route.endpoint: route.path for route in reversed(app.routes) if isinstance(route, Route)}
+    app.add_middleware(GlobalLimitMiddleware, limits=limits, resolver=ClientIpResolver(settings.trusted_proxies))
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, route_names=route_names)
     return app
 
 

@@ -36,7 +36,19 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
 
     rate_limits: str = "on"
+    # Limits in the `limits` library's notation ("10/10seconds", "50/second").
+    rate_limit_authorize: str = "10/10seconds"
+    rate_limit_token: str = "10/10seconds"
+    rate_limit_revoke: str = "10/10seconds"
+    rate_limit_global: str = "50/second"
+    rate_limit_login_failures: str = "10/5minutes"
+    # Per-application overrides of the token and revoke limits, as JSON:
+    # {"<client_id>": "1000/10seconds"} for trusted high-volume applications.
+    rate_limit_overrides: dict[str, str] = Field(default_factory=dict)
+    # Comma-separated IPs or CIDRs of proxies whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
+    # Prefix of every Redis key, so several deployments (or test runs) can share a server.
+    redis_prefix: str = "fluxer"
 
     # Snowflake worker id (0-1023); give each process of a cluster its own.
     worker_id: int = Field(default=0, ge=0, le=1023)
@@ -76,6 +88,15 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if value not in ("on", "off"):
             raise ValueError("FLUXER_RATE_LIMITS must be 'on' or 'off'")
+        return value
+
+    @field_validator("rate_limit_authorize", "rate_limit_token", "rate_limit_revoke", "rate_limit_global",
+                     "rate_limit_login_failures")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # raises ValueError with the library's explanation
         return value
 
     @property

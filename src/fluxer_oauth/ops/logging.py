@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 
 _configured = False
 
@@ -41,7 +40,3 @@ def configure(level: str = "INFO") -> None:
 
 def log(logger: logging.Logger, level: int, msg: str, **fields) -> None:
     logger.log(level, msg, extra={"fields": fields})
-
-
-def monotonic_ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

@@ -13,7 +13,8 @@ import time
 
 import msgspec
 
-from fluxer_oauth.ops.logging import log, monotonic_ms
+from fluxer_oauth.ops import metrics
+from fluxer_oauth.ops.logging import log
 
 logger = logging.getLogger("fluxer.http")
 _encode = msgspec.json.encode
@@ -24,16 +25,18 @@ class BodyTooLarge(Exception):
 
 
 class EdgeMiddleware:
-    def __init__(self, app, *, max_body_bytes: int) -> None:
+    def __init__(self, app, *, max_body_bytes: int, route_names: dict | None = None) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        self.route_names = route_names or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         request_id = secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         status_holder = [0]
         started = False
 
@@ -42,8 +45,12 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status_holder[0] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                limit_state = state.get("rate_limit")
+                if limit_state is not None and not any(name == b"x-ratelimit-limit" for name, _ in headers):
+                    headers.extend((k.lower().encode(), v.encode()) for k, v in limit_state.headers().items())
+                message["headers"] = headers
             await send(message)
 
         declared = _content_length(scope)
@@ -76,10 +83,14 @@ class EdgeMiddleware:
                         500,
                         {"code": "INTERNAL_ERROR", "message": "unexpected error", "request_id": request_id},
                     )
+        elapsed = time.perf_counter() - start
+        route = self.route_names.get(scope.get("endpoint"), "unmatched")
+        metrics.REQUESTS.labels(route, scope["method"], str(status_holder[0])).inc()
+        metrics.LATENCY.labels(route).observe(elapsed)
         log(
             logger, logging.INFO, "request",
             request_id=request_id, method=scope["method"], path=scope["path"],
-            status=status_holder[0], ms=monotonic_ms(start),
+            status=status_holder[0], ms=round(elapsed * 1000, 3),
         )
 
 

@@ -7,6 +7,7 @@ SameSite=Lax cookie that is Secure when the public URL is https.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,8 +25,11 @@ from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.platform import accounts, authorizations, guilds
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import guilds as guild_store
+from fluxer_oauth.store.database import DatabaseUnavailable
 from fluxer_oauth.web.caller import runtime
+from fluxer_oauth.web.ratelimit import RateLimited, client_ip, guard_login, limit, record_login_failure
 
+logger = logging.getLogger("fluxer.pages")
 SESSION_COOKIE = "fluxer_session"
 CSRF_COOKIE = "fluxer_csrf"
 MAX_FORM_FIELD = 4096
@@ -141,8 +145,14 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", 403, next=next_url, login=login_name,
                       error="Your form expired. Please try again.")
     try:
+        await guard_login(request, login_name)
+    except RateLimited:
+        return render(request, "login.html", 429, next=next_url, login=login_name,
+                      error="Too many failed attempts. Wait a few minutes and try again.")
+    try:
         token, _user = await accounts.login(runtime(request), login_name, _field(params, "password"))
     except ApiError:
+        await record_login_failure(request, login_name)
         return render(request, "login.html", 400, next=next_url, login=login_name,
                       error="Login or password is incorrect.")
     # 303, never 307: the browser must not re-post the credentials to the next page.
@@ -161,7 +171,10 @@ def _login_url(request: Request, query: str) -> str:
 
 async def authorize_page(request: Request) -> Response:
     query = request.url.query
-    return await _authorize(request, Params.from_pairs(request.query_params.multi_items()), query, decision=None)
+    try:
+        return await _authorize(request, Params.from_pairs(request.query_params.multi_items()), query, decision=None)
+    except DatabaseUnavailable:  # before the redirect URI could be validated: say so here
+        return _unavailable(request)
 
 
 async def authorize_submit(request: Request) -> Response:
@@ -175,7 +188,10 @@ async def authorize_submit(request: Request) -> Response:
     if decision not in ("authorize", "cancel"):
         return error_page(request, "Choose Authorize or Cancel.")
     guild_choice = parse_snowflake(_field(form, "guild_id")) if _field(form, "guild_id") else None
-    return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
+    try:
+        return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
+    except DatabaseUnavailable:
+        return _unavailable(request)
 
 
 async def _authorize(request: Request, params: Params, query: str, *, decision: str | None,
@@ -183,6 +199,8 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     rt = runtime(request)
     # GET answers with 302; after a form POST, 303 so the browser follows with a GET.
     status = 302 if decision is None else 303
+    user = await cookie_user(request)
+    await limit(request, "authorize", f"user:{user.id}" if user is not None else f"ip:{client_ip(request)}")
     try:
         auth_request = await authz.parse_request(rt, params)
     except authz.UnsafeRequest as exc:
@@ -190,7 +208,6 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     except authz.RedirectError as exc:
         return redirect(request, authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state), status)
 
-    user = await cookie_user(request)
     try:
         if user is None:
             if auth_request.prompt == "none":
@@ -211,11 +228,30 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     except authz.RedirectError as exc:
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description,
                                                       auth_request.state), status)
+    except DatabaseUnavailable:
+        if auth_request.redirect_uri is None:
+            return _unavailable(request)
+        return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, "temporarily_unavailable",
+                                                      "the server is temporarily unavailable", auth_request.state),
+                        status)
     except ApiError as exc:  # a refused bot installation: say why on the page
         if exc.code == "BOT_IS_PRIVATE":
             return error_page(request, exc.message, status=exc.status, heading="This bot is private", hint="")
         return await _consent_page(request, auth_request, user, query, error=exc.message, status=exc.status)
+    except Exception:
+        # The user is still sent back, with a request id in the log to find what happened.
+        logger.exception("authorize failed", extra={"fields": {"request_id": request.state.request_id}})
+        if auth_request.redirect_uri is None:
+            return error_page(request, "Something went wrong on our side.", status=500, heading="Server error",
+                              hint=f"Request id: {request.state.request_id}")
+        return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, "server_error",
+                                                      "an unexpected error occurred", auth_request.state), status)
     return await _consent_page(request, auth_request, user, query)
+
+
+def _unavailable(request: Request) -> Response:
+    return error_page(request, "Fluxer is temporarily unavailable. Try again in a moment.", status=503,
+                      heading="Temporarily unavailable", hint="")
 
 
 async def _consent_page(request: Request, auth_request, user, query: str, *, error: str | None = None,

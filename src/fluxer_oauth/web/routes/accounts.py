@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.platform import accounts
 from fluxer_oauth.web.api import SESSION_AUTH, router
 from fluxer_oauth.web.caller import SESSION, authenticate, runtime
+from fluxer_oauth.web.ratelimit import guard_login, record_login_failure
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import LoginBody, RegisterBody, SessionResponse
 
@@ -23,7 +25,12 @@ async def register(request: Request):
               response=SessionResponse, errors=(400,), tags=("accounts",))
 async def login(request: Request):
     body = await decode_json(request, LoginBody)
-    token, user = await accounts.login(runtime(request), body.login, body.password)
+    await guard_login(request, body.login)
+    try:
+        token, user = await accounts.login(runtime(request), body.login, body.password)
+    except ApiError:
+        await record_login_failure(request, body.login)
+        raise
     return json_response({"token": token, "user": accounts.user_json(user, with_email=True)})
 
 

@@ -14,6 +14,7 @@ from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.oauth.token import token_endpoint
 from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, router
 from fluxer_oauth.web.caller import SESSION, authenticate, runtime
+from fluxer_oauth.web.ratelimit import client_ip, limit, limit_by_client
 from fluxer_oauth.platform import authorizations
 from fluxer_oauth.web.responses import NO_STORE, decode_json, form_params, json_response, no_content
 from fluxer_oauth.web.schemas import (
@@ -30,6 +31,7 @@ from fluxer_oauth.web.schemas import (
 @router.route("GET", "/oauth2/authorize", summary="Redirects to the authorization page with the same query",
               status=302, tags=("oauth2",))
 async def authorize_redirect(request: Request):
+    await limit(request, "authorize", f"ip:{client_ip(request)}")
     query = request.url.query
     return RedirectResponse("/oauth2/authorize" + (f"?{query}" if query else ""), status_code=302)
 
@@ -39,6 +41,7 @@ async def authorize_redirect(request: Request):
               tags=("oauth2",))
 async def consent(request: Request):
     caller = await authenticate(request, allow=(SESSION,))
+    await limit(request, "authorize", f"user:{caller.user.id}")
     body = await decode_json(request, ConsentBody)
     rt = runtime(request)
     params = Params.from_pairs(_consent_pairs(body))
@@ -80,6 +83,7 @@ def _consent_pairs(body: ConsentBody):
               auth=(CLIENT_AUTH,), request=TokenRequest, response=TokenResponse, errors=(400, 401), form=True, tags=("oauth2",))
 async def token(request: Request):
     params = await form_params(request)
+    await limit_by_client(request, "token", params)
     body = await token_endpoint(runtime(request), params, request.headers.get("authorization"))
     return json_response(body, headers=NO_STORE)
 
@@ -88,6 +92,7 @@ async def token(request: Request):
               auth=(CLIENT_AUTH,), request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",))
 async def revoke_token(request: Request):
     params = await form_params(request)
+    await limit_by_client(request, "revoke", params)
     await revocation.revoke(runtime(request), params, request.headers.get("authorization"))
     return json_response({}, headers=NO_STORE)
 

@@ -1,0 +1,27 @@
+"""Prometheus metrics. With several worker processes, PROMETHEUS_MULTIPROC_DIR makes every
+worker write to a shared directory that /metrics aggregates (``fluxer-oauth serve`` sets it)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+REQUESTS = Counter("fluxer_http_requests_total", "HTTP requests", ["route", "method", "status"])
+LATENCY = Histogram(
+    "fluxer_http_request_duration_seconds", "HTTP request latency", ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+TOKENS_ISSUED = Counter("fluxer_tokens_issued_total", "Access tokens issued", ["grant_type"])
+RATE_LIMITED = Counter("fluxer_rate_limited_total", "Requests refused by a rate limit", ["bucket"])
+DATABASE_ERRORS = Counter("fluxer_database_errors_total", "Requests that found the database unreachable")
+REDIS_ERRORS = Counter("fluxer_redis_errors_total", "Redis operations that failed (rate limits fell open)")
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

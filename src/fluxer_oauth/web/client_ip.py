@@ -1,0 +1,34 @@
+"""The client's IP address: the socket peer, or X-Forwarded-For when the peer is a
+trusted proxy (walking the list from the right, past every trusted hop)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+class ClientIpResolver:
+    def __init__(self, trusted: str) -> None:
+        self._networks = [ipaddress.ip_network(item.strip(), strict=False) for item in trusted.split(",") if item.strip()]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+    def resolve(self, scope) -> str:
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        if not self._networks or not self._trusted(peer):
+            return peer
+        forwarded = []
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
+        for hop in reversed(forwarded):
+            if not self._trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # a malformed hop: do not believe the header at all
+        return peer
