@@ -3,11 +3,9 @@ once), the ASGI app with an httpx client, and helpers that walk the real flows."
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
-import shutil
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,8 +14,7 @@ import pytest
 
 from fluxer_oauth.app import build_app
 from fluxer_oauth.settings import Settings
-from fluxer_oauth.store.database import Database
-from fluxer_oauth.store.migrate import migrate
+from tests.backends import POSTGRES, Backend, backend_settings, drop_redis_prefix, new_redis_prefix
 
 SECRET_KEY = "test-secret-key-" + "x" * 40
 PASSWORD = "correct horse battery"
@@ -39,28 +36,31 @@ def make_settings(database_url: str, **overrides) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("template") / "template.db"
-
-    async def build():
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        await migrate(db.engine)
-        await db.close()
-
-    asyncio.run(build())
-    return str(path)
+def backend(tmp_path_factory) -> Backend:
+    instance = Backend(tmp_path_factory.mktemp("template"))
+    instance.start()
+    yield instance
+    instance.stop()
 
 
 @pytest.fixture
-def database_url(template_db, tmp_path) -> str:
-    path = tmp_path / "fluxer.db"
-    shutil.copy(template_db, path)
-    return f"sqlite:///{path}"
+def database_url(backend, tmp_path) -> str:
+    url = backend.new_database(tmp_path)
+    yield url
+    backend.drop_database(url)
 
 
 @pytest.fixture
-def settings(database_url) -> Settings:
-    return make_settings(database_url)
+def redis_prefix():
+    prefix = new_redis_prefix()
+    yield prefix
+    if POSTGRES:
+        drop_redis_prefix(prefix)
+
+
+@pytest.fixture
+def settings(database_url, redis_prefix) -> Settings:
+    return make_settings(database_url, redis_prefix=redis_prefix, **backend_settings())
 
 
 @pytest.fixture

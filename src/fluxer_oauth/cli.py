@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import tempfile
 
 import typer
 from rich.console import Console
@@ -81,6 +83,9 @@ def serve(
     from granian.constants import Interfaces
 
     _settings()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker counts for itself; /metrics adds up what they all wrote here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fluxer-metrics-")
     console.print(f"serving on http://{host}:{port} with {workers} worker(s)")
     Granian(
         "fluxer_oauth.app:create_app", address=host, port=port, interface=Interfaces.ASGI,

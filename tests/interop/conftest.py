@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.backends import POSTGRES, REDIS_URL
 from tests.conftest import PASSWORD, SECRET_KEY
 
 BIN = Path(sys.executable).parent / "fluxer-oauth"
@@ -23,12 +24,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(tmp_path: Path, **env_overrides) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_server(tmp_path: Path, database_url: str, *, port: int | None = None, workers: int = 1,
+                 **env_overrides) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "FLUXER_DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}",
+        "FLUXER_DATABASE_URL": database_url,
         "FLUXER_SECRET_KEY": SECRET_KEY,
         "FLUXER_PUBLIC_URL": base,
         "FLUXER_RATE_LIMITS": "off",
@@ -36,11 +38,13 @@ def start_server(tmp_path: Path, **env_overrides) -> tuple[subprocess.Popen, str
         "FLUXER_ARGON2_TIME_COST": "1",
         "FLUXER_ARGON2_PARALLELISM": "1",
         "FLUXER_LOG_LEVEL": "WARNING",
+        **({"FLUXER_REDIS_URL": REDIS_URL} if POSTGRES else {}),
         **env_overrides,
     }
     subprocess.run([str(BIN), "migrate"], env=env, check=True, capture_output=True)
     log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen([str(BIN), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", str(workers)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -54,16 +58,23 @@ def start_server(tmp_path: Path, **env_overrides) -> tuple[subprocess.Popen, str
     raise RuntimeError("server did not start: " + (tmp_path / "server.log").read_text())
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("live")
-    process, base = start_server(tmp_path)
-    yield base
+def stop_server(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, backend):
+    tmp_path = tmp_path_factory.mktemp("live")
+    url = backend.new_database(tmp_path)
+    process, base = start_server(tmp_path, url)
+    yield base
+    stop_server(process)
+    backend.drop_database(url)
 
 
 @pytest.fixture(scope="module")
