@@ -38,7 +38,7 @@ async def _admin(sql: str) -> None:
 
 async def _migrate(url: str) -> None:
     db = Database(url)
-    await migrate(db.engine)
+    await migrate(db)
     await db.close()
 
 

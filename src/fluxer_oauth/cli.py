@@ -34,7 +34,7 @@ async def _migrate(settings: Settings) -> None:
 
     db = Database(settings.sqlalchemy_url)
     try:
-        await migrate(db.engine)
+        await migrate(db)
     finally:
         await db.close()
 

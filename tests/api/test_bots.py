@@ -99,7 +99,7 @@ async def test_forged_bot_token_is_refused_without_a_database_query(client, setu
     forged = f"{id_part}.{time_part}.{credentials.b64url(raw[:-1] + bytes([raw[-1] ^ 1]))}"
     statements: list[str] = []
     listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", listener)
+    event.listen(rt.db.sync_engine, "before_cursor_execute", listener)
     try:
         response = await client.get("/api/v1/users/@me", headers=bot_headers(forged))
         assert response.status_code == 401
@@ -107,7 +107,7 @@ async def test_forged_bot_token_is_refused_without_a_database_query(client, setu
         await client.get("/api/v1/users/@me", headers=bot_headers(real))
         assert statements  # the spy does see queries of a well-signed token
     finally:
-        event.remove(rt.db.engine.sync_engine, "before_cursor_execute", listener)
+        event.remove(rt.db.sync_engine, "before_cursor_execute", listener)
 
 
 # --- guild API ---------------------------------------------------------------------------------

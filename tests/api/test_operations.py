@@ -83,7 +83,7 @@ async def proxied_postgres():
     from fluxer_oauth.store.migrate import migrate
 
     db = Database(url.replace("postgresql://", "postgresql+asyncpg://"))
-    await migrate(db.engine)
+    await migrate(db)
     await db.close()
     yield proxy, url
     if proxy.server is not None and proxy.server.is_serving():

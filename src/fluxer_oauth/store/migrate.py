@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fluxer_oauth.store.database import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -17,22 +17,20 @@ def alembic_config() -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+async def migrate(db: Database, revision: str = "head") -> None:
     def upgrade(sync_connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = sync_connection
         command.upgrade(config, revision)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(upgrade)
+    await db.run_sync(upgrade)
 
 
-async def autogenerate(engine: AsyncEngine, message: str) -> None:
+async def autogenerate(db: Database, message: str) -> None:
     """Developer helper: write a new revision from the difference to tables.py."""
     def revise(sync_connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = sync_connection
         command.revision(config, message=message, autogenerate=True)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(revise)
+    await db.run_sync(revise)

@@ -1,0 +1,402 @@
+"""The benchmark: starts each configuration, drives it with wrk, and prints requests/s and
+p50/p99 latency side by side with the limit (a raw ASGI app under the same server) and the
+peer (oidc-provider, one Node.js process, in-memory store).
+
+    .venv/bin/python bench/run.py                 # full run (several minutes)
+    .venv/bin/python bench/run.py --quick         # seconds: checks the harness works
+    .venv/bin/python bench/run.py --write         # also writes bench/RESULTS.md
+
+Each scenario is run alternately against ours, the limit and the peer, for several rounds,
+and the median is reported, because this machine is shared and noisy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+VENV_BIN = Path(sys.executable).parent
+WORK = BENCH / ".work"
+SECRET = "bench-secret-key-" + "b" * 40
+POSTGRES_ADMIN = os.environ.get("FLUXER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FLUXER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PEER_CLIENT = ("bench", "bench-secret-bench-secret-bench-secret-123")
+RAISED = "1000000000/second"
+
+SCENARIOS = ("me", "bot_me", "client_credentials", "introspect", "refresh", "code")
+PEER_SCENARIOS = ("client_credentials", "introspect")
+
+
+@dataclass
+class Config:
+    name: str
+    database: str  # "sqlite" or "postgres"
+    workers: int
+    rate_limits: bool
+
+
+CONFIGS = {
+    "sqlite-1w": Config("sqlite-1w", "sqlite", 1, False),
+    "sqlite-1w-rl": Config("sqlite-1w-rl", "sqlite", 1, True),
+    "pg-redis-2w": Config("pg-redis-2w", "postgres", 2, False),
+    "pg-redis-2w-rl": Config("pg-redis-2w-rl", "postgres", 2, True),
+}
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Row:
+    config: str
+    scenario: str
+    ours: list[Result] = field(default_factory=list)
+    limit: list[Result] = field(default_factory=list)
+    peer: list[Result] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- wrk ----------------------------------------------------------------------------------------
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, *, duration: float, connections: int, threads: int, script: str, env: dict) -> Result:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+               "-s", str(BENCH / "lua" / script), url]
+    output = subprocess.run(command, env={**os.environ, **env, "BENCH_THREADS": str(threads)},
+                            capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = _ms(re.search(r"50%\s+(\S+)", output).group(1))
+    p99 = _ms(re.search(r"99%\s+(\S+)", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    count = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        count += sum(int(n) for n in socket_errors.groups())
+    return Result(rps, p50, p99, count)
+
+
+# --- the servers ---------------------------------------------------------------------------------
+
+class Ours:
+    def __init__(self, config: Config, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.database_name = None
+        self.env = {
+            **os.environ,
+            "FLUXER_SECRET_KEY": SECRET,
+            "FLUXER_PUBLIC_URL": self.base,
+            "FLUXER_RATE_LIMITS": "on" if config.rate_limits else "off",
+            "FLUXER_RATE_LIMIT_TOKEN": RAISED, "FLUXER_RATE_LIMIT_REVOKE": RAISED,
+            "FLUXER_RATE_LIMIT_AUTHORIZE": RAISED, "FLUXER_RATE_LIMIT_GLOBAL": RAISED,
+            "FLUXER_LOG_LEVEL": "WARNING",
+            "FLUXER_ARGON2_MEMORY_KIB": "8192", "FLUXER_ARGON2_TIME_COST": "1",
+            "FLUXER_JANITOR_INTERVAL": "0",
+        }
+        if config.database == "postgres":
+            self.database_name = f"fluxer_bench_{secrets.token_hex(4)}"
+            asyncio.run(_pg(f"CREATE DATABASE {self.database_name}"))
+            self.env["FLUXER_DATABASE_URL"] = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + self.database_name
+            self.env["FLUXER_REDIS_URL"] = REDIS_URL
+            self.env["FLUXER_REDIS_PREFIX"] = f"fluxer-bench-{secrets.token_hex(4)}"
+        else:
+            self.env["FLUXER_DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
+        self.process = None
+
+    def prepare(self, refresh: int, codes: int) -> dict:
+        subprocess.run([str(VENV_BIN / "fluxer-oauth"), "migrate"], env=self.env, check=True, capture_output=True)
+        out = subprocess.run([sys.executable, str(BENCH / "seed.py"), str(self.workdir), str(refresh), str(codes)],
+                             env={**self.env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True)
+        self.info = json.loads(out.stdout.strip().splitlines()[-1])
+        return self.info
+
+    def add_filler(self, count: int) -> None:
+        code = ("import asyncio, json, sys; sys.path.insert(0, %r); from bench.seed import add_filler_tokens; "
+                "from fluxer_oauth.settings import Settings; "
+                "asyncio.run(add_filler_tokens(Settings(), json.loads(sys.argv[1]), int(sys.argv[2])))" % str(ROOT))
+        subprocess.run([sys.executable, "-c", code, json.dumps(self.info), str(count)], env=self.env, check=True)
+
+    def start(self) -> None:
+        log = open(self.workdir / "server.log", "ab")
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "fluxer-oauth"), "serve", "--port", str(self.port), "--workers", str(self.config.workers)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_http(f"{self.base}/healthz", self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.database_name:
+            asyncio.run(_pg(f"DROP DATABASE IF EXISTS {self.database_name} WITH (FORCE)"))
+
+
+async def _pg(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def start_limit(workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--no-ws", "--log-level", "warning", "bench.limit_app:app"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/", process)
+    return process, base
+
+
+def start_peer() -> tuple[subprocess.Popen, str] | None:
+    if shutil.which("node") is None:
+        return None
+    peer_dir = BENCH / "peer"
+    if not (peer_dir / "node_modules" / "oidc-provider").exists():
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=peer_dir, check=True,
+                       capture_output=True)
+    port = free_port()
+    process = subprocess.Popen(["node", "server.mjs"], cwd=peer_dir, env={**os.environ, "PORT": str(port)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/.well-known/openid-configuration", process)
+    return process, base
+
+
+def _basic(client_id: str, secret: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def peer_token(base: str) -> str:
+    response = requests.post(f"{base}/token", auth=PEER_CLIENT, data={"grant_type": "client_credentials",
+                                                                       "scope": "identify"}, timeout=10)
+    return response.json()["access_token"]
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+def scenario_request(name: str, base: str, info: dict, workdir: Path) -> tuple[str, str, dict]:
+    """(url, lua script, environment) of one scenario against our server."""
+    basic = _basic(info["client_id"], info["client_secret"])
+    if name == "me":
+        return f"{base}/api/v1/users/@me", "fixed.lua", {"BENCH_AUTH": f"Bearer {info['access_token']}"}
+    if name == "bot_me":
+        return f"{base}/api/v1/users/@me", "fixed.lua", {"BENCH_AUTH": f"Bot {info['bot_token']}"}
+    if name == "client_credentials":
+        return f"{base}/api/v1/oauth2/token", "fixed.lua", {
+            "BENCH_METHOD": "POST", "BENCH_AUTH": basic, "BENCH_BODY": "grant_type=client_credentials&scope=identify"}
+    if name == "introspect":
+        return f"{base}/api/v1/oauth2/introspect", "fixed.lua", {
+            "BENCH_METHOD": "POST", "BENCH_AUTH": basic, "BENCH_BODY": f"token={info['access_token']}"}
+    if name == "refresh":
+        return f"{base}/api/v1/oauth2/token", "each.lua", {
+            "BENCH_AUTH": basic, "BENCH_FILE": str(workdir / "refresh.txt"),
+            "BENCH_BODY": "grant_type=refresh_token&refresh_token={}"}
+    if name == "code":
+        from urllib.parse import quote
+
+        return f"{base}/api/v1/oauth2/token", "each.lua", {
+            "BENCH_AUTH": basic, "BENCH_FILE": str(workdir / "codes.txt"),
+            "BENCH_BODY": f"grant_type=authorization_code&redirect_uri={quote(info['redirect_uri'], safe='')}&code={{}}"}
+    raise ValueError(name)
+
+
+def limit_request(name: str, base: str) -> tuple[str, str, dict]:
+    """The same method and a body of the same size, against the raw ASGI app."""
+    if name in ("me", "bot_me"):
+        return base + "/", "fixed.lua", {}
+    return base + "/", "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_BODY": "grant_type=client_credentials&scope=identify"}
+
+
+def peer_request(name: str, base: str, token: str) -> tuple[str, str, dict]:
+    basic = _basic(*PEER_CLIENT)
+    if name == "client_credentials":
+        return f"{base}/token", "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_AUTH": basic,
+                                              "BENCH_BODY": "grant_type=client_credentials&scope=identify"}
+    return f"{base}/token/introspection", "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_AUTH": basic,
+                                                         "BENCH_BODY": f"token={token}"}
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+def run(args) -> list[Row]:
+    WORK.mkdir(exist_ok=True)
+    rows: list[Row] = []
+    limits: dict[int, tuple] = {}
+    peer = None if args.no_peer else start_peer()
+    peer_access = peer_token(peer[1]) if peer else None
+    try:
+        for config_name in args.configs:
+            config = CONFIGS[config_name]
+            workdir = WORK / config.name
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            if config.workers not in limits:
+                limits[config.workers] = start_limit(config.workers)
+            limit_base = limits[config.workers][1]
+            ours = Ours(config, workdir)
+            single_use = args.single_use * args.rounds
+            info = ours.prepare(refresh=single_use, codes=single_use)
+            ours.start()
+            try:
+                rows += measure(args, config.name, args.scenarios, ours, info, workdir, limit_base, peer, peer_access)
+                if args.growth and config.name == "sqlite-1w":
+                    for stored, label in ((1_000, "1k"), (1_000_000, "1M")):
+                        ours.stop()
+                        already = 0 if label == "1k" else 1_000
+                        ours.add_filler(stored - already)
+                        ours.start()
+                        rows += measure(args, f"{config.name} {label} tokens", ("me", "client_credentials"), ours,
+                                        info, workdir, limit_base, None, None)
+            finally:
+                ours.cleanup()
+    finally:
+        for process, _ in limits.values():
+            stop(process)
+        if peer:
+            stop(peer[0])
+    return rows
+
+
+def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_access) -> list[Row]:
+    rows = []
+    common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+    for scenario in scenarios:
+        row = Row(label, scenario)
+        for round_number in range(args.rounds):
+            if scenario in ("refresh", "code"):
+                # each round uses its own slice of the pre-issued credentials
+                url, script, env = scenario_request(scenario, ours.base, info, workdir)
+                source = Path(env["BENCH_FILE"])
+                lines = source.read_text().splitlines()
+                part = workdir / f"{scenario}-{round_number}.txt"
+                part.write_text("\n".join(lines[round_number * args.single_use:(round_number + 1) * args.single_use]))
+                env = {**env, "BENCH_FILE": str(part)}
+            else:
+                url, script, env = scenario_request(scenario, ours.base, info, workdir)
+            row.ours.append(wrk(url, script=script, env=env, **common))
+            url, script, env = limit_request(scenario, limit_base)
+            row.limit.append(wrk(url, script=script, env=env, **common))
+            if peer and scenario in PEER_SCENARIOS:
+                url, script, env = peer_request(scenario, peer[1], peer_access)
+                row.peer.append(wrk(url, script=script, env=env, **common))
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def median(results: list[Result], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in results)
+
+
+def format_row(row: Row) -> str:
+    ours = median(row.ours, "rps")
+    text = (f"| {row.config} | {row.scenario} | {ours:,.0f} | {median(row.ours, 'p50_ms'):.2f} | "
+            f"{median(row.ours, 'p99_ms'):.2f} | {sum(r.errors for r in row.ours)} | ")
+    limit = median(row.limit, "rps")
+    text += f"{limit:,.0f} | {ours / limit:.0%} | "
+    if row.peer:
+        peer = median(row.peer, "rps")
+        text += f"{peer:,.0f} | {ours / peer:.2f}× |"
+    else:
+        text += "— | — |"
+    return text
+
+
+HEADER = ("| configuration | scenario | ours req/s | p50 ms | p99 ms | errors | limit req/s | of limit | "
+          "peer req/s | vs peer |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one short round of every scenario on sqlite-1w")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--single-use", type=int, default=40_000, help="codes / refresh tokens per round")
+    parser.add_argument("--growth", action="store_true", help="also measure with 1k and 1M stored tokens")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write bench/RESULTS-latest.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.configs, args.rounds, args.duration, args.single_use = ["sqlite-1w"], 1, 1, 3000
+    print(HEADER, flush=True)
+    rows = run(args)
+    if args.write:
+        (BENCH / "RESULTS-latest.md").write_text(HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n")
+    failed = [r for r in rows if not r.ours or any(x.rps <= 0 for x in r.ours)]
+    if failed:
+        sys.exit(f"no throughput measured for {[(r.config, r.scenario) for r in failed]}")
+
+
+if __name__ == "__main__":
+    main()

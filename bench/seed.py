@@ -1,0 +1,98 @@
+"""Seeding a benchmark database directly through the store: a user, an application with a
+bot, a live access token, and as many single-use refresh tokens and codes as the runs need.
+
+Direct inserts, because issuing 100k codes through the HTTP flow would take longer than the
+benchmark itself; the rows are exactly what the flow writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.platform import accounts, applications
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.settings import Settings
+from fluxer_oauth.store import oauth as oauth_store
+from fluxer_oauth.store.tables import ACCESS, REFRESH, authorization_codes, tokens
+
+REDIRECT_URI = "https://bench.example/callback"
+CHUNK = 20_000
+
+
+async def seed(settings: Settings, workdir: Path, *, refresh: int, codes: int) -> dict:
+    rt = Runtime.create(settings)
+    try:
+        user = await accounts.create_user(rt, "bench", "bench@example.com", "bench password 1")
+        app = await applications.create(rt, user, name="Bench", redirect_uris=[REDIRECT_URI])
+        app_id = int(app["id"])
+        now = time.time()
+        async with rt.db.write() as conn:
+            grant_id = await oauth_store.upsert_grant(conn, rt.ids.next(), user.id, app_id, "identify guilds", now)
+        access = credentials.new_opaque_token()
+        rows = [_token_row(rt, access, ACCESS, user.id, app_id, grant_id, now, settings.access_token_ttl)]
+        refresh_tokens = [credentials.new_opaque_token() for _ in range(refresh)]
+        rows += [_token_row(rt, t, REFRESH, user.id, app_id, grant_id, now, settings.refresh_token_ttl)
+                 for t in refresh_tokens]
+        await _insert(rt, tokens, rows)
+        code_values = [credentials.new_opaque_token() for _ in range(codes)]
+        await _insert(rt, authorization_codes, [
+            dict(code_hash=credentials.sha256(code), family_id=rt.ids.next(), application_id=app_id,
+                 user_id=user.id, grant_id=grant_id, redirect_uri=REDIRECT_URI, redirect_uri_explicit=True,
+                 scopes="identify", created_at=now, expires_at=now + 3600)
+            for code in code_values
+        ])
+        (workdir / "refresh.txt").write_text("\n".join(refresh_tokens) + "\n")
+        (workdir / "codes.txt").write_text("\n".join(code_values) + "\n")
+        return {
+            "client_id": app["id"],
+            "client_secret": app["client_secret"],
+            "bot_token": app["bot"]["token"],
+            "access_token": access,
+            "redirect_uri": REDIRECT_URI,
+            "user_id": str(user.id),
+            "application_id": app["id"],
+            "grant_id": grant_id,
+        }
+    finally:
+        await rt.db.close()
+
+
+async def add_filler_tokens(settings: Settings, info: dict, count: int) -> None:
+    """Live access tokens of other grants, so lookups run against a big table."""
+    rt = Runtime.create(settings)
+    try:
+        now = time.time()
+        for start in range(0, count, CHUNK):
+            batch = [
+                dict(token_hash=secrets.token_bytes(32), kind=ACCESS, application_id=int(info["application_id"]),
+                     user_id=int(info["user_id"]), grant_id=None, family_id=n, issue_id=n, scopes="identify",
+                     created_at=now, expires_at=now + 86400, rotated=False)
+                for n in range(start, min(count, start + CHUNK))
+            ]
+            async with rt.db.write() as conn:
+                await conn.execute(tokens.insert(), batch)
+    finally:
+        await rt.db.close()
+
+
+def _token_row(rt, token, kind, user_id, app_id, grant_id, now, ttl) -> dict:
+    issue = rt.ids.next()
+    return dict(token_hash=credentials.sha256(token), kind=kind, application_id=app_id, user_id=user_id,
+                grant_id=grant_id, family_id=issue, issue_id=issue, scopes="identify guilds", created_at=now,
+                expires_at=now + ttl, rotated=False)
+
+
+async def _insert(rt, table, rows) -> None:
+    for start in range(0, len(rows), CHUNK):
+        async with rt.db.write() as conn:
+            await conn.execute(table.insert(), rows[start:start + CHUNK])
+
+
+if __name__ == "__main__":  # python bench/seed.py WORKDIR REFRESH CODES (settings from FLUXER_*)
+    out = Path(sys.argv[1])
+    print(json.dumps(asyncio.run(seed(Settings(), out, refresh=int(sys.argv[2]), codes=int(sys.argv[3])))))
