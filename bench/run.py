@@ -108,11 +108,14 @@ def stop(process: subprocess.Popen) -> None:
 
 # --- wrk ----------------------------------------------------------------------------------------
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unreadable wrk latency {text!r}")
+    number, unit = match.groups()
     return float(number) * _UNITS[unit]
 
 
@@ -121,9 +124,16 @@ def wrk(url: str, *, duration: float, connections: int, threads: int, script: st
                "-s", str(BENCH / "lua" / script), url]
     output = subprocess.run(command, env={**os.environ, **env, "BENCH_THREADS": str(threads)},
                             capture_output=True, text=True, check=True).stdout
+    try:
+        return _parse_wrk(output)
+    except (AttributeError, ValueError) as exc:
+        raise RuntimeError(f"could not read wrk's output for {url}:\n{output}") from exc
+
+
+def _parse_wrk(output: str) -> Result:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    p50 = _ms(re.search(r"50%\s+(\S+)", output).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", output).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)$", output, re.MULTILINE).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)$", output, re.MULTILINE).group(1))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     count = int(errors.group(1)) if errors else 0

@@ -55,7 +55,7 @@ class Runtime:
         settings.secret  # fail early on a missing secret key
         return cls(
             settings=settings,
-            db=Database(settings.sqlalchemy_url),
+            db=Database(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous),
             ids=SnowflakeGenerator(settings.worker_id),
             passwords=Passwords(settings),
         )

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # Prefix of every Redis key, so several deployments (or test runs) can share a server.
     redis_prefix: str = "fluxer"
 
+    # SQLite's synchronous mode in WAL: NORMAL survives a crash of the process (the default,
+    # SQLite's own recommendation for WAL); FULL also survives power loss, one fsync per write.
+    sqlite_synchronous: str = "NORMAL"
+
     # Snowflake worker id (0-1023); give each process of a cluster its own.
     worker_id: int = Field(default=0, ge=0, le=1023)
 
@@ -88,6 +92,14 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if value not in ("on", "off"):
             raise ValueError("FLUXER_RATE_LIMITS must be 'on' or 'off'")
+        return value
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _synchronous(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in ("NORMAL", "FULL"):
+            raise ValueError("FLUXER_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
         return value
 
     @field_validator("rate_limit_authorize", "rate_limit_token", "rate_limit_revoke", "rate_limit_global",

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store import oauth as oauth_store
+from fluxer_oauth.store.hot import ACCESS_TOKEN_FIELDS, USER_FIELDS, row_of
+
+_USER_OFFSET = USER_OFFSET = len(ACCESS_TOKEN_FIELDS)
+_scope_sets: dict[str, frozenset[str]] = {}  # few distinct scope strings exist: parse each once
 
 MAX_TOKEN_LENGTH = 512
 
@@ -22,18 +25,27 @@ class AccessGrant:
     issued_at: float
 
 
-async def lookup_access_token(rt: Runtime, token: str) -> AccessGrant | None:
+def scope_set(scope_text: str) -> frozenset[str]:
+    scopes = _scope_sets.get(scope_text)
+    if scopes is None:
+        scopes = _scope_sets[scope_text] = frozenset(scope_text.split())
+    return scopes
+
+
+async def access_token_row(rt: Runtime, token: str):
+    """The raw row (ACCESS_TOKEN_FIELDS, then USER_FIELDS) of a live token of an enabled user
+    and application, or None. One indexed query: the token, its user and its application."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    async with rt.db.read() as conn:
-        row = await oauth_store.live_access_token(conn, credentials.sha256(token), now())
+    return await rt.db.hot.fetchrow("access_token", credentials.sha256(token), now())
+
+
+async def lookup_access_token(rt: Runtime, token: str):
+    """``(AccessGrant, user row)`` for a live token, or None."""
+    row = await access_token_row(rt, token)
     if row is None:
         return None
-    return AccessGrant(
-        user_id=row.user_id,
-        application_id=row.application_id,
-        scopes=frozenset(row.scopes.split()),
-        scope_text=row.scopes,
-        expires_at=row.expires_at,
-        issued_at=row.created_at,
-    )
+    application_id, scope_text, expires_at, issued_at = row[:_USER_OFFSET]
+    scopes = scope_set(scope_text)
+    user = row_of(USER_FIELDS, row, _USER_OFFSET)
+    return AccessGrant(user.id, application_id, scopes, scope_text, expires_at, issued_at), user

@@ -12,7 +12,7 @@ from fluxer_oauth.core.errors import OAuthError, invalid_client
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store.hot import APPLICATION_FIELDS, row_of
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -51,10 +51,8 @@ async def authenticate_client(rt: Runtime, params: Params, authorization: str | 
     if not client_id or not secret:
         raise invalid_client("client authentication is required")
     application_id = parse_snowflake(client_id) if len(client_id) <= 20 else None
-    app = None
-    if application_id is not None:
-        async with rt.db.read() as conn:
-            app = await app_store.get_application(conn, application_id)
+    row = await rt.db.hot.fetchrow("application", application_id) if application_id is not None else None
+    app = row_of(APPLICATION_FIELDS, row) if row is not None else None
     # Hash even for an unknown client, so both paths cost the same.
     presented = credentials.client_secret_hash(rt.secret, secret[:256])
     if app is None or not credentials.constant_time_equal(presented, app.secret_hash):

@@ -210,8 +210,11 @@ async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
         rt, app_id=app.id, user_id=app.bot_id, grant_id=None, family_id=issue_family,
         scopes=scope_text, guild_id=None, refresh=False, at=at,
     )
-    async with rt.db.write() as conn:
-        await oauth_store.insert_tokens(conn, issued.rows)
+    row = issued.rows[0]  # one access token, its own transaction: the hot insert
+    await rt.db.hot.execute(
+        "insert_token", row["token_hash"], row["kind"], row["application_id"], row["user_id"], None,
+        row["family_id"], row["issue_id"], row["scopes"], None, row["created_at"], row["expires_at"], False,
+    )
     return _response(rt, issued, scope_text)
 
 

@@ -19,6 +19,19 @@ DATABASE_ERRORS = Counter("fluxer_database_errors_total", "Requests that found t
 REDIS_ERRORS = Counter("fluxer_redis_errors_total", "Redis operations that failed (rate limits fell open)")
 
 
+_request_children: dict[tuple, tuple] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count a request; the labelled children are looked up once per combination."""
+    key = (route, method, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = _request_children[key] = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

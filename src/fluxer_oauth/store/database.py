@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.store.hot import PostgresHot, SqliteHot
 
 _WRITE = "fluxer_write"
 
@@ -53,7 +54,7 @@ class _SyncConnection:
         return self._connection.exec_driver_sql(sql, parameters)
 
 
-def _sqlite_engine(url: str):
+def _sqlite_engine(url: str, synchronous: str):
     engine = create_sync_engine(
         url.replace("sqlite+aiosqlite://", "sqlite://", 1),
         poolclass=QueuePool, pool_size=4, max_overflow=4,
@@ -66,7 +67,7 @@ def _sqlite_engine(url: str):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -80,15 +81,17 @@ def _sqlite_engine(url: str):
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.sync_engine = _sqlite_engine(url)
+            self.sync_engine = _sqlite_engine(url, sqlite_synchronous)
             self._async_engine = None
+            self.hot = SqliteHot(self.sync_engine.url.database or ":memory:", sqlite_synchronous)
         else:
             self._async_engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.sync_engine = self._async_engine.sync_engine
+            self.hot = PostgresHot(self.sync_engine.url.set(drivername="postgresql").render_as_string(False))
         self.dialect = self.sync_engine.dialect.name
 
     @asynccontextmanager
@@ -141,6 +144,7 @@ class Database:
             return False
 
     async def close(self) -> None:
+        await self.hot.close()
         if self._async_engine is not None:
             await self._async_engine.dispose()
         else:

@@ -15,8 +15,7 @@ from fluxer_oauth.core.errors import access_denied, missing_scope, unauthorized
 from fluxer_oauth.oauth.bearer import AccessGrant, lookup_access_token
 from fluxer_oauth.platform.accounts import session_user
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store import applications as app_store
-from fluxer_oauth.store import users as user_store
+from fluxer_oauth.store.hot import USER_FIELDS, row_of
 
 SESSION, BEARER, BOT = "session", "bearer", "bot"
 
@@ -69,26 +68,34 @@ async def _session(rt: Runtime, token: str) -> Caller | None:
 
 
 async def _bearer(rt: Runtime, token: str) -> Caller | None:
-    grant = await lookup_access_token(rt, token)
-    if grant is None:
+    found = await lookup_access_token(rt, token)
+    if found is None:
         return None
-    async with rt.db.read() as conn:
-        user = await user_store.get_user(conn, grant.user_id)
-    return Caller(BEARER, user, grant=grant) if user is not None else None
+    grant, user = found
+    return Caller(BEARER, user, grant=grant)
+
+
+_verified_bot_tokens: dict[str, int] = {}  # signature checks are pure: remember the good ones
+
+
+async def bot_row(rt: Runtime, token: str):
+    """The bot's row (token hash, then USER_FIELDS) for a valid bot token, else None."""
+    bot_id = _verified_bot_tokens.get(token)
+    if bot_id is None:
+        bot_id = credentials.verify_bot_token(rt.secret, token)
+        if bot_id is None:  # forged or malformed: refused before any database access
+            return None
+        if len(_verified_bot_tokens) > 10_000:
+            _verified_bot_tokens.clear()
+        _verified_bot_tokens[token] = bot_id
+    row = await rt.db.hot.fetchrow("bot", bot_id)
+    if row is None or row[0] is None:
+        return None
+    if not credentials.constant_time_equal(credentials.sha256(token), row[0]):
+        return None  # a reset token: the signature is fine, the stored hash moved on
+    return row
 
 
 async def _bot(rt: Runtime, token: str) -> Caller | None:
-    bot_id = credentials.verify_bot_token(rt.secret, token)
-    if bot_id is None:  # forged or malformed: refused before any database access
-        return None
-    async with rt.db.read() as conn:
-        app = await app_store.get_application(conn, bot_id)
-        if (
-            app is None
-            or app.bot_token_hash is None
-            or app.disabled_at is not None
-            or not credentials.constant_time_equal(credentials.sha256(token), app.bot_token_hash)
-        ):
-            return None
-        user = await user_store.get_user(conn, bot_id)
-    return Caller(BOT, user) if user is not None and user.disabled_at is None else None
+    row = await bot_row(rt, token)
+    return Caller(BOT, row_of(USER_FIELDS, row, 1)) if row is not None else None

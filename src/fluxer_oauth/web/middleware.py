@@ -15,6 +15,7 @@ import msgspec
 
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.ops.logging import log
+from fluxer_oauth.web.fastpath import ME_PATHS
 
 logger = logging.getLogger("fluxer.http")
 _encode = msgspec.json.encode
@@ -85,13 +86,15 @@ class EdgeMiddleware:
                     )
         elapsed = time.perf_counter() - start
         route = self.route_names.get(scope.get("endpoint"), "unmatched")
-        metrics.REQUESTS.labels(route, scope["method"], str(status_holder[0])).inc()
-        metrics.LATENCY.labels(route).observe(elapsed)
-        log(
-            logger, logging.INFO, "request",
-            request_id=request_id, method=scope["method"], path=scope["path"],
-            status=status_holder[0], ms=round(elapsed * 1000, 3),
-        )
+        if scope["path"] in ME_PATHS and route == "unmatched":
+            route = "/api/v1/users/@me"  # answered by the fast path, before routing
+        metrics.observe_request(route, scope["method"], status_holder[0], elapsed)
+        if logger.isEnabledFor(logging.INFO):
+            log(
+                logger, logging.INFO, "request",
+                request_id=request_id, method=scope["method"], path=scope["path"],
+                status=status_holder[0], ms=round(elapsed * 1000, 3),
+            )
 
 
 def _content_length(scope) -> int | None:
