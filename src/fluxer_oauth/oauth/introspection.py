@@ -8,7 +8,6 @@ from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store.tables import ACCESS
 
 INACTIVE = {"active": False}
@@ -21,17 +20,19 @@ async def introspect(rt: Runtime, params: Params, authorization: str | None) -> 
         params.get("token_type_hint")
     except ParamError as exc:
         raise OAuthError("invalid_request", str(exc)) from exc
-    async with rt.db.read() as conn:
-        row = await oauth_store.live_token(conn, credentials.sha256(token), now())
-    if row is None or row.application_id != app.id:
+    row = await rt.db.hot.fetchrow("live_token", credentials.sha256(token), now())
+    if row is None:
+        return INACTIVE
+    application_id, user_id, scopes, kind, expires_at, created_at = row
+    if application_id != app.id:
         return INACTIVE
     return {
         "active": True,
-        "client_id": str(row.application_id),
-        "sub": str(row.user_id),
-        "scope": row.scopes,
-        "token_type": "Bearer" if row.kind == ACCESS else "refresh_token",
-        "exp": int(row.expires_at),
-        "iat": int(row.created_at),
+        "client_id": str(application_id),
+        "sub": str(user_id),
+        "scope": scopes,
+        "token_type": "Bearer" if kind == ACCESS else "refresh_token",
+        "exp": int(expires_at),
+        "iat": int(created_at),
         "iss": rt.settings.issuer,
     }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Sequence
 
 MAX_PARAM_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ParamError(ValueError):
@@ -35,7 +37,7 @@ class Params:
         value = values[0].strip()
         if len(value) > max_length:
             raise ParamError(f"{name} is longer than {max_length} characters")
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        if _CONTROL.search(value):
             raise ParamError(f"{name} contains control characters")
         return value
 

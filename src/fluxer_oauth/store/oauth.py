@@ -155,22 +155,3 @@ async def live_access_token(conn: AsyncConnection, token_hash: bytes, now: float
     """The live access token with this hash whose user and application are enabled, or None."""
     return (await conn.execute(_LIVE_ACCESS_TOKEN, {"token_hash": token_hash, "now": now})).first()
 
-
-async def live_token(conn: AsyncConnection, token_hash: bytes, now: float):
-    """Any live token (access or refresh) whose user and application are enabled, or None."""
-    query = (
-        select(tokens)
-        .select_from(
-            tokens.join(users, users.c.id == tokens.c.user_id).join(
-                applications, applications.c.id == tokens.c.application_id
-            )
-        )
-        .where(
-            tokens.c.token_hash == token_hash,
-            tokens.c.revoked_at.is_(None),
-            tokens.c.expires_at > now,
-            users.c.disabled_at.is_(None),
-            applications.c.disabled_at.is_(None),
-        )
-    )
-    return (await conn.execute(query)).first()

@@ -32,11 +32,18 @@ def _user_body(user_values: tuple, with_email: bool) -> bytes:
 
 
 class FastPathMiddleware:
-    def __init__(self, app, *, runtime) -> None:
+    def __init__(self, app, *, runtime, form_endpoints: dict) -> None:
         self.app = app
         self.rt = runtime
+        self.form_endpoints = form_endpoints  # path -> raw ASGI endpoint, for POSTs
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.form_endpoints.get(scope["path"])
+            if endpoint is not None:
+                scope["endpoint"] = endpoint  # names the route for metrics, as routing would
+                await endpoint(scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in ME_PATHS:
             try:
                 body = await self._me(scope)

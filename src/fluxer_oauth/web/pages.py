@@ -145,14 +145,14 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", 403, next=next_url, login=login_name,
                       error="Your form expired. Please try again.")
     try:
-        await guard_login(request, login_name)
+        await guard_login(request.scope, login_name)
     except RateLimited:
         return render(request, "login.html", 429, next=next_url, login=login_name,
                       error="Too many failed attempts. Wait a few minutes and try again.")
     try:
         token, _user = await accounts.login(runtime(request), login_name, _field(params, "password"))
     except ApiError:
-        await record_login_failure(request, login_name)
+        await record_login_failure(request.scope, login_name)
         return render(request, "login.html", 400, next=next_url, login=login_name,
                       error="Login or password is incorrect.")
     # 303, never 307: the browser must not re-post the credentials to the next page.
@@ -200,7 +200,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     # GET answers with 302; after a form POST, 303 so the browser follows with a GET.
     status = 302 if decision is None else 303
     user = await cookie_user(request)
-    await limit(request, "authorize", f"user:{user.id}" if user is not None else f"ip:{client_ip(request)}")
+    await limit(request.scope, "authorize", f"user:{user.id}" if user is not None else f"ip:{client_ip(request.scope)}")
     try:
         auth_request = await authz.parse_request(rt, params)
     except authz.UnsafeRequest as exc:

@@ -151,26 +151,33 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
 
 
 # --- helpers for handlers -------------------------------------------------------------------
+# They work on the ASGI scope, so the raw-ASGI endpoints and Starlette handlers share them
+# (a Starlette Request passes its .scope).
 
-def client_ip(request) -> str:
-    return request.scope.get("state", {}).get("client_ip") or (request.client.host if request.client else "unknown")
+def client_ip(scope) -> str:
+    client = scope.get("client")
+    return scope.get("state", {}).get("client_ip") or (client[0] if client else "unknown")
 
 
-async def limit(request, bucket: str, key: str, *, client_id: str | None = None) -> None:
+def _limits(scope) -> RateLimits:
+    return scope["app"].state.limits
+
+
+async def limit(scope, bucket: str, key: str, *, client_id: str | None = None) -> None:
     """Count this request against ``bucket``; the response (whatever it is) carries the
     X-RateLimit-* headers, added by the edge middleware from the request state."""
-    state = await request.app.state.limits.hit(bucket, key, client_id=client_id)
+    state = await _limits(scope).hit(bucket, key, client_id=client_id)
     if state is not None:
-        request.scope.setdefault("state", {})["rate_limit"] = state
+        scope.setdefault("state", {})["rate_limit"] = state
 
 
-def presented_client_id(request, params) -> str | None:
+def presented_client_id(authorization: str | None, params) -> str | None:
     """The client_id a token or revoke request presents (Basic header first), unauthenticated."""
     from fluxer_oauth.core.errors import OAuthError
     from fluxer_oauth.oauth.client_auth import parse_basic
 
     try:
-        basic = parse_basic(request.headers.get("authorization"))
+        basic = parse_basic(authorization)
     except OAuthError:
         basic = None
     if basic is not None:
@@ -182,16 +189,18 @@ def presented_client_id(request, params) -> str | None:
     return value[:32] if value else None
 
 
-async def limit_by_client(request, bucket: str, params) -> None:
-    client_id = presented_client_id(request, params)
-    key = f"client:{client_id}" if client_id else f"ip:{client_ip(request)}"
-    await limit(request, bucket, key, client_id=client_id)
+async def limit_by_client(scope, bucket: str, params, authorization: str | None) -> None:
+    if not _limits(scope).enabled:
+        return
+    client_id = presented_client_id(authorization, params)
+    key = f"client:{client_id}" if client_id else f"ip:{client_ip(scope)}"
+    await limit(scope, bucket, key, client_id=client_id)
 
 
-async def guard_login(request, login_name: str) -> None:
+async def guard_login(scope, login_name: str) -> None:
     """Refuse a login attempt when the account or the IP has used up its failures."""
-    limits = request.app.state.limits
-    for key in (f"ip:{client_ip(request)}", f"account:{login_name.strip().lower()[:254]}"):
+    limits = _limits(scope)
+    for key in (f"ip:{client_ip(scope)}", f"account:{login_name.strip().lower()[:254]}"):
         if await limits.exhausted("login", key):
             item = limits.items["login"]
             reset_at = time.time() + item.get_expiry()
@@ -199,7 +208,7 @@ async def guard_login(request, login_name: str) -> None:
             raise RateLimited(LimitState("login", item.amount, 0, reset_at), is_global=False)
 
 
-async def record_login_failure(request, login_name: str) -> None:
-    limits = request.app.state.limits
-    await limits.record("login", f"ip:{client_ip(request)}")
+async def record_login_failure(scope, login_name: str) -> None:
+    limits = _limits(scope)
+    await limits.record("login", f"ip:{client_ip(scope)}")
     await limits.record("login", f"account:{login_name.strip().lower()[:254]}")

@@ -62,12 +62,10 @@ def _validation_error(text: str) -> dict:
     return {"path": path, "code": "BASE_TYPE_INVALID", "message": message}
 
 
-async def form_params(request: Request) -> Params:
+def form_params(content_type: str, body: bytes) -> Params:
     """An application/x-www-form-urlencoded body as ``Params``; invalid_request otherwise."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+    if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    body = await request.body()
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -25,11 +25,11 @@ async def register(request: Request):
               response=SessionResponse, errors=(400,), tags=("accounts",))
 async def login(request: Request):
     body = await decode_json(request, LoginBody)
-    await guard_login(request, body.login)
+    await guard_login(request.scope, body.login)
     try:
         token, user = await accounts.login(runtime(request), body.login, body.password)
     except ApiError:
-        await record_login_failure(request, body.login)
+        await record_login_failure(request.scope, body.login)
         raise
     return json_response({"token": token, "user": accounts.user_json(user, with_email=True)})
 

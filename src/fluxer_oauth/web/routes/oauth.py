@@ -14,9 +14,10 @@ from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.oauth.token import token_endpoint
 from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, router
 from fluxer_oauth.web.caller import SESSION, authenticate, runtime
-from fluxer_oauth.web.ratelimit import client_ip, limit, limit_by_client
+from fluxer_oauth.web.ratelimit import client_ip, limit
 from fluxer_oauth.platform import authorizations
-from fluxer_oauth.web.responses import NO_STORE, decode_json, form_params, json_response, no_content
+from fluxer_oauth.web.form_endpoints import FormEndpoint
+from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import (
     Authorization,
     ConsentBody,
@@ -31,7 +32,7 @@ from fluxer_oauth.web.schemas import (
 @router.route("GET", "/oauth2/authorize", summary="Redirects to the authorization page with the same query",
               status=302, tags=("oauth2",))
 async def authorize_redirect(request: Request):
-    await limit(request, "authorize", f"ip:{client_ip(request)}")
+    await limit(request.scope, "authorize", f"ip:{client_ip(request.scope)}")
     query = request.url.query
     return RedirectResponse("/oauth2/authorize" + (f"?{query}" if query else ""), status_code=302)
 
@@ -41,7 +42,7 @@ async def authorize_redirect(request: Request):
               tags=("oauth2",))
 async def consent(request: Request):
     caller = await authenticate(request, allow=(SESSION,))
-    await limit(request, "authorize", f"user:{caller.user.id}")
+    await limit(request.scope, "authorize", f"user:{caller.user.id}")
     body = await decode_json(request, ConsentBody)
     rt = runtime(request)
     params = Params.from_pairs(_consent_pairs(body))
@@ -79,36 +80,31 @@ def _consent_pairs(body: ConsentBody):
     return [(name, value) for name, value in fields.items() if value is not None]
 
 
-@router.route("POST", "/oauth2/token", summary="Exchange a code, refresh a token, or get a client-credentials token",
-              auth=(CLIENT_AUTH,), request=TokenRequest, response=TokenResponse, errors=(400, 401), form=True, tags=("oauth2",))
-async def token(request: Request):
-    params = await form_params(request)
-    await limit_by_client(request, "token", params)
-    body = await token_endpoint(runtime(request), params, request.headers.get("authorization"))
-    return json_response(body, headers=NO_STORE)
+async def _revoke(rt, params, authorization) -> dict:
+    await revocation.revoke(rt, params, authorization)
+    return {}
 
 
-@router.route("POST", "/oauth2/token/revoke", summary="Revoke a token and its whole grant (RFC 7009)",
-              auth=(CLIENT_AUTH,), request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",))
-async def revoke_token(request: Request):
-    params = await form_params(request)
-    await limit_by_client(request, "revoke", params)
-    await revocation.revoke(runtime(request), params, request.headers.get("authorization"))
-    return json_response({}, headers=NO_STORE)
+token = router.route(
+    "POST", "/oauth2/token", summary="Exchange a code, refresh a token, or get a client-credentials token",
+    auth=(CLIENT_AUTH,), request=TokenRequest, response=TokenResponse, errors=(400, 401), form=True,
+    tags=("oauth2",),
+)(FormEndpoint("token", token_endpoint))
 
+revoke_token = router.route(
+    "POST", "/oauth2/token/revoke", summary="Revoke a token and its whole grant (RFC 7009)", auth=(CLIENT_AUTH,),
+    request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",),
+)(FormEndpoint("revoke", _revoke))
 
-@router.route("POST", "/oauth2/revoke", summary="Alias of /oauth2/token/revoke", auth=(CLIENT_AUTH,),
-              request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",))
-async def revoke_alias(request: Request):
-    return await revoke_token(request)
+revoke_alias = router.route(
+    "POST", "/oauth2/revoke", summary="Alias of /oauth2/token/revoke", auth=(CLIENT_AUTH,), request=RevokeRequest,
+    errors=(400, 401), form=True, tags=("oauth2",),
+)(revoke_token)
 
-
-@router.route("POST", "/oauth2/introspect", summary="Introspect a token (RFC 7662)", auth=(CLIENT_AUTH,),
-              request=RevokeRequest, response=Introspection, errors=(400, 401), form=True, tags=("oauth2",))
-async def introspect_token(request: Request):
-    params = await form_params(request)
-    body = await introspection.introspect(runtime(request), params, request.headers.get("authorization"))
-    return json_response(body, headers=NO_STORE)
+introspect_token = router.route(
+    "POST", "/oauth2/introspect", summary="Introspect a token (RFC 7662)", auth=(CLIENT_AUTH,),
+    request=RevokeRequest, response=Introspection, errors=(400, 401), form=True, tags=("oauth2",),
+)(FormEndpoint(None, introspection.introspect))
 
 
 @router.route("GET", "/oauth2/@me/authorizations", summary="Applications the user has authorized",
