@@ -1,37 +1,45 @@
 """Grants, authorization codes and tokens: every write here is a single conditional
 statement, so that two parallel requests can never both consume the same code or
-rotate the same refresh token."""
+rotate the same refresh token.
+
+The statements of the code and refresh grants are built once with bind parameters:
+building a statement costs more than running it."""
 
 from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fluxer_oauth.store.tables import ACCESS, REFRESH, applications, authorization_codes, grants, tokens, users
+from fluxer_oauth.store.tables import REFRESH, applications, authorization_codes, grants, tokens
 
 # --- grants (remembered consent) -----------------------------------------------------------
 
+_GET_GRANT = select(grants).where(
+    grants.c.user_id == bindparam("p_user_id"), grants.c.application_id == bindparam("p_application_id")
+)
+_TOUCH_GRANT = update(grants).where(grants.c.id == bindparam("p_grant_id")).values(last_used_at=bindparam("p_now"))
+
+
 async def get_grant(conn: AsyncConnection, user_id: int, application_id: int):
-    query = select(grants).where(grants.c.user_id == user_id, grants.c.application_id == application_id)
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_GET_GRANT, {"p_user_id": user_id, "p_application_id": application_id})).first()
 
 
 async def upsert_grant(conn: AsyncConnection, grant_id: int, user_id: int, application_id: int, scopes: str, now: float):
-    """Record consent to ``scopes``; returns the grant's id (an existing one is widened)."""
-    existing = await get_grant(conn, user_id, application_id)
-    if existing is not None:
-        await conn.execute(update(grants).where(grants.c.id == existing.id).values(scopes=scopes))
-        return existing.id
+    """Record consent to ``scopes``; returns the grant's id. One grant per (user, application)
+    even when approvals race: the insert yields to an existing row, which is then updated."""
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        grants.insert().values(
-            id=grant_id, user_id=user_id, application_id=application_id, scopes=scopes, created_at=now
-        )
+        insert(grants)
+        .values(id=grant_id, user_id=user_id, application_id=application_id, scopes=scopes, created_at=now)
+        .on_conflict_do_update(index_elements=[grants.c.user_id, grants.c.application_id], set_={"scopes": scopes})
     )
-    return grant_id
+    return (await get_grant(conn, user_id, application_id)).id
 
 
 async def touch_grant(conn: AsyncConnection, grant_id: int, now: float) -> None:
-    await conn.execute(update(grants).where(grants.c.id == grant_id).values(last_used_at=now))
+    await conn.execute(_TOUCH_GRANT, {"p_grant_id": grant_id, "p_now": now})
 
 
 async def revoke_grant(conn: AsyncConnection, user_id: int, application_id: int, now: float) -> bool:
@@ -59,6 +67,20 @@ async def list_user_grants(conn: AsyncConnection, user_id: int):
 
 # --- authorization codes ------------------------------------------------------------------
 
+_CONSUME_CODE = (
+    update(authorization_codes)
+    .where(
+        authorization_codes.c.code_hash == bindparam("p_code_hash"),
+        authorization_codes.c.application_id == bindparam("p_application_id"),
+        authorization_codes.c.consumed_at.is_(None),
+        authorization_codes.c.expires_at > bindparam("p_now"),
+    )
+    .values(consumed_at=bindparam("p_now"))
+    .returning(*authorization_codes.c)
+)
+_GET_CODE = select(authorization_codes).where(authorization_codes.c.code_hash == bindparam("p_code_hash"))
+
+
 async def insert_code(conn: AsyncConnection, **values) -> None:
     await conn.execute(authorization_codes.insert().values(**values))
 
@@ -66,92 +88,59 @@ async def insert_code(conn: AsyncConnection, **values) -> None:
 async def consume_code(conn: AsyncConnection, code_hash: bytes, application_id: int, now: float):
     """Mark a live code consumed and return it; None when it is unknown, expired, another
     client's, or already consumed (exactly one of parallel callers gets the row)."""
-    query = (
-        update(authorization_codes)
-        .where(
-            authorization_codes.c.code_hash == code_hash,
-            authorization_codes.c.application_id == application_id,
-            authorization_codes.c.consumed_at.is_(None),
-            authorization_codes.c.expires_at > now,
-        )
-        .values(consumed_at=now)
-        .returning(*authorization_codes.c)
-    )
-    return (await conn.execute(query)).first()
+    params = {"p_code_hash": code_hash, "p_application_id": application_id, "p_now": now}
+    return (await conn.execute(_CONSUME_CODE, params)).first()
 
 
 async def get_code(conn: AsyncConnection, code_hash: bytes):
-    query = select(authorization_codes).where(authorization_codes.c.code_hash == code_hash)
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_GET_CODE, {"p_code_hash": code_hash})).first()
 
 
 # --- tokens --------------------------------------------------------------------------------
 
+_INSERT_TOKENS = tokens.insert()
+_REVOKE_FAMILY = (
+    update(tokens)
+    .where(tokens.c.family_id == bindparam("p_family_id"), tokens.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("p_now"))
+)
+_REVOKE_ISSUE = (
+    update(tokens)
+    .where(tokens.c.issue_id == bindparam("p_issue_id"), tokens.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("p_now"))
+)
+_ROTATE_REFRESH = (
+    update(tokens)
+    .where(
+        tokens.c.token_hash == bindparam("p_token_hash"),
+        tokens.c.kind == REFRESH,
+        tokens.c.application_id == bindparam("p_application_id"),
+        tokens.c.revoked_at.is_(None),
+        tokens.c.expires_at > bindparam("p_now"),
+    )
+    .values(revoked_at=bindparam("p_now"), rotated=True)
+    .returning(*tokens.c)
+)
+_GET_TOKEN = select(tokens).where(tokens.c.token_hash == bindparam("p_token_hash"))
+
+
 async def insert_tokens(conn: AsyncConnection, rows: list[dict]) -> None:
-    await conn.execute(tokens.insert(), rows)
+    await conn.execute(_INSERT_TOKENS, rows)
 
 
 async def revoke_family(conn: AsyncConnection, family_id: int, now: float) -> int:
-    result = await conn.execute(
-        update(tokens).where(tokens.c.family_id == family_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
-    )
-    return result.rowcount
+    return (await conn.execute(_REVOKE_FAMILY, {"p_family_id": family_id, "p_now": now})).rowcount
 
 
 async def revoke_issue(conn: AsyncConnection, issue_id: int, now: float) -> None:
-    await conn.execute(
-        update(tokens).where(tokens.c.issue_id == issue_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
-    )
+    await conn.execute(_REVOKE_ISSUE, {"p_issue_id": issue_id, "p_now": now})
 
 
 async def rotate_refresh_token(conn: AsyncConnection, token_hash: bytes, application_id: int, now: float):
     """Spend a live refresh token; returns its row, or None when it is not live."""
-    query = (
-        update(tokens)
-        .where(
-            tokens.c.token_hash == token_hash,
-            tokens.c.kind == REFRESH,
-            tokens.c.application_id == application_id,
-            tokens.c.revoked_at.is_(None),
-            tokens.c.expires_at > now,
-        )
-        .values(revoked_at=now, rotated=True)
-        .returning(*tokens.c)
-    )
-    return (await conn.execute(query)).first()
+    params = {"p_token_hash": token_hash, "p_application_id": application_id, "p_now": now}
+    return (await conn.execute(_ROTATE_REFRESH, params)).first()
 
 
 async def get_token(conn: AsyncConnection, token_hash: bytes):
-    return (await conn.execute(select(tokens).where(tokens.c.token_hash == token_hash))).first()
-
-
-# Prepared once: the hottest query of the server (every bearer-authenticated request).
-_LIVE_ACCESS_TOKEN = (
-    select(
-        tokens.c.user_id,
-        tokens.c.application_id,
-        tokens.c.grant_id,
-        tokens.c.scopes,
-        tokens.c.expires_at,
-        tokens.c.created_at,
-    )
-    .select_from(
-        tokens.join(users, users.c.id == tokens.c.user_id).join(
-            applications, applications.c.id == tokens.c.application_id
-        )
-    )
-    .where(
-        tokens.c.token_hash == bindparam("token_hash"),
-        tokens.c.kind == ACCESS,
-        tokens.c.revoked_at.is_(None),
-        tokens.c.expires_at > bindparam("now"),
-        users.c.disabled_at.is_(None),
-        applications.c.disabled_at.is_(None),
-    )
-)
-
-
-async def live_access_token(conn: AsyncConnection, token_hash: bytes, now: float):
-    """The live access token with this hash whose user and application are enabled, or None."""
-    return (await conn.execute(_LIVE_ACCESS_TOKEN, {"token_hash": token_hash, "now": now})).first()
-
+    return (await conn.execute(_GET_TOKEN, {"p_token_hash": token_hash})).first()

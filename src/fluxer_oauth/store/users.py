@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fluxer_oauth.store.tables import grants, sessions, tokens, users
@@ -12,8 +12,11 @@ async def insert_user(conn: AsyncConnection, **values) -> None:
     await conn.execute(users.insert().values(**values))
 
 
+_GET_USER = select(users).where(users.c.id == bindparam("user_id"))
+
+
 async def get_user(conn: AsyncConnection, user_id: int):
-    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+    return (await conn.execute(_GET_USER, {"user_id": user_id})).first()
 
 
 async def find_by_login(conn: AsyncConnection, login: str):
