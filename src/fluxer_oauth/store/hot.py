@@ -72,7 +72,51 @@ def _dollars(sql: str) -> str:
     return sql.format(*[f"${n}" for n in range(1, 13)])
 
 
-class SqliteHot:
+class _GroupCommit:
+    """Inserts of new rows, committed before ``execute`` returns. Inserts that arrive in the
+    same turn of the event loop share one transaction (group commit): the commit, not the
+    insert, is the expensive part (a WAL append on SQLite, an fsync on PostgreSQL), so under
+    load each request pays a fraction of one.
+
+    Only inserts of new rows come here. On SQLite a write through the hot connection does
+    not move its own data_version, so revocations and other changes must use Database.write().
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list] = {}
+        self._flush_scheduled = False
+
+    async def execute(self, name: str, *args) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.setdefault(name, []).append((args, done))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(lambda: loop.create_task(self._flush()))
+        await done
+
+    async def _flush(self) -> None:
+        pending, self._pending, self._flush_scheduled = self._pending, {}, False
+        try:
+            await self._write_batch({name: [args for args, _ in batch] for name, batch in pending.items()})
+        except Exception as exc:  # every waiter learns what happened to its row
+            outcome = exc
+        else:
+            outcome = None
+        for batch in pending.values():
+            for _, done in batch:
+                if done.done():
+                    continue
+                if outcome is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(outcome)
+
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
+        raise NotImplementedError
+
+
+class SqliteHot(_GroupCommit):
     """On one dedicated autocommit connection, used only from the event-loop thread.
 
     Found rows of the lookups are kept in memory while nothing else writes to the database:
@@ -87,14 +131,13 @@ class SqliteHot:
     MAX_CACHED = 50_000
 
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+        super().__init__()
         self._path = path
         self._synchronous = synchronous
         self._connection: sqlite3.Connection | None = None
         self._sql = {name: _qmarks(sql) for name, sql in _STATEMENTS.items()}
         self._cache: dict[tuple, tuple] = {}
         self._version = None
-        self._pending: dict[str, list] = {}
-        self._flush_scheduled = False
 
     def _conn(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -128,44 +171,21 @@ class SqliteHot:
         except sqlite3.Error as exc:
             raise _unavailable() from exc
 
-    async def execute(self, name: str, *args) -> None:
-        """Insert a row, committed before this returns. Inserts that arrive in the same turn
-        of the event loop share one transaction (group commit): the commit, not the insert,
-        is the expensive part, so under load each request pays a fraction of one.
-
-        Only inserts of new rows come here: a write through this connection does not move
-        its own data_version, so revocations and other changes must use Database.write()."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._pending.setdefault(name, []).append((args, done))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        await done
-
-    def _flush(self) -> None:
-        pending, self._pending, self._flush_scheduled = self._pending, {}, False
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
+        connection = self._conn()
         try:
-            connection = self._conn()
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for name, batch in pending.items():
-                    connection.executemany(self._sql[name], [args for args, _ in batch])
+                for name, rows in pending.items():
+                    connection.executemany(self._sql[name], rows)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+        except sqlite3.IntegrityError:
+            raise
         except sqlite3.Error as exc:
-            error = exc if isinstance(exc, sqlite3.IntegrityError) else _unavailable()
-            for batch in pending.values():
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-            return
-        for batch in pending.values():
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            raise _unavailable() from exc
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -173,10 +193,11 @@ class SqliteHot:
             self._connection = None
 
 
-class PostgresHot:
+class PostgresHot(_GroupCommit):
     """On an asyncpg pool of its own, created in the serving event loop on first use."""
 
     def __init__(self, dsn: str) -> None:
+        super().__init__()
         self._dsn = dsn
         self._pool = None
         self._sql = {name: _dollars(sql) for name, sql in _STATEMENTS.items()}
@@ -198,12 +219,14 @@ class PostgresHot:
                 asyncpg.CannotConnectNowError) as exc:
             raise _unavailable() from exc
 
-    async def execute(self, name: str, *args) -> None:
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
         import asyncpg
 
         try:
             pool = await self._acquire_pool()
-            await pool.execute(self._sql[name], *args)
+            async with pool.acquire() as connection, connection.transaction():
+                for name, rows in pending.items():
+                    await connection.executemany(self._sql[name], rows)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.CannotConnectNowError) as exc:
             raise _unavailable() from exc

@@ -1,4 +1,5 @@
-"""Rate limits (SPEC §7) on the `limits` library: a moving window per bucket and key, in
+"""Rate limits (SPEC §7) on the `limits` library: a sliding-window counter per bucket and
+key (constant work per hit, unlike a moving window whose cost grows with the limit), in
 process memory by default and in Redis when FLUXER_REDIS_URL is set, so every worker and
 node shares the counters.
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
 from fluxer_oauth.core.errors import ApiError
@@ -66,7 +67,7 @@ class RateLimits:
             )
         else:
             self.storage = MemoryStorage()
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
         self.items = {
             "authorize": parse(settings.rate_limit_authorize),
             "token": parse(settings.rate_limit_token),
@@ -82,14 +83,18 @@ class RateLimits:
             return self.overrides[client_id]
         return self.items[bucket]
 
-    async def hit(self, bucket: str, key: str, *, client_id: str | None = None) -> LimitState | None:
-        """Count a request; raises ``RateLimited`` over the limit. None when limits are off
-        or the storage is unreachable."""
+    async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
+                  with_state: bool = True) -> LimitState | None:
+        """Count a request; raises ``RateLimited`` over the limit. Returns the state for the
+        X-RateLimit headers (None when limits are off, the storage is unreachable, or the
+        caller needs no headers and the request is allowed)."""
         if not self.enabled:
             return None
         item = self._item(bucket, client_id)
         try:
             allowed = await self.limiter.hit(item, bucket, key)
+            if allowed and not with_state:
+                return None
             stats = await self.limiter.get_window_stats(item, bucket, key)
         except StorageError:
             self._storage_down()
@@ -142,7 +147,7 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         scope.setdefault("state", {})["client_ip"] = ip
         if self.limits.enabled and scope["path"] not in self.EXEMPT:
             try:
-                await self.limits.hit("global", ip)
+                await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 from fluxer_oauth.web.responses import json_response
 
