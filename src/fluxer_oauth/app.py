@@ -23,7 +23,7 @@ from fluxer_oauth.ops.logging import configure as configure_logging
 from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
-from fluxer_oauth.web import pages
+from fluxer_oauth.web import pages, portal
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
@@ -80,6 +80,15 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/oauth2/authorized", pages.bot_added_page, methods=["GET"]),
         Route("/settings/authorized-apps", pages.authorized_apps_page, methods=["GET"]),
         Route("/settings/authorized-apps/{application_id}/revoke", pages.revoke_app_submit, methods=["POST"]),
+        Route("/", portal.home, methods=["GET"]),
+        Route("/developers/applications", portal.list_page, methods=["GET"]),
+        Route("/developers/applications", portal.create_submit, methods=["POST"]),
+        Route("/developers/applications/{application_id}", portal.app_page, methods=["GET"]),
+        Route("/developers/applications/{application_id}", portal.update_submit, methods=["POST"]),
+        Route("/developers/applications/{application_id}/reset-secret", portal.reset_secret_submit, methods=["POST"]),
+        Route("/developers/applications/{application_id}/reset-token", portal.reset_token_submit, methods=["POST"]),
+        Route("/developers/applications/{application_id}/delete", portal.delete_submit, methods=["POST"]),
+        Route("/developers/applications/{application_id}/url-generator", portal.url_generator_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     if settings.dev:

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 MAX_PARAM_LENGTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ParamError(ValueError):
@@ -26,7 +27,8 @@ class Params:
             multi.setdefault(key, []).append(value)
         return cls(multi)
 
-    def get(self, name: str, *, required: bool = False, max_length: int = MAX_PARAM_LENGTH) -> str | None:
+    def get(self, name: str, *, required: bool = False, max_length: int = MAX_PARAM_LENGTH,
+            multiline: bool = False) -> str | None:
         values = self._multi.get(name) or []
         if len(values) > 1:
             raise ParamError(f"{name} is repeated")
@@ -37,7 +39,7 @@ class Params:
         value = values[0].strip()
         if len(value) > max_length:
             raise ParamError(f"{name} is longer than {max_length} characters")
-        if _CONTROL.search(value):
+        if (_CONTROL_BUT_NEWLINES if multiline else _CONTROL).search(value):
             raise ParamError(f"{name} contains control characters")
         return value
 

@@ -1,0 +1,220 @@
+"""The developer portal: an owner's applications, their settings, credential resets with
+password confirmation (each new credential shown once), and an authorize-URL generator.
+Same rules as the JSON API; it calls the same platform functions."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.core.permissions import PERMISSIONS
+from fluxer_oauth.core.scopes import ALL_SCOPES, SCOPE_DESCRIPTIONS, format_scopes
+from fluxer_oauth.platform import applications
+from fluxer_oauth.web.caller import runtime
+from fluxer_oauth.web.pages import cookie_user, csrf_ok, error_page, read_form, redirect, render
+
+LIST = "/developers/applications"
+
+
+async def _owner(request: Request):
+    return await cookie_user(request)
+
+
+def _login(request: Request) -> Response:
+    return redirect(request, "/login?next=" + quote(request.url.path, safe=""), 302)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.replace("\r", "").split("\n") if line.strip()]
+
+
+def _field(form, name: str, max_length: int = 4096) -> str:
+    try:
+        return form.get(name, max_length=max_length, multiline=True) or ""
+    except ValueError:
+        return ""
+
+
+def _message(exc: ApiError) -> str:
+    details = exc.details.get("errors") or []
+    return "; ".join(f"{e['path']}: {e['message']}" for e in details) or exc.message
+
+
+async def home(request: Request) -> Response:
+    return redirect(request, LIST, 302)
+
+
+async def list_page(request: Request) -> Response:
+    user = await _owner(request)
+    if user is None:
+        return _login(request)
+    apps = await applications.list_owned(runtime(request), user)
+    return render(request, "portal_list.html", user=user, apps=apps, error=None)
+
+
+async def create_submit(request: Request) -> Response:
+    user = await _owner(request)
+    if user is None:
+        return _login(request)
+    form = await read_form(request)
+    if not csrf_ok(request, form):
+        return error_page(request, "Your form expired. Go back and try again.", status=403, heading="Expired", hint="")
+    try:
+        created = await applications.create(
+            runtime(request), user, name=_field(form, "name", 200), redirect_uris=_lines(_field(form, "redirect_uris")),
+            bot=_field(form, "bot") == "1",
+        )
+    except ApiError as exc:
+        apps = await applications.list_owned(runtime(request), user)
+        return render(request, "portal_list.html", exc.status, user=user, apps=apps, error=_message(exc))
+    secrets = [("Client secret", created["client_secret"], "client-secret")]
+    if "bot" in created:
+        secrets.append(("Bot token", created["bot"]["token"], "bot-token"))
+    return await _app_page(request, user, int(created["id"]), secrets=secrets, notice="Application created.")
+
+
+async def _app_page(request: Request, user, application_id: int, *, secrets=(), notice=None, error=None,
+                    status: int = 200) -> Response:
+    app, bot_user = await applications.owned(runtime(request), user, application_id)
+    view = applications.application_json(app, owner=user, bot_user=bot_user, private=True)
+    return render(request, "portal_app.html", status, app=view, secrets=list(secrets), notice=notice, error=error)
+
+
+def _application_id(request: Request) -> int | None:
+    return parse_snowflake(request.path_params["application_id"])
+
+
+async def app_page(request: Request) -> Response:
+    user = await _owner(request)
+    if user is None:
+        return _login(request)
+    application_id = _application_id(request)
+    try:
+        if application_id is None:
+            raise applications.UNKNOWN_APPLICATION
+        return await _app_page(request, user, application_id, notice="Saved." if request.query_params.get("saved") else None)
+    except ApiError:
+        return error_page(request, "There is no such application of yours.", status=404, heading="Not found", hint="")
+
+
+async def _guarded(request: Request):
+    """(user, form, application id) of a portal POST, or the response that refuses it."""
+    user = await _owner(request)
+    if user is None:
+        return None, None, None, _login(request)
+    form = await read_form(request)
+    if not csrf_ok(request, form):
+        return None, None, None, error_page(request, "Your form expired. Go back and try again.", status=403,
+                                            heading="Expired", hint="")
+    application_id = _application_id(request)
+    if application_id is None:
+        return None, None, None, error_page(request, "There is no such application.", status=404,
+                                            heading="Not found", hint="")
+    return user, form, application_id, None
+
+
+async def update_submit(request: Request) -> Response:
+    user, form, application_id, refusal = await _guarded(request)
+    if refusal is not None:
+        return refusal
+    changes = {
+        "name": _field(form, "name", 200),
+        "description": _field(form, "description", 1000),
+        "redirect_uris": _lines(_field(form, "redirect_uris")),
+        "bot_public": _field(form, "bot_public") == "1",
+        "bot_require_code_grant": _field(form, "bot_require_code_grant") == "1",
+    }
+    try:
+        await applications.update(runtime(request), user, application_id, changes)
+    except ApiError as exc:
+        if exc.status == 404:
+            return error_page(request, "There is no such application of yours.", status=404, heading="Not found",
+                              hint="")
+        return await _app_page(request, user, application_id, error=_message(exc), status=exc.status)
+    return redirect(request, f"{LIST}/{application_id}?saved=1", 303)
+
+
+async def reset_secret_submit(request: Request) -> Response:
+    return await _reset(request, "secret")
+
+
+async def reset_token_submit(request: Request) -> Response:
+    return await _reset(request, "token")
+
+
+async def _reset(request: Request, which: str) -> Response:
+    user, form, application_id, refusal = await _guarded(request)
+    if refusal is not None:
+        return refusal
+    password = _field(form, "password", 128)
+    try:
+        if which == "secret":
+            value = (await applications.reset_client_secret(runtime(request), user, application_id, password))[
+                "client_secret"]
+            secret = ("New client secret", value, "client-secret")
+        else:
+            value = (await applications.reset_bot_token(runtime(request), user, application_id, password))["token"]
+            secret = ("New bot token", value, "bot-token")
+    except ApiError as exc:
+        if exc.status == 404:
+            return error_page(request, "There is no such application of yours.", status=404, heading="Not found",
+                              hint="")
+        return await _app_page(request, user, application_id, error="Password confirmation failed.", status=403)
+    return await _app_page(request, user, application_id, secrets=[secret], notice="The old one no longer works.")
+
+
+async def delete_submit(request: Request) -> Response:
+    user, _form, application_id, refusal = await _guarded(request)
+    if refusal is not None:
+        return refusal
+    try:
+        await applications.delete(runtime(request), user, application_id)
+    except ApiError:
+        pass  # not theirs, or already gone: the list shows the truth
+    return redirect(request, LIST, 303)
+
+
+async def url_generator_page(request: Request) -> Response:
+    user = await _owner(request)
+    if user is None:
+        return _login(request)
+    application_id = _application_id(request)
+    try:
+        if application_id is None:
+            raise applications.UNKNOWN_APPLICATION
+        app, bot_user = await applications.owned(runtime(request), user, application_id)
+    except ApiError:
+        return error_page(request, "There is no such application of yours.", status=404, heading="Not found", hint="")
+    view = applications.application_json(app, owner=user, bot_user=bot_user, private=True)
+    offered = [scope for scope in ALL_SCOPES if scope != "admin" or app.trusted]
+    if app.bot_id is None:
+        offered = [scope for scope in offered if scope != "bot"]
+    chosen_scopes = [scope for scope in request.query_params.getlist("scope") if scope in offered]
+    chosen_permissions = [p for p in request.query_params.getlist("permission") if p in PERMISSIONS]
+    chosen_redirect = request.query_params.get("redirect_uri")
+    if chosen_redirect not in view["redirect_uris"]:
+        chosen_redirect = view["redirect_uris"][0] if view["redirect_uris"] else None
+    url = error = None
+    if chosen_scopes:
+        query = {"client_id": view["id"], "scope": format_scopes(chosen_scopes)}
+        if chosen_scopes != ["bot"]:
+            if chosen_redirect is None:
+                error = "Add a redirect URI to the application first."
+            query.update({"response_type": "code", "redirect_uri": chosen_redirect})
+        if "bot" in chosen_scopes:
+            permissions = 0
+            for name in chosen_permissions:
+                permissions |= PERMISSIONS[name]
+            query["permissions"] = str(permissions)
+        if error is None:
+            url = f"{runtime(request).settings.public_url}/oauth2/authorize?{urlencode(query)}"
+    return render(
+        request, "url_generator.html", app=view, url=url, error=error,
+        scopes=[(scope, SCOPE_DESCRIPTIONS[scope]) for scope in offered],
+        chosen_scopes=chosen_scopes, chosen_permissions=chosen_permissions, chosen_redirect=chosen_redirect,
+        permission_list=list(PERMISSIONS),
+    )

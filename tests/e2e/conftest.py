@@ -1,0 +1,86 @@
+"""Browser tests: Debian's Chromium driven by Playwright against a real server process.
+Screenshots of every page go to tests/e2e/screenshots/ (ignored by git)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import sync_playwright
+
+from tests.conftest import PASSWORD
+from tests.interop.conftest import start_server, stop_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+CALLBACK = "http://127.0.0.1:9/callback"  # nothing listens there: the tests intercept it
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, backend):
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    url = backend.new_database(tmp_path)
+    process, base = start_server(tmp_path, url)
+    yield base
+    stop_server(process)
+    backend.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def shoot(page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def api_user(base: str, username: str) -> dict:
+    response = requests.post(f"{base}/api/v1/auth/register", timeout=10,
+                             json={"username": username, "email": f"{username}@example.com", "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def api_app(base: str, owner: dict, **fields) -> dict:
+    payload = {"name": "Browser App", "redirect_uris": [CALLBACK], **fields}
+    response = requests.post(f"{base}/api/v1/oauth2/applications", json=payload, timeout=10,
+                             headers={"Authorization": owner["token"]})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def log_in(page, username: str) -> None:
+    page.fill("#login", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def catch_callback(page) -> list[str]:
+    """Record navigations to the client's redirect URI and answer them with a small page."""
+    seen: list[str] = []
+
+    def handle(route):
+        seen.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<h1>client callback</h1>")
+
+    page.route("http://127.0.0.1:9/**", handle)
+    return seen
