@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -48,7 +49,7 @@ def migrate() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(as_json: bool = typer.Option(False, "--json", help="print the demo credentials as JSON")) -> None:
     """Load demo data (idempotent) and print the demo login and an authorize URL."""
     from fluxer_oauth.platform.demo import load_demo
     from fluxer_oauth.runtime import Runtime
@@ -64,6 +65,9 @@ def demo() -> None:
             await rt.db.close()
 
     info = asyncio.run(run())
+    if as_json:
+        print(json.dumps(dataclasses.asdict(info)))
+        return
     print(f"Demo login:      {info.login} / {info.password}")
     print(f"Demo client_id:  {info.client_id}")
     print(f"Demo secret:     {info.client_secret}")
