@@ -29,7 +29,7 @@ from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
 from fluxer_oauth.web.fastpath import FastPathMiddleware
 from fluxer_oauth.web.form_endpoints import FormEndpoint
-from fluxer_oauth.web.middleware import EdgeMiddleware
+from fluxer_oauth.web.middleware import BodyTooLarge, EdgeMiddleware
 from fluxer_oauth.web.ratelimit import GlobalLimitMiddleware, RateLimits
 from fluxer_oauth.web.responses import api_error_handler, json_response, oauth_error_handler
 
@@ -37,6 +37,10 @@ from fluxer_oauth.web.responses import api_error_handler, json_response, oauth_e
 async def http_error_handler(_request: Request, exc: HTTPException):
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
     return json_response({"code": code, "message": str(exc.detail)}, exc.status_code, exc.headers)
+
+
+async def body_too_large_handler(_request: Request, _exc: BodyTooLarge):
+    return json_response({"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}, 413)
 
 
 def build_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
@@ -122,6 +126,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         ],
         exception_handlers={
             ApiError: api_error_handler, OAuthError: oauth_error_handler, HTTPException: http_error_handler,
+            BodyTooLarge: body_too_large_handler,
         },
         lifespan=lifespan,
     )

@@ -51,7 +51,7 @@ async def decode_json(request: Request, schema: type):
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:
         raise invalid_form_body([_validation_error(str(exc))]) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise invalid_form_body([{"path": "", "code": "JSON_INVALID", "message": "the body is not valid JSON"}]) from None
 
 
