@@ -1,0 +1,93 @@
+"""Races against a real server with two worker processes (true parallelism, SQLite or
+PostgreSQL): single-use codes, refresh rotation and consent approvals under 50 parallel
+requests."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD
+from tests.interop.conftest import start_server, stop_server
+
+PARALLEL = 50
+CB = "https://race.example/cb"
+
+
+@pytest.fixture(scope="module")
+def race_server(tmp_path_factory, backend):
+    tmp_path = tmp_path_factory.mktemp("race")
+    url = backend.new_database(tmp_path)
+    process, base = start_server(tmp_path, url, workers=2)
+    yield base
+    stop_server(process)
+    backend.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def party(race_server):
+    base = race_server
+    owner = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+        "username": "racer", "email": "racer@example.com", "password": PASSWORD}).json()
+    app = requests.post(f"{base}/api/v1/oauth2/applications", headers={"Authorization": owner["token"]}, timeout=10,
+                        json={"name": "Racer", "redirect_uris": [CB]}).json()
+    return base, owner, app
+
+
+def new_code(base, owner, app) -> str:
+    response = requests.post(f"{base}/api/v1/oauth2/authorize/consent", headers={"Authorization": owner["token"]},
+                             timeout=10, json={"client_id": app["id"], "scope": "identify", "authorize": True,
+                                               "response_type": "code", "redirect_uri": CB})
+    return parse_qs(urlsplit(response.json()["redirect_to"]).query)["code"][0]
+
+
+def burst(function, count: int = PARALLEL) -> list[requests.Response]:
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(lambda _: function(), range(count)))
+
+
+def test_parallel_redemptions_of_one_code_issue_exactly_one_token(party):
+    base, owner, app = party
+    code = new_code(base, owner, app)
+    results = burst(lambda: requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]),
+                                          timeout=30, data={"grant_type": "authorization_code", "code": code,
+                                                            "redirect_uri": CB}))
+    statuses = [r.status_code for r in results]
+    assert statuses.count(200) == 1 and statuses.count(400) == PARALLEL - 1, statuses
+    assert all(r.json()["error"] == "invalid_grant" for r in results if r.status_code == 400)
+
+
+def test_parallel_refreshes_issue_one_pair_and_reuse_revokes_the_grant(party):
+    base, owner, app = party
+    code = new_code(base, owner, app)
+    pair = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
+                         data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB}).json()
+    results = burst(lambda: requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]),
+                                          timeout=30, data={"grant_type": "refresh_token",
+                                                            "refresh_token": pair["refresh_token"]}))
+    winners = [r.json() for r in results if r.status_code == 200]
+    assert len(winners) == 1, [r.status_code for r in results]
+    # Every loser presented an already-rotated refresh token: reuse detection ended the grant.
+    me = requests.get(f"{base}/api/v1/users/@me", headers={"Authorization": f"Bearer {winners[0]['access_token']}"},
+                      timeout=10)
+    assert me.status_code == 401
+    again = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
+                          data={"grant_type": "refresh_token", "refresh_token": winners[0]["refresh_token"]})
+    assert again.status_code == 400
+
+
+def test_parallel_consent_approvals_make_one_grant(party):
+    base, _owner, app = party
+    user = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+        "username": "approver", "email": "approver@example.com", "password": PASSWORD}).json()
+    results = burst(lambda: requests.post(
+        f"{base}/api/v1/oauth2/authorize/consent", headers={"Authorization": user["token"]}, timeout=30,
+        json={"client_id": app["id"], "scope": "identify email", "authorize": True, "response_type": "code",
+              "redirect_uri": CB}), count=20)
+    assert [r.status_code for r in results] == [200] * 20
+    grants = requests.get(f"{base}/api/v1/oauth2/@me/authorizations", headers={"Authorization": user["token"]},
+                          timeout=10).json()
+    assert len(grants) == 1 and grants[0]["scopes"] == ["identify", "email"]
