@@ -25,7 +25,7 @@ CHUNK = 20_000
 
 
 async def seed(settings: Settings, workdir: Path, *, refresh: int, codes: int) -> dict:
-    rt = Runtime.create(settings)
+    rt = Runtime.create(settings, exclusive_worker_id=True)
     try:
         user = await accounts.create_user(rt, "bench", "bench@example.com", "bench password 1")
         app = await applications.create(rt, user, name="Bench", redirect_uris=[REDIRECT_URI])
@@ -64,7 +64,7 @@ async def seed(settings: Settings, workdir: Path, *, refresh: int, codes: int) -
 
 async def add_filler_tokens(settings: Settings, info: dict, count: int) -> None:
     """Live access tokens of other grants, so lookups run against a big table."""
-    rt = Runtime.create(settings)
+    rt = Runtime.create(settings, exclusive_worker_id=True)
     try:
         now = time.time()
         for start in range(0, count, CHUNK):

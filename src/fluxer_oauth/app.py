@@ -175,5 +175,7 @@ class FluxerApp(Starlette):
 
 
 def create_app() -> Starlette:
-    """Factory for ASGI servers (``granian --factory fluxer_oauth.app:create_app``)."""
-    return build_app(Settings())
+    """Factory for ASGI servers (``granian --factory fluxer_oauth.app:create_app``); each
+    worker process claims its own snowflake worker id."""
+    settings = Settings()
+    return build_app(settings, Runtime.create(settings, exclusive_worker_id=True))

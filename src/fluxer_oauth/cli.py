@@ -58,7 +58,7 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the demo cred
 
     async def run():
         await _migrate(settings)
-        rt = Runtime.create(settings)
+        rt = Runtime.create(settings, exclusive_worker_id=True)
         try:
             return await load_demo(rt)
         finally:
@@ -119,7 +119,7 @@ def _with_runtime(work):
     settings = _settings()
 
     async def run():
-        rt = Runtime.create(settings)
+        rt = Runtime.create(settings, exclusive_worker_id=True)
         try:
             return await work(rt)
         finally:

@@ -4,6 +4,9 @@ password hasher, built once per server process."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
@@ -43,6 +46,29 @@ class Passwords:
             return False
 
 
+WORKER_SLOTS = 64  # snowflake worker ids a node may use: FLUXER_WORKER_ID .. +63
+
+
+def claim_worker_id(base: int) -> tuple[int, int]:
+    """A snowflake worker id no other live process on this machine holds, as (id, fd).
+
+    Every process that generates IDs (each server worker, each CLI command) takes an
+    exclusive lock on a slot file; the lock dies with the process. Two processes with the
+    same worker id would mint the same IDs in the same millisecond, so this is not
+    optional. Nodes of a cluster get distinct bases (FLUXER_WORKER_ID 0, 64, 128, ...)."""
+    directory = os.path.join(tempfile.gettempdir(), "fluxer-worker-ids")
+    os.makedirs(directory, exist_ok=True)
+    for worker_id in range(base, min(base + WORKER_SLOTS, 1024)):
+        fd = os.open(os.path.join(directory, f"{worker_id}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return worker_id, fd
+    raise RuntimeError(f"no free snowflake worker id in {base}..{base + WORKER_SLOTS - 1}")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -51,12 +77,17 @@ class Runtime:
     passwords: Passwords = field(repr=False)
 
     @classmethod
-    def create(cls, settings: Settings) -> "Runtime":
+    def create(cls, settings: Settings, *, exclusive_worker_id: bool = False) -> "Runtime":
+        """``exclusive_worker_id``: claim a worker id of this node's range (servers and CLI
+        commands do); the test suite's in-process runtimes use the configured one."""
         settings.secret  # fail early on a missing secret key
+        worker_id = settings.worker_id
+        if exclusive_worker_id:
+            worker_id, _lock_fd = claim_worker_id(settings.worker_id)  # held until the process exits
         return cls(
             settings=settings,
             db=Database(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous),
-            ids=SnowflakeGenerator(settings.worker_id),
+            ids=SnowflakeGenerator(worker_id),
             passwords=Passwords(settings),
         )
 

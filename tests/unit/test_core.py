@@ -151,3 +151,19 @@ class TestCredentials:
         assert credentials.csrf_valid(self.KEY, seed, token)
         assert not credentials.csrf_valid(self.KEY, seed + "x", token)
         assert not credentials.csrf_valid(self.KEY, None, token)
+
+
+def test_worker_ids_are_exclusive_per_process():
+    import subprocess
+    import sys
+
+    from fluxer_oauth.runtime import claim_worker_id
+
+    first, fd = claim_worker_id(900)
+    # another process cannot take the same slot while this one holds it
+    code = "from fluxer_oauth.runtime import claim_worker_id; print(claim_worker_id(900)[0])"
+    other = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert first != other and 900 <= other < 964
+    import os
+
+    os.close(fd)
