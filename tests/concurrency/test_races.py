@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD
-from tests.interop.conftest import start_server, stop_server
+from tests.interop.conftest import running_server
 
 PARALLEL = 50
 CB = "https://race.example/cb"
@@ -19,12 +19,8 @@ CB = "https://race.example/cb"
 
 @pytest.fixture(scope="module")
 def race_server(tmp_path_factory, backend):
-    tmp_path = tmp_path_factory.mktemp("race")
-    url = backend.new_database(tmp_path)
-    process, base = start_server(tmp_path, url, workers=2)
-    yield base
-    stop_server(process)
-    backend.drop_database(url)
+    with running_server(tmp_path_factory.mktemp("race"), backend, workers=2) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import requests
 from playwright.sync_api import sync_playwright
 
 from tests.conftest import PASSWORD
-from tests.interop.conftest import start_server, stop_server
+from tests.interop.conftest import running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -20,12 +20,8 @@ CALLBACK = "http://127.0.0.1:9/callback"  # nothing listens there: the tests int
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, backend):
-    tmp_path = tmp_path_factory.mktemp("e2e")
-    url = backend.new_database(tmp_path)
-    process, base = start_server(tmp_path, url)
-    yield base
-    stop_server(process)
-    backend.drop_database(url)
+    with running_server(tmp_path_factory.mktemp("e2e"), backend) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

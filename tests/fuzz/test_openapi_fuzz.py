@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import PASSWORD
-from tests.interop.conftest import start_server, stop_server
+from tests.interop.conftest import running_server
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 # Business rules the document cannot express (a taken username, a redirect URI that is a
@@ -29,14 +29,10 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory, backend):
-    tmp_path = tmp_path_factory.mktemp("fuzz")
-    url = backend.new_database(tmp_path)
-    process, base = start_server(tmp_path, url)
-    session = requests.post(f"{base}/api/v1/auth/register", timeout=10,
-                            json={"username": "fuzzer", "email": "fuzz@example.com", "password": PASSWORD}).json()
-    yield base, session["token"]
-    stop_server(process)
-    backend.drop_database(url)
+    with running_server(tmp_path_factory.mktemp("fuzz"), backend) as base:
+        session = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+            "username": "fuzzer", "email": "fuzz@example.com", "password": PASSWORD}).json()
+        yield base, session["token"]
 
 
 def test_api_conforms_to_its_document(fuzz_server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 import subprocess
 import sys
 import time
@@ -67,14 +68,22 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait()
 
 
+@contextmanager
+def running_server(tmp_path: Path, backend, **options):
+    """A fresh database and a server process on it; both gone afterwards."""
+    url = backend.new_database(tmp_path)
+    process, base = start_server(tmp_path, url, **options)
+    try:
+        yield base
+    finally:
+        stop_server(process)
+        backend.drop_database(url)
+
+
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, backend):
-    tmp_path = tmp_path_factory.mktemp("live")
-    url = backend.new_database(tmp_path)
-    process, base = start_server(tmp_path, url)
-    yield base
-    stop_server(process)
-    backend.drop_database(url)
+    with running_server(tmp_path_factory.mktemp("live"), backend) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

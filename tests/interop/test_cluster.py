@@ -7,7 +7,7 @@ import requests
 
 from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
 from tests.conftest import PASSWORD
-from tests.interop.conftest import start_server, stop_server
+from tests.interop.conftest import running_server, start_server, stop_server
 
 
 def test_two_processes_share_rate_limits_and_revocation(tmp_path, backend):
@@ -52,15 +52,10 @@ def test_two_processes_share_rate_limits_and_revocation(tmp_path, backend):
 
 
 def test_serve_with_two_workers_answers_and_aggregates_metrics(tmp_path, backend):
-    database_url = backend.new_database(tmp_path)
-    process, base = start_server(tmp_path, database_url, workers=2)
-    try:
+    with running_server(tmp_path, backend, workers=2) as base:
         statuses = {requests.get(f"{base}/api/v1/users/@me", timeout=10).status_code for _ in range(20)}
         assert statuses == {401}
         metrics = requests.get(f"{base}/metrics", timeout=10).text
         line = next(l for l in metrics.splitlines()
                     if l.startswith('fluxer_http_requests_total{') and 'route="/api/v1/users/@me"' in l)
         assert float(line.rsplit(" ", 1)[1]) == 20.0  # both workers' counts, added up
-    finally:
-        stop_server(process)
-        backend.drop_database(database_url)

@@ -60,3 +60,16 @@ async def authenticate_client(rt: Runtime, params: Params, authorization: str | 
     if app.disabled_at is not None:
         raise OAuthError("unauthorized_client", "this application has been disabled")
     return app
+
+
+async def authenticate_token_request(rt: Runtime, params: Params, authorization: str | None):
+    """Revocation and introspection: the authenticated client and the ``token`` it presents.
+    ``token_type_hint`` is read (to refuse a repeated or malformed one) and then ignored: the
+    server finds the token whatever its kind."""
+    app = await authenticate_client(rt, params, authorization)
+    try:
+        token = params.get("token", required=True, max_length=512)
+        params.get("token_type_hint")
+    except ParamError as exc:
+        raise OAuthError("invalid_request", str(exc)) from exc
+    return app, token

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fluxer_oauth.core import credentials
-from fluxer_oauth.core.errors import OAuthError
 from fluxer_oauth.core.timefmt import now
-from fluxer_oauth.oauth.client_auth import authenticate_client
-from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.oauth.client_auth import authenticate_token_request
+from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store.tables import ACCESS
 
@@ -14,12 +13,7 @@ INACTIVE = {"active": False}
 
 
 async def introspect(rt: Runtime, params: Params, authorization: str | None) -> dict:
-    app = await authenticate_client(rt, params, authorization)
-    try:
-        token = params.get("token", required=True, max_length=512)
-        params.get("token_type_hint")
-    except ParamError as exc:
-        raise OAuthError("invalid_request", str(exc)) from exc
+    app, token = await authenticate_token_request(rt, params, authorization)
     row = await rt.db.hot.fetchrow("live_token", credentials.sha256(token), now())
     if row is None:
         return INACTIVE

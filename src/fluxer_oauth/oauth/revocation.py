@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fluxer_oauth.core import credentials
-from fluxer_oauth.core.errors import OAuthError
 from fluxer_oauth.core.timefmt import now
-from fluxer_oauth.oauth.client_auth import authenticate_client
-from fluxer_oauth.oauth.params import ParamError, Params
+from fluxer_oauth.oauth.client_auth import authenticate_token_request
+from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import oauth as oauth_store
@@ -16,12 +15,7 @@ async def revoke(rt: Runtime, params: Params, authorization: str | None) -> None
     """Ends the grant behind ``token`` when it belongs to the calling client. Unknown or
     foreign tokens are ignored (RFC 7009 §2.2: the answer is 200 all the same), and so is
     the hint: the server looks the token up whatever its kind."""
-    app = await authenticate_client(rt, params, authorization)
-    try:
-        token = params.get("token", required=True, max_length=512)
-        params.get("token_type_hint")
-    except ParamError as exc:
-        raise OAuthError("invalid_request", str(exc)) from exc
+    app, token = await authenticate_token_request(rt, params, authorization)
     at = now()
     async with rt.db.write() as conn:
         row = await oauth_store.get_token(conn, credentials.sha256(token))

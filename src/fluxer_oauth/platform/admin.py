@@ -78,24 +78,20 @@ async def list_applications(rt: Runtime, actor_id: int, limit: int) -> list[dict
 
 async def set_application_disabled(rt: Runtime, actor_id: int | None, application_id: int, disabled: bool) -> None:
     """A disabled application's tokens stop working at once (the bearer lookup joins it)."""
-    async with rt.db.write() as conn:
-        if await app_store.get_application(conn, application_id) is None:
-            raise UNKNOWN_APPLICATION
-        await app_store.update_application(conn, application_id, disabled_at=now() if disabled else None)
-        await audit.record(
-            conn, id=rt.ids.next(), now=now(), actor_id=actor_id, application_id=application_id,
-            action="admin.application.disabled" if disabled else "admin.application.enabled",
-        )
+    await _set_application(rt, actor_id, application_id, "disabled" if disabled else "enabled",
+                           disabled_at=now() if disabled else None)
 
 
 async def set_application_trusted(rt: Runtime, actor_id: int | None, application_id: int, trusted: bool) -> None:
+    await _set_application(rt, actor_id, application_id, "trusted" if trusted else "untrusted", trusted=trusted)
+
+
+async def _set_application(rt: Runtime, actor_id: int | None, application_id: int, outcome: str, **values) -> None:
     async with rt.db.write() as conn:
-        if not await app_store.update_application(conn, application_id, trusted=trusted):
+        if not await app_store.update_application(conn, application_id, **values):
             raise UNKNOWN_APPLICATION
-        await audit.record(
-            conn, id=rt.ids.next(), now=now(), actor_id=actor_id, application_id=application_id,
-            action="admin.application.trusted" if trusted else "admin.application.untrusted",
-        )
+        await audit.record(conn, id=rt.ids.next(), now=now(), actor_id=actor_id, application_id=application_id,
+                           action=f"admin.application.{outcome}")
 
 
 async def set_staff(rt: Runtime, actor_id: int | None, user_id: int, staff: bool) -> None:

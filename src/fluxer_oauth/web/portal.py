@@ -39,6 +39,10 @@ def _field(form, name: str, max_length: int = 4096) -> str:
         return ""
 
 
+def _not_found(request: Request) -> Response:
+    return error_page(request, "There is no such application of yours.", status=404, heading="Not found", hint="")
+
+
 def _message(exc: ApiError) -> str:
     details = exc.details.get("errors") or []
     return "; ".join(f"{e['path']}: {e['message']}" for e in details) or exc.message
@@ -98,7 +102,7 @@ async def app_page(request: Request) -> Response:
             raise applications.UNKNOWN_APPLICATION
         return await _app_page(request, user, application_id, notice="Saved." if request.query_params.get("saved") else None)
     except ApiError:
-        return error_page(request, "There is no such application of yours.", status=404, heading="Not found", hint="")
+        return _not_found(request)
 
 
 async def _guarded(request: Request):
@@ -112,8 +116,7 @@ async def _guarded(request: Request):
                                             heading="Expired", hint="")
     application_id = _application_id(request)
     if application_id is None:
-        return None, None, None, error_page(request, "There is no such application.", status=404,
-                                            heading="Not found", hint="")
+        return None, None, None, _not_found(request)
     return user, form, application_id, None
 
 
@@ -132,8 +135,7 @@ async def update_submit(request: Request) -> Response:
         await applications.update(runtime(request), user, application_id, changes)
     except ApiError as exc:
         if exc.status == 404:
-            return error_page(request, "There is no such application of yours.", status=404, heading="Not found",
-                              hint="")
+            return _not_found(request)
         return await _app_page(request, user, application_id, error=_message(exc), status=exc.status)
     return redirect(request, f"{LIST}/{application_id}?saved=1", 303)
 
@@ -161,8 +163,7 @@ async def _reset(request: Request, which: str) -> Response:
             secret = ("New bot token", value, "bot-token")
     except ApiError as exc:
         if exc.status == 404:
-            return error_page(request, "There is no such application of yours.", status=404, heading="Not found",
-                              hint="")
+            return _not_found(request)
         return await _app_page(request, user, application_id, error="Password confirmation failed.", status=403)
     return await _app_page(request, user, application_id, secrets=[secret], notice="The old one no longer works.")
 
@@ -188,7 +189,7 @@ async def url_generator_page(request: Request) -> Response:
             raise applications.UNKNOWN_APPLICATION
         app, bot_user = await applications.owned(runtime(request), user, application_id)
     except ApiError:
-        return error_page(request, "There is no such application of yours.", status=404, heading="Not found", hint="")
+        return _not_found(request)
     view = applications.application_json(app, owner=user, bot_user=bot_user, private=True)
     offered = [scope for scope in ALL_SCOPES if scope != "admin" or app.trusted]
     if app.bot_id is None:
