@@ -39,7 +39,7 @@ async def token_endpoint(rt: Runtime, params: Params, authorization: str | None)
     if grant is None:
         raise OAuthError("unsupported_grant_type", f"grant_type must be one of {', '.join(GRANT_TYPES)}")
     body = await grant(rt, app, params)
-    metrics.TOKENS_ISSUED.labels(grant_type).inc()
+    metrics.count_token_issued(grant_type)
     return body
 
 

@@ -32,6 +32,16 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     children[1].observe(seconds)
 
 
+_issued_children: dict[str, object] = {}
+
+
+def count_token_issued(grant_type: str) -> None:
+    child = _issued_children.get(grant_type)
+    if child is None:
+        child = _issued_children[grant_type] = TOKENS_ISSUED.labels(grant_type)
+    child.inc()
+
+
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
