@@ -55,9 +55,9 @@ def test_redirect_matching_is_exact_or_loopback_port(registered, requested):
 @given(text)
 def test_permissions_parser(raw):
     value = parse_permissions(raw)
-    if value is not None:
-        assert value >= 0 and str(value) == raw.strip().lstrip("0") or raw.strip().strip("0") == "" or True
-        assert defined_only(value) & ~ALL_PERMISSIONS == 0
+    if value is not None:  # only plain decimal text is accepted, and it means its number
+        assert raw.strip().isascii() and raw.strip().isdigit() and value == int(raw.strip())
+        assert 0 <= value < (1 << 64) and defined_only(value) & ~ALL_PERMISSIONS == 0
 
 
 @given(st.integers(min_value=0, max_value=(1 << 64) - 1))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import sqlite3
 from urllib.parse import urlencode
 
 import httpx
@@ -19,7 +18,6 @@ from tests.api.test_authorize import browser_login, form_fields
 from tests.conftest import (
     PASSWORD,
     bearer,
-    consent,
     create_app,
     exchange,
     get_code,
@@ -360,7 +358,7 @@ async def test_no_credential_in_any_log_line(client, setup, caplog):
     code = await get_code(client, owner, app, code_challenge=challenge, code_challenge_method="S256")
     tokens = (await exchange(client, app, code, code_verifier=verifier)).json()
     refreshed = (await refresh(client, app, tokens["refresh_token"])).json()
-    await client.get(f"/api/v1/users/@me?state=secret-state", headers=bearer(refreshed["access_token"]))
+    await client.get("/api/v1/users/@me?state=secret-state", headers=bearer(refreshed["access_token"]))
     await client.post("/api/v1/oauth2/revoke", data={"token": refreshed["access_token"]}, auth=app.basic)
     await client.post("/api/v1/auth/login", json={"login": "victim", "password": PASSWORD})
     await exchange(client, app, code, code_verifier=verifier)  # a replay is logged too
@@ -407,5 +405,3 @@ async def test_no_password_grant(client, setup):
         "grant_type": "password", "username": "victim", "password": PASSWORD})
     assert response.status_code == 400 and response.json()["error"] == "unsupported_grant_type"
 
-
-_ = (consent, sqlite3)
