@@ -92,17 +92,28 @@ def _application_id(request: Request) -> int | None:
     return parse_snowflake(request.path_params["application_id"])
 
 
-async def app_page(request: Request) -> Response:
+async def _owned_view(request: Request):
+    """(owner, application view) of a portal page about one application, or the response
+    that refuses it (login for strangers, 404 for other people's applications)."""
     user = await _owner(request)
     if user is None:
-        return _login(request)
+        return None, None, _login(request)
     application_id = _application_id(request)
     try:
         if application_id is None:
             raise applications.UNKNOWN_APPLICATION
-        return await _app_page(request, user, application_id, notice="Saved." if request.query_params.get("saved") else None)
+        app, bot_user = await applications.owned(runtime(request), user, application_id)
     except ApiError:
-        return _not_found(request)
+        return None, None, _not_found(request)
+    return user, applications.application_json(app, owner=user, bot_user=bot_user, private=True), None
+
+
+async def app_page(request: Request) -> Response:
+    _user, view, refusal = await _owned_view(request)
+    if refusal is not None:
+        return refusal
+    notice = "Saved." if request.query_params.get("saved") else None
+    return render(request, "portal_app.html", app=view, secrets=[], notice=notice, error=None)
 
 
 async def _guarded(request: Request):
@@ -180,19 +191,11 @@ async def delete_submit(request: Request) -> Response:
 
 
 async def url_generator_page(request: Request) -> Response:
-    user = await _owner(request)
-    if user is None:
-        return _login(request)
-    application_id = _application_id(request)
-    try:
-        if application_id is None:
-            raise applications.UNKNOWN_APPLICATION
-        app, bot_user = await applications.owned(runtime(request), user, application_id)
-    except ApiError:
-        return _not_found(request)
-    view = applications.application_json(app, owner=user, bot_user=bot_user, private=True)
-    offered = [scope for scope in ALL_SCOPES if scope != "admin" or app.trusted]
-    if app.bot_id is None:
+    _user, view, refusal = await _owned_view(request)
+    if refusal is not None:
+        return refusal
+    offered = [scope for scope in ALL_SCOPES if scope != "admin" or view["trusted"]]
+    if "bot" not in view:
         offered = [scope for scope in offered if scope != "bot"]
     chosen_scopes = [scope for scope in request.query_params.getlist("scope") if scope in offered]
     chosen_permissions = [p for p in request.query_params.getlist("permission") if p in PERMISSIONS]
