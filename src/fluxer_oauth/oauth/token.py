@@ -193,29 +193,41 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
 
 # --- client_credentials ---------------------------------------------------------------------
 
+_client_scopes: dict[str | None, str] = {}  # requested scope text -> canonical scope text
+
+
+def _client_credentials_scope(raw_scope: str | None) -> str:
+    """The canonical scope of a client-credentials request (few distinct values: kept)."""
+    scope_text = _client_scopes.get(raw_scope)
+    if scope_text is None:
+        try:
+            scopes = parse_scopes(raw_scope) if raw_scope is not None else ("identify",)
+        except ScopeError as exc:
+            raise OAuthError("invalid_scope", str(exc)) from exc
+        if not set(scopes) <= CLIENT_CREDENTIALS_SCOPES:
+            raise OAuthError("invalid_scope", "client_credentials allows only identify and guilds")
+        scope_text = format_scopes(scopes)
+        if len(_client_scopes) < 64:
+            _client_scopes[raw_scope] = scope_text
+    return scope_text
+
+
 async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
     (raw_scope,) = _read(params, "scope")
     if app.bot_id is None:
         raise OAuthError("unauthorized_client", "client_credentials needs an application with a bot")
-    try:
-        scopes = parse_scopes(raw_scope) if raw_scope is not None else ("identify",)
-    except ScopeError as exc:
-        raise OAuthError("invalid_scope", str(exc)) from exc
-    if not set(scopes) <= CLIENT_CREDENTIALS_SCOPES:
-        raise OAuthError("invalid_scope", "client_credentials allows only identify and guilds")
+    scope_text = _client_credentials_scope(raw_scope)
     at = now()
-    scope_text = format_scopes(scopes)
-    issue_family = rt.ids.next()
-    issued = _new_tokens(
-        rt, app_id=app.id, user_id=app.bot_id, grant_id=None, family_id=issue_family,
-        scopes=scope_text, guild_id=None, refresh=False, at=at,
-    )
-    row = issued.rows[0]  # one access token, its own transaction: the hot insert
+    # One access token, no refresh token, no grant: its own issuance is its family.
+    issue_id = rt.ids.next()
+    access = credentials.new_opaque_token()
+    expires_at = at + rt.settings.access_token_ttl
     await rt.db.hot.execute(
-        "insert_token", row["token_hash"], row["kind"], row["application_id"], row["user_id"], None,
-        row["family_id"], row["issue_id"], row["scopes"], None, row["created_at"], row["expires_at"], False,
+        "insert_token", credentials.sha256(access), ACCESS, app.id, app.bot_id, None,
+        issue_id, issue_id, scope_text, None, at, expires_at, False,
     )
-    return _response(rt, issued, scope_text)
+    return {"access_token": access, "token_type": "Bearer", "expires_in": rt.settings.access_token_ttl,
+            "scope": scope_text}
 
 
 _GRANTS = {
