@@ -277,3 +277,37 @@ async def test_pkce_challenge_is_carried_on_the_code(client, setup):
     verifier, challenge = pkce_pair()
     params = await consent(client, owner, app, code_challenge=challenge, code_challenge_method="S256")
     assert "code" in params
+
+
+async def test_database_failure_after_validation_redirects_temporarily_unavailable(client, setup, monkeypatch):
+    from fluxer_oauth.oauth import authorize as authz
+    from fluxer_oauth.store.database import DatabaseUnavailable
+
+    _owner, app = setup
+    await register(client, "outage")
+    await browser_login(client, "outage")
+
+    async def unavailable(*_args, **_kwargs):
+        raise DatabaseUnavailable()
+
+    monkeypatch.setattr(authz, "remembered_consent_covers", unavailable)
+    response = await client.get(authorize_url(app.id, prompt="none"))
+    params = query_of(response.headers["location"])
+    assert params["error"] == "temporarily_unavailable" and params["state"] == "st8" and params["iss"]
+
+
+async def test_unexpected_failure_after_validation_redirects_server_error(client, setup, monkeypatch, caplog):
+    from fluxer_oauth.oauth import authorize as authz
+
+    _owner, app = setup
+    await register(client, "crashy")
+    await browser_login(client, "crashy")
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(authz, "remembered_consent_covers", broken)
+    response = await client.get(authorize_url(app.id, prompt="none"))
+    params = query_of(response.headers["location"])
+    assert response.status_code == 302 and params["error"] == "server_error" and params["state"] == "st8"
+    assert any(getattr(r, "fields", {}).get("request_id") == response.headers["x-request-id"] for r in caplog.records)

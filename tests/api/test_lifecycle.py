@@ -280,3 +280,19 @@ async def test_audit_log_records_reuse_detection_and_never_a_credential(client, 
     for secret in (first["access_token"], first["refresh_token"], code, verifier, second["refresh_token"],
                    app.secret, staff.token):
         assert secret not in dump
+
+
+async def test_every_admin_action_is_audited(client, staff_setup):
+    staff, app = staff_setup
+    victim = await register(client)
+    await client.get("/api/v1/admin/users?q=x", headers=staff.headers)
+    await client.get(f"/api/v1/admin/users/{victim.id}", headers=staff.headers)
+    await client.get("/api/v1/admin/applications", headers=staff.headers)
+    await client.post(f"/api/v1/admin/users/{victim.id}/disable", headers=staff.headers)
+    await client.post(f"/api/v1/admin/applications/{app.id}/disable", headers=staff.headers)
+    entries = (await client.get("/api/v1/admin/audit-log?limit=200", headers=staff.headers)).json()
+    by_staff = {e["action"] for e in entries if e["actor_id"] == staff.id}
+    assert {"admin.users.searched", "admin.user.viewed", "admin.applications.listed", "admin.user.disabled",
+            "admin.application.disabled"} <= by_staff
+    again = (await client.get("/api/v1/admin/audit-log?action=admin.audit_log.read", headers=staff.headers)).json()
+    assert again and again[0]["actor_id"] == staff.id  # reading the log is itself logged

@@ -69,10 +69,12 @@ async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: 
         await _log(rt, conn, actor_id, "user.disabled" if disabled else "user.enabled", target_user_id=user_id)
 
 
-async def list_applications(rt: Runtime, actor_id: int, limit: int) -> list[dict]:
-    async with rt.db.read() as conn:
+async def list_applications(rt: Runtime, actor_id: int | None, limit: int) -> list[dict]:
+    async with rt.db.write() as conn:
         apps = await app_store.list_all(conn, limit)
         owners = {app.owner_id: await user_store.get_user(conn, app.owner_id) for app in apps}
+        if actor_id is not None:
+            await _log(rt, conn, actor_id, "applications.listed")
     return [application_json(app, owner=owners[app.owner_id], bot_user=None, private=True) for app in apps]
 
 
@@ -111,9 +113,10 @@ async def revoke_grant(rt: Runtime, actor_id: int, user_id: int, application_id:
             raise ApiError(404, "UNKNOWN_AUTHORIZATION", "no such grant")
 
 
-async def audit_entries(rt: Runtime, action: str | None, limit: int) -> list[dict]:
-    async with rt.db.read() as conn:
+async def audit_entries(rt: Runtime, actor_id: int, action: str | None, limit: int) -> list[dict]:
+    async with rt.db.write() as conn:
         rows = await audit.entries(conn, action=action, limit=limit)
+        await _log(rt, conn, actor_id, "audit_log.read", details={"action": action})
     return [
         {
             "id": str(row.id),

@@ -111,6 +111,8 @@ async def revoke_grant(request: Request):
 @router.route("GET", "/admin/audit-log", summary="The audit log, newest first", auth=STAFF, scope="admin",
               response=list[AuditEntry], errors=(400, 401, 403), tags=("admin",))
 async def audit_log(request: Request):
-    await _staff(request)
+    staff = await _staff(request)
     action = request.query_params.get("action") or None
-    return json_response(await admin.audit_entries(runtime(request), action[:64] if action else None, _limit(request)))
+    return json_response(
+        await admin.audit_entries(runtime(request), staff.id, action[:64] if action else None, _limit(request))
+    )
