@@ -29,7 +29,7 @@ def test_example_app_signs_in_refreshes_and_revokes(server, page, tmp_path):
            "FLUXER_CLIENT_SECRET": app["client_secret"], "EXAMPLE_SESSION_KEY": "k" * 32}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "examples.sign_in_with_fluxer.app:app", "--port", str(port),
-         "--log-level", "warning"], cwd=ROOT, env=env, stdout=open(tmp_path / "example.log", "wb"),
+         "--log-level", "warning"], cwd=ROOT, env=env, stdout=open(tmp_path / "example.log", "wb"), start_new_session=True,
         stderr=subprocess.STDOUT)
     try:
         for _ in range(100):

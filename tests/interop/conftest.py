@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from contextlib import contextmanager
 import subprocess
@@ -44,8 +45,9 @@ def start_server(tmp_path: Path, database_url: str, *, port: int | None = None, 
     }
     subprocess.run([str(BIN), "migrate"], env=env, check=True, capture_output=True)
     log = open(tmp_path / "server.log", "wb")
+    # A session of its own, so that stopping it can take every worker down with it.
     process = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -64,7 +66,7 @@ def stop_server(process: subprocess.Popen) -> None:
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the server and any worker left behind
         process.wait()
 
 
