@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -101,15 +101,27 @@ async def read_form(request: Request) -> Params:
     return Params.from_pairs(pairs)
 
 
-def _field(params: Params, name: str) -> str:
+def form_field(params: Params, name: str, *, max_length: int = MAX_FORM_FIELD, multiline: bool = False) -> str:
+    """A form field's text, or "" when it is missing, repeated, too long or has control characters."""
     try:
-        return params.get(name, max_length=MAX_FORM_FIELD) or ""
+        return params.get(name, max_length=max_length, multiline=multiline) or ""
     except ValueError:
         return ""
 
 
+def form_expired(request: Request) -> HTMLResponse:
+    """The answer to a form whose CSRF token does not match this browser."""
+    return error_page(request, "Your form expired. Go back and try again.", status=403,
+                      heading="Something went wrong", hint="")
+
+
+def login_redirect(request: Request, next_path: str, status: int = 302) -> Response:
+    """To the login page, which sends the user back to ``next_path`` afterwards."""
+    return redirect(request, "/login?next=" + quote(next_path, safe=""), status)
+
+
 def csrf_ok(request: Request, params: Params) -> bool:
-    return credentials.csrf_valid(runtime(request).secret, request.cookies.get(CSRF_COOKIE), _field(params, "csrf_token"))
+    return credentials.csrf_valid(runtime(request).secret, request.cookies.get(CSRF_COOKIE), form_field(params, "csrf_token"))
 
 
 def safe_next(value: str | None) -> str:
@@ -139,8 +151,8 @@ async def login_page(request: Request) -> Response:
 
 async def login_submit(request: Request) -> Response:
     params = await read_form(request)
-    next_url = safe_next(_field(params, "next"))
-    login_name = _field(params, "login")
+    next_url = safe_next(form_field(params, "next"))
+    login_name = form_field(params, "login")
     if not csrf_ok(request, params):
         return render(request, "login.html", 403, next=next_url, login=login_name,
                       error="Your form expired. Please try again.")
@@ -150,7 +162,7 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", 429, next=next_url, login=login_name,
                       error="Too many failed attempts. Wait a few minutes and try again.")
     try:
-        token, _user = await accounts.login(runtime(request), login_name, _field(params, "password"))
+        token, _user = await accounts.login(runtime(request), login_name, form_field(params, "password"))
     except ApiError:
         await record_login_failure(request.scope, login_name)
         return render(request, "login.html", 400, next=next_url, login=login_name,
@@ -163,12 +175,6 @@ async def login_submit(request: Request) -> Response:
 
 # --- authorize ------------------------------------------------------------------------------
 
-def _login_url(request: Request, query: str) -> str:
-    from urllib.parse import quote
-
-    return "/login?next=" + quote(f"/oauth2/authorize?{query}", safe="")
-
-
 async def authorize_page(request: Request) -> Response:
     query = request.url.query
     try:
@@ -179,15 +185,14 @@ async def authorize_page(request: Request) -> Response:
 
 async def authorize_submit(request: Request) -> Response:
     form = await read_form(request)
-    query = _field(form, "request")
+    query = form_field(form, "request")
     if not csrf_ok(request, form):
-        return error_page(request, "Your form expired. Go back and try again.", status=403,
-                          heading="Something went wrong", hint="")
+        return form_expired(request)
     params = Params.from_pairs(parse_qsl(query, keep_blank_values=True))
-    decision = _field(form, "action")
+    decision = form_field(form, "action")
     if decision not in ("authorize", "cancel"):
         return error_page(request, "Choose Authorize or Cancel.")
-    guild_choice = parse_snowflake(_field(form, "guild_id")) if _field(form, "guild_id") else None
+    guild_choice = parse_snowflake(form_field(form, "guild_id")) if form_field(form, "guild_id") else None
     try:
         return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
     except DatabaseUnavailable:
@@ -212,7 +217,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
         if user is None:
             if auth_request.prompt == "none":
                 raise authz.RedirectError("login_required", "the user is not logged in")
-            return redirect(request, _login_url(request, query), status)
+            return login_redirect(request, f"/oauth2/authorize?{query}", status)
         authz.check_user_may_grant(auth_request, user)
         authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":
@@ -312,7 +317,7 @@ async def demo_callback(request: Request) -> Response:
 async def authorized_apps_page(request: Request) -> Response:
     user = await cookie_user(request)
     if user is None:
-        return redirect(request, "/login?next=%2Fsettings%2Fauthorized-apps", 302)
+        return login_redirect(request, "/settings/authorized-apps")
     apps = await authorizations.list_authorizations(runtime(request), user.id)
     return render(request, "authorized_apps.html", user=user, apps=apps, notice=request.query_params.get("revoked"))
 
@@ -320,11 +325,10 @@ async def authorized_apps_page(request: Request) -> Response:
 async def revoke_app_submit(request: Request) -> Response:
     user = await cookie_user(request)
     if user is None:
-        return redirect(request, "/login?next=%2Fsettings%2Fauthorized-apps", 303)
+        return login_redirect(request, "/settings/authorized-apps", 303)
     form = await read_form(request)
     if not csrf_ok(request, form):
-        return error_page(request, "Your form expired. Go back and try again.", status=403,
-                          heading="Something went wrong", hint="")
+        return form_expired(request)
     application_id = parse_snowflake(request.path_params["application_id"])
     if application_id is not None:
         try:

@@ -4,7 +4,7 @@ Same rules as the JSON API; it calls the same platform functions."""
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,17 +15,19 @@ from fluxer_oauth.core.permissions import PERMISSIONS
 from fluxer_oauth.core.scopes import ALL_SCOPES, SCOPE_DESCRIPTIONS, format_scopes
 from fluxer_oauth.platform import applications
 from fluxer_oauth.web.caller import runtime
-from fluxer_oauth.web.pages import cookie_user, csrf_ok, error_page, read_form, redirect, render
+from fluxer_oauth.web.pages import (
+    cookie_user,
+    csrf_ok,
+    error_page,
+    form_expired,
+    form_field,
+    login_redirect,
+    read_form,
+    redirect,
+    render,
+)
 
 LIST = "/developers/applications"
-
-
-async def _owner(request: Request):
-    return await cookie_user(request)
-
-
-def _login(request: Request) -> Response:
-    return redirect(request, "/login?next=" + quote(request.url.path, safe=""), 302)
 
 
 def _lines(text: str) -> list[str]:
@@ -33,10 +35,7 @@ def _lines(text: str) -> list[str]:
 
 
 def _field(form, name: str, max_length: int = 4096) -> str:
-    try:
-        return form.get(name, max_length=max_length, multiline=True) or ""
-    except ValueError:
-        return ""
+    return form_field(form, name, max_length=max_length, multiline=True)
 
 
 def _not_found(request: Request) -> Response:
@@ -53,20 +52,20 @@ async def home(request: Request) -> Response:
 
 
 async def list_page(request: Request) -> Response:
-    user = await _owner(request)
+    user = await cookie_user(request)
     if user is None:
-        return _login(request)
+        return login_redirect(request, request.url.path)
     apps = await applications.list_owned(runtime(request), user)
     return render(request, "portal_list.html", user=user, apps=apps, error=None)
 
 
 async def create_submit(request: Request) -> Response:
-    user = await _owner(request)
+    user = await cookie_user(request)
     if user is None:
-        return _login(request)
+        return login_redirect(request, request.url.path)
     form = await read_form(request)
     if not csrf_ok(request, form):
-        return error_page(request, "Your form expired. Go back and try again.", status=403, heading="Expired", hint="")
+        return form_expired(request)
     try:
         created = await applications.create(
             runtime(request), user, name=_field(form, "name", 200), redirect_uris=_lines(_field(form, "redirect_uris")),
@@ -95,9 +94,9 @@ def _application_id(request: Request) -> int | None:
 async def _owned_view(request: Request):
     """(owner, application view) of a portal page about one application, or the response
     that refuses it (login for strangers, 404 for other people's applications)."""
-    user = await _owner(request)
+    user = await cookie_user(request)
     if user is None:
-        return None, None, _login(request)
+        return None, None, login_redirect(request, request.url.path)
     application_id = _application_id(request)
     try:
         if application_id is None:
@@ -118,13 +117,12 @@ async def app_page(request: Request) -> Response:
 
 async def _guarded(request: Request):
     """(user, form, application id) of a portal POST, or the response that refuses it."""
-    user = await _owner(request)
+    user = await cookie_user(request)
     if user is None:
-        return None, None, None, _login(request)
+        return None, None, None, login_redirect(request, request.url.path)
     form = await read_form(request)
     if not csrf_ok(request, form):
-        return None, None, None, error_page(request, "Your form expired. Go back and try again.", status=403,
-                                            heading="Expired", hint="")
+        return None, None, None, form_expired(request)
     application_id = _application_id(request)
     if application_id is None:
         return None, None, None, _not_found(request)
