@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import asyncpg
+
 from fluxer_oauth.store.tables import ACCESS
 
 USER_FIELDS = (
@@ -50,6 +52,10 @@ _INSERT_TOKEN = (
     "guild_id, created_at, expires_at, revoked_at, rotated) "
     "VALUES ({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, NULL, {11})"
 )
+
+
+# What asyncpg raises when PostgreSQL cannot be reached or the connection died.
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
 
 
 class Row(dict):
@@ -208,31 +214,23 @@ class PostgresHot(_GroupCommit):
 
     async def _acquire_pool(self):
         if self._pool is None:
-            import asyncpg
-
             self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10)
         return self._pool
 
     async def fetchrow(self, name: str, *args):
-        import asyncpg
-
         try:
             pool = await self._acquire_pool()
             return await pool.fetchrow(self._sql[name], *args)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise _unavailable() from exc
 
     async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
-        import asyncpg
-
         try:
             pool = await self._acquire_pool()
             async with pool.acquire() as connection, connection.transaction():
                 for name, rows in pending.items():
                     await connection.executemany(self._sql[name], rows)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise _unavailable() from exc
 
     async def close(self) -> None:

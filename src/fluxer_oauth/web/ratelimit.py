@@ -202,10 +202,15 @@ async def limit_by_client(scope, bucket: str, params, authorization: str | None)
     await limit(scope, bucket, key, client_id=client_id)
 
 
+def _login_keys(scope, login_name: str) -> tuple[str, str]:
+    """Failed logins count against the client IP and against the account tried."""
+    return f"ip:{client_ip(scope)}", f"account:{login_name.strip().lower()[:254]}"
+
+
 async def guard_login(scope, login_name: str) -> None:
     """Refuse a login attempt when the account or the IP has used up its failures."""
     limits = _limits(scope)
-    for key in (f"ip:{client_ip(scope)}", f"account:{login_name.strip().lower()[:254]}"):
+    for key in _login_keys(scope, login_name):
         if await limits.exhausted("login", key):
             item = limits.items["login"]
             reset_at = time.time() + item.get_expiry()
@@ -215,5 +220,5 @@ async def guard_login(scope, login_name: str) -> None:
 
 async def record_login_failure(scope, login_name: str) -> None:
     limits = _limits(scope)
-    await limits.record("login", f"ip:{client_ip(scope)}")
-    await limits.record("login", f"account:{login_name.strip().lower()[:254]}")
+    for key in _login_keys(scope, login_name):
+        await limits.record("login", key)
