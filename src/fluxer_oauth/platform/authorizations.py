@@ -14,7 +14,7 @@ from fluxer_oauth.store import oauth as oauth_store
 async def list_authorizations(rt: Runtime, user_id: int) -> list[dict]:
     async with rt.db.read() as conn:
         grants = await oauth_store.list_user_grants(conn, user_id)
-        apps = {grant.application_id: await app_store.get_application(conn, grant.application_id) for grant in grants}
+        apps = await app_store.get_applications(conn, [grant.application_id for grant in grants])
     return [
         {
             "application": application_json(apps[grant.application_id], owner=None, bot_user=None, private=False),

@@ -16,6 +16,15 @@ async def get_application(conn: AsyncConnection, application_id: int):
     return (await conn.execute(select(applications).where(applications.c.id == application_id))).first()
 
 
+async def get_applications(conn: AsyncConnection, application_ids) -> dict:
+    """Applications by id, in one query."""
+    ids = list(set(application_ids))
+    if not ids:
+        return {}
+    rows = (await conn.execute(select(applications).where(applications.c.id.in_(ids)))).all()
+    return {row.id: row for row in rows}
+
+
 async def list_owned(conn: AsyncConnection, owner_id: int):
     query = select(applications).where(applications.c.owner_id == owner_id).order_by(applications.c.id)
     return (await conn.execute(query)).all()

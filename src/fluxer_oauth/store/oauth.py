@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fluxer_oauth.store.tables import REFRESH, applications, authorization_codes, grants, tokens
+from fluxer_oauth.store.tables import REFRESH, authorization_codes, grants, tokens
 
 # --- grants (remembered consent) -----------------------------------------------------------
 
@@ -56,12 +56,7 @@ async def revoke_grant(conn: AsyncConnection, user_id: int, application_id: int,
 
 
 async def list_user_grants(conn: AsyncConnection, user_id: int):
-    query = (
-        select(grants, applications.c.name.label("application_name"))
-        .select_from(grants.join(applications, applications.c.id == grants.c.application_id))
-        .where(grants.c.user_id == user_id)
-        .order_by(grants.c.created_at)
-    )
+    query = select(grants).where(grants.c.user_id == user_id).order_by(grants.c.created_at)
     return (await conn.execute(query)).all()
 
 
