@@ -72,7 +72,7 @@ async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: 
 async def list_applications(rt: Runtime, actor_id: int | None, limit: int) -> list[dict]:
     async with rt.db.write() as conn:
         apps = await app_store.list_all(conn, limit)
-        owners = {app.owner_id: await user_store.get_user(conn, app.owner_id) for app in apps}
+        owners = await user_store.get_users(conn, [app.owner_id for app in apps])
         if actor_id is not None:
             await _log(rt, conn, actor_id, "applications.listed")
     return [application_json(app, owner=owners[app.owner_id], bot_user=None, private=True) for app in apps]

@@ -127,8 +127,8 @@ async def owned(rt: Runtime, owner, application_id: int):
 async def list_owned(rt: Runtime, owner) -> list[dict]:
     async with rt.db.read() as conn:
         apps = await app_store.list_owned(conn, owner.id)
-        bots = {app.id: await user_store.get_user(conn, app.bot_id) for app in apps if app.bot_id}
-    return [application_json(app, owner=owner, bot_user=bots.get(app.id), private=True) for app in apps]
+        bots = await user_store.get_users(conn, [app.bot_id for app in apps if app.bot_id])
+    return [application_json(app, owner=owner, bot_user=bots.get(app.bot_id), private=True) for app in apps]
 
 
 async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict:

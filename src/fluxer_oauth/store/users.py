@@ -19,6 +19,15 @@ async def get_user(conn: AsyncConnection, user_id: int):
     return (await conn.execute(_GET_USER, {"user_id": user_id})).first()
 
 
+async def get_users(conn: AsyncConnection, user_ids) -> dict:
+    """Users by id, in one query."""
+    ids = list(set(user_ids))
+    if not ids:
+        return {}
+    rows = (await conn.execute(select(users).where(users.c.id.in_(ids)))).all()
+    return {row.id: row for row in rows}
+
+
 async def find_by_login(conn: AsyncConnection, login: str):
     key = login.strip().lower()
     query = select(users).where(or_(users.c.username_key == key, users.c.email_key == key))
