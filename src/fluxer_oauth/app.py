@@ -112,6 +112,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
             janitor.cancel()
         if redis_client is not None:
             await redis_client.aclose()
+        await limits.close()
         await rt.db.close()
 
     app = FluxerApp(

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
 
     rate_limits: str = "on"
-    # Limits in the `limits` library's notation ("10/10seconds", "50/second").
+    # Limits as <count>/[<n>]<second|minute|hour|day> ("10/10seconds", "50/second").
     rate_limit_authorize: str = "10/10seconds"
     rate_limit_token: str = "10/10seconds"
     rate_limit_revoke: str = "10/10seconds"
@@ -106,9 +106,21 @@ class Settings(BaseSettings):
                      "rate_limit_login_failures")
     @classmethod
     def _limit(cls, value: str) -> str:
-        from limits import parse
+        from fluxer_oauth.core.rate_window import parse_rate
 
-        parse(value)  # raises ValueError with the library's explanation
+        parse_rate(value)  # raises ValueError saying what is expected
+        return value
+
+    @field_validator("rate_limit_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        from fluxer_oauth.core.rate_window import parse_rate
+
+        for client_id, rate in value.items():
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise ValueError(f"FLUXER_RATE_LIMIT_OVERRIDES[{client_id!r}]: {exc}") from None
         return value
 
     @property

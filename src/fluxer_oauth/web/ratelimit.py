@@ -1,7 +1,7 @@
-"""Rate limits (SPEC §7) on the `limits` library: a sliding-window counter per bucket and
-key (constant work per hit, unlike a moving window whose cost grows with the limit), in
-process memory by default and in Redis when FLUXER_REDIS_URL is set, so every worker and
-node shares the counters.
+"""Rate limits (SPEC §7): a sliding-window counter per bucket and key (core/rate_window.py),
+in process memory by default and in Redis when FLUXER_REDIS_URL is set, so every worker
+and node shares the counters. With Redis a hit is one round trip: one Lua script reads,
+rolls, checks and counts atomically on Redis's own clock (the nodes' clocks may differ).
 
 When Redis cannot be reached the limits fail open (the request goes through) and a line
 is logged at most once a minute: refusing all traffic because the limiter is down would
@@ -15,12 +15,11 @@ import math
 import time
 from dataclasses import dataclass
 
-from limits import parse
-from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.errors import StorageError
+from redis.asyncio import from_url as redis_from_url
+from redis.exceptions import RedisError
 
 from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.rate_window import Outcome, Rate, outcome, parse_rate, step
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.settings import Settings
 
@@ -56,72 +55,143 @@ class RateLimited(ApiError):
         )
 
 
+class StorageDown(Exception):
+    """The counters cannot be reached; the caller fails open."""
+
+
+class MemoryCounters:
+    """Counters of this process. Keys of windows that ended are dropped once a period."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, dict[str, list]] = {}
+        self._next_sweep: dict[str, float] = {}
+
+    async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
+        now = time.time()
+        states = self._states.get(bucket)
+        if states is None:
+            states = self._states[bucket] = {}
+            self._next_sweep[bucket] = now + rate.period
+        elif now >= self._next_sweep[bucket]:
+            self._sweep(states, now, rate.period)
+            self._next_sweep[bucket] = now + rate.period
+        state = states.get(key)
+        if state is None:
+            state = states[key] = [None, 0, 0]
+        return step(state, rate, now, cost)
+
+    @staticmethod
+    def _sweep(states: dict[str, list], now: float, period: float) -> None:
+        # Keys whose last window ended more than a window ago count nothing any more.
+        oldest_useful = math.floor(now / period) - 1
+        for key in [key for key, state in states.items() if state[0] is None or state[0] < oldest_useful]:
+            del states[key]
+
+    async def close(self) -> None:
+        pass
+
+
+# KEYS[1]: the counter (a hash of window index, previous and current count).
+# ARGV: limit, period in seconds, cost. Returns allowed (0/1), previous, current, and the
+# seconds elapsed in the window as text (Lua numbers become integers on the way out).
+_STEP_SCRIPT = """
+local limit, period, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local window = math.floor(now / period)
+local saved = redis.call('HMGET', KEYS[1], 'w', 'p', 'c')
+local w, p, c = tonumber(saved[1]), tonumber(saved[2]) or 0, tonumber(saved[3]) or 0
+if w ~= window then
+  if w == window - 1 then p = c else p = 0 end
+  c = 0
+end
+local elapsed = now - window * period
+local allowed = p * (1 - elapsed / period) + c + math.max(cost, 1) <= limit
+if allowed and cost > 0 then c = c + cost end
+if allowed and cost > 0 then
+  redis.call('HSET', KEYS[1], 'w', string.format('%d', window), 'p', p, 'c', c)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(period * 2000))
+end
+return {allowed and 1 or 0, p, c, string.format('%.6f', elapsed)}
+"""
+
+
+class RedisCounters:
+    """Counters in Redis, shared by every worker and node."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._client = redis_from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._client.register_script(_STEP_SCRIPT)
+        self._prefix = f"{prefix}:rl:"
+
+    async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
+        try:
+            allowed, previous, current, elapsed = await self._script(
+                keys=[f"{self._prefix}{bucket}:{key}"], args=[rate.amount, rate.period, cost])
+        except (RedisError, OSError) as exc:
+            raise StorageDown() from exc
+        return outcome(bool(allowed), int(previous), int(current), rate, float(elapsed))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
 class RateLimits:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limits == "on"
-        if settings.redis_url:
-            url = settings.redis_url.replace("redis://", "async+redis://", 1)
-            self.storage = RedisStorage(
-                url, implementation="redispy", key_prefix=f"{settings.redis_prefix}:rl", wrap_exceptions=True,
-                socket_timeout=0.5, socket_connect_timeout=0.5,
-            )
-        else:
-            self.storage = MemoryStorage()
-        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
-        self.items = {
-            "authorize": parse(settings.rate_limit_authorize),
-            "token": parse(settings.rate_limit_token),
-            "revoke": parse(settings.rate_limit_revoke),
-            "global": parse(settings.rate_limit_global),
-            "login": parse(settings.rate_limit_login_failures),
+        self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
+                         else MemoryCounters())
+        self.rates = {
+            "authorize": parse_rate(settings.rate_limit_authorize),
+            "token": parse_rate(settings.rate_limit_token),
+            "revoke": parse_rate(settings.rate_limit_revoke),
+            "global": parse_rate(settings.rate_limit_global),
+            "login": parse_rate(settings.rate_limit_login_failures),
         }
-        self.overrides = {client_id: parse(value) for client_id, value in settings.rate_limit_overrides.items()}
+        self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
 
-    def _item(self, bucket: str, client_id: str | None):
+    def _rate(self, bucket: str, client_id: str | None) -> Rate:
         if client_id is not None and bucket in ("token", "revoke") and client_id in self.overrides:
             return self.overrides[client_id]
-        return self.items[bucket]
+        return self.rates[bucket]
 
-    async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
-                  with_state: bool = True) -> LimitState | None:
-        """Count a request; raises ``RateLimited`` over the limit. Returns the state for the
-        X-RateLimit headers (None when limits are off, the storage is unreachable, or the
-        caller needs no headers and the request is allowed)."""
-        if not self.enabled:
-            return None
-        item = self._item(bucket, client_id)
+    async def _step(self, bucket: str, key: str, rate: Rate, cost: int) -> LimitState | None:
+        """The state after the step; raises ``RateLimited`` when refused (None: storage down)."""
         try:
-            allowed = await self.limiter.hit(item, bucket, key)
-            if allowed and not with_state:
-                return None
-            stats = await self.limiter.get_window_stats(item, bucket, key)
-        except StorageError:
+            result = await self.counters.step(bucket, key, rate, cost)
+        except StorageDown:
             self._storage_down()
             return None
-        state = LimitState(bucket, item.amount, stats.remaining, stats.reset_time)
-        if not allowed:
+        state = LimitState(bucket, rate.amount, result.remaining, time.time() + result.reset_after)
+        if not result.allowed:
             metrics.RATE_LIMITED.labels(bucket).inc()
             raise RateLimited(state, is_global=bucket == "global")
         return state
 
-    async def exhausted(self, bucket: str, key: str) -> bool:
-        """Whether ``key`` has no requests left in ``bucket``, without counting one."""
+    async def hit(self, bucket: str, key: str, *, client_id: str | None = None) -> LimitState | None:
+        """Count a request; raises ``RateLimited`` over the limit. Returns the state for the
+        X-RateLimit headers (None when limits are off or the storage is unreachable)."""
         if not self.enabled:
-            return False
-        try:
-            return not await self.limiter.test(self.items[bucket], bucket, key)
-        except StorageError:
-            self._storage_down()
-            return False
+            return None
+        return await self._step(bucket, key, self._rate(bucket, client_id), 1)
+
+    async def check(self, bucket: str, key: str) -> None:
+        """Raises ``RateLimited`` when ``key`` has no request left in ``bucket``; counts nothing."""
+        if self.enabled:
+            await self._step(bucket, key, self.rates[bucket], 0)
 
     async def record(self, bucket: str, key: str) -> None:
+        """Count one (a failed login) without refusing anything now."""
         if not self.enabled:
             return
         try:
-            await self.limiter.hit(self.items[bucket], bucket, key)
-        except StorageError:
-            self._storage_down()
+            await self._step(bucket, key, self.rates[bucket], 1)
+        except RateLimited:
+            pass
+
+    async def close(self) -> None:
+        await self.counters.close()
 
     def _storage_down(self) -> None:
         metrics.REDIS_ERRORS.inc()
@@ -147,7 +217,7 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         scope.setdefault("state", {})["client_ip"] = ip
         if self.limits.enabled and scope["path"] not in self.EXEMPT:
             try:
-                await self.limits.hit("global", ip, with_state=False)
+                await self.limits.hit("global", ip)
             except RateLimited as exc:
                 from fluxer_oauth.web.responses import json_response
 
@@ -211,11 +281,7 @@ async def guard_login(scope, login_name: str) -> None:
     """Refuse a login attempt when the account or the IP has used up its failures."""
     limits = _limits(scope)
     for key in _login_keys(scope, login_name):
-        if await limits.exhausted("login", key):
-            item = limits.items["login"]
-            reset_at = time.time() + item.get_expiry()
-            metrics.RATE_LIMITED.labels("login").inc()
-            raise RateLimited(LimitState("login", item.amount, 0, reset_at), is_global=False)
+        await limits.check("login", key)
 
 
 async def record_login_failure(scope, login_name: str) -> None:

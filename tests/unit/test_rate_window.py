@@ -1,0 +1,114 @@
+"""The sliding-window counter (core/rate_window.py) and its two storages: process memory and
+a Lua script on a real Redis. The arithmetic is checked at chosen instants; the storages are
+checked to count, refuse, ask without counting and forget what is stale."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from fluxer_oauth.core.rate_window import Rate, parse_rate, step
+from fluxer_oauth.web.ratelimit import MemoryCounters, RedisCounters, StorageDown
+from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
+
+
+@pytest.mark.parametrize(("text", "rate"), [
+    ("10/10seconds", Rate(10, 10.0)), ("50/second", Rate(50, 1.0)), ("10/5minutes", Rate(10, 300.0)),
+    ("3 per minute", Rate(3, 60.0)), ("1000000000/second", Rate(1_000_000_000, 1.0)), ("2/1day", Rate(2, 86400.0)),
+])
+def test_parse_rate(text, rate):
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "10", "ten/second", "10/fortnight", "0/second", "10/0seconds", "-1/second"])
+def test_parse_rate_refuses_what_it_cannot_read(text):
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+def test_counts_up_to_the_limit_within_a_window():
+    rate, state = Rate(3, 10.0), [None, 0, 0]
+    answers = [step(state, rate, 1000.0 + n * 0.1, 1) for n in range(4)]
+    assert [a.allowed for a in answers] == [True, True, True, False]
+    assert [a.remaining for a in answers[:3]] == [2, 1, 0]
+    assert state == [100, 0, 3]  # the refused request was not counted
+    assert answers[0].reset_after == pytest.approx(10.0)  # until the window ends
+
+
+def test_previous_window_weighs_by_its_part_still_in_the_span():
+    rate, state = Rate(10, 10.0), [None, 0, 0]
+    for _ in range(10):
+        assert step(state, rate, 1005.0, 1).allowed
+    # 2.5 s into the next window, 75 % of the previous 10 still count: 7.5, so 2 more fit.
+    answers = [step(state, rate, 1012.5, 1) for _ in range(3)]
+    assert [a.allowed for a in answers] == [True, True, False]
+    assert answers[0].remaining == 1  # 10 - (7.5 + 1) = 1.5, rounded down
+
+
+def test_a_skipped_window_forgets_everything():
+    rate, state = Rate(2, 1.0), [None, 0, 0]
+    step(state, rate, 50.2, 1), step(state, rate, 50.3, 1)
+    assert not step(state, rate, 50.4, 1).allowed
+    assert step(state, rate, 52.1, 1).allowed and state == [52, 0, 1]
+
+
+def test_retry_after_is_exactly_when_the_next_request_fits():
+    rate = Rate(10, 10.0)
+    for previous, current, at in [(0, 10, 1001.0), (10, 5, 1013.0), (4, 9, 1011.0), (10, 8, 1012.0), (10, 0, 1010.1)]:
+        state = [int(at // 10), previous, current]
+        refused = step(list(state), rate, at, 1)
+        assert not refused.allowed
+        wait = refused.reset_after
+        assert not step(list(state), rate, at + wait - 0.01, 0).allowed
+        assert step(list(state), rate, at + wait + 0.01, 0).allowed
+
+
+def test_asking_counts_nothing():
+    rate, state = Rate(1, 60.0), [None, 0, 0]
+    assert step(state, rate, 120.0, 0).allowed and state[2] == 0
+    assert step(state, rate, 120.0, 1).allowed
+    assert not step(state, rate, 120.0, 0).allowed and state[2] == 1
+
+
+async def test_memory_counters_sweep_keys_of_ended_windows(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("fluxer_oauth.web.ratelimit.time.time", lambda: clock[0])
+    counters, rate = MemoryCounters(), Rate(5, 1.0)
+    for n in range(100):
+        await counters.step("global", f"ip-{n}", rate, 1)
+    clock[0] = 1003.5  # two windows later: those keys count nothing
+    await counters.step("global", "fresh", rate, 1)
+    assert list(counters._states["global"]) == ["fresh"]
+
+
+@pytest.fixture
+async def redis_counters():
+    prefix = new_redis_prefix()
+    counters = RedisCounters(REDIS_URL, prefix)
+    yield counters, prefix
+    await counters.close()
+    drop_redis_prefix(prefix)
+
+
+async def test_redis_counters_count_refuse_and_expire(redis_counters):
+    counters, prefix = redis_counters
+    rate = Rate(3, 10.0)
+    assert (await counters.step("token", "client:1", rate, 0)).remaining == 3  # asking counts nothing
+    answers = [await counters.step("token", "client:1", rate, 1) for _ in range(4)]
+    assert [a.allowed for a in answers] == [True, True, True, False]
+    assert [a.remaining for a in answers] == [2, 1, 0, 0]
+    assert 0 < answers[-1].reset_after <= 10 + 10 / 3
+    assert (await counters.step("token", "client:2", rate, 1)).allowed  # another key, its own counter
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        ttl = client.pttl(f"{prefix}:rl:token:client:1")
+        assert 0 < ttl <= 20_000  # kept two periods, then Redis forgets it
+    finally:
+        client.close()
+
+
+async def test_redis_counters_say_when_redis_is_gone():
+    counters = RedisCounters("redis://127.0.0.1:1/0", "gone")
+    with pytest.raises(StorageDown):
+        await counters.step("token", "k", Rate(1, 1.0), 1)
+    await counters.close()
