@@ -133,6 +133,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     )
     app.state.runtime = rt
     app.state.limits = limits
+    app.runtime, app.limits = rt, limits  # plain attributes for the hot paths (State lookups cost)
     # Metrics label requests by route template; the /api/v1 form wins over the /v1 alias.
     route_names = {route.endpoint: route.path for route in reversed(app.routes) if isinstance(route, Route)}
     # Outside Starlette's own stack: the edge sees every request, and the fast path answers
@@ -164,6 +165,8 @@ class FluxerApp(Starlette):
     """Starlette, entered through the pure-ASGI edge built in ``build_app``."""
 
     edge = None
+    runtime = None
+    limits = None
 
     async def framework(self, scope, receive, send) -> None:
         if self.middleware_stack is None:

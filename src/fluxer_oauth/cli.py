@@ -93,7 +93,7 @@ def serve(
     console.print(f"serving on http://{host}:{port} with {workers} worker(s)")
     Granian(
         "fluxer_oauth.app:create_app", address=host, port=port, interface=Interfaces.ASGI,
-        workers=workers, factory=True, log_access=False,
+        workers=workers, factory=True, log_access=False, websockets=False,
     ).serve()
 
 

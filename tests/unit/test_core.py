@@ -167,3 +167,31 @@ def test_worker_ids_are_exclusive_per_process():
     import os
 
     os.close(fd)
+
+
+def test_request_ids_are_unique_and_a_forked_child_draws_its_own_prefix():
+    import os
+
+    from fluxer_oauth.web.middleware import new_request_id
+
+    ids = {new_request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes its first id and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_id = os.read(read, 64).decode()
+    os.close(read), os.close(write)
+    assert child_id[:8] != next(iter(ids))[:8]
+
+
+def test_keyed_hash_is_hmac_sha256_of_purpose_and_value():
+    import hashlib
+    import hmac
+
+    key = b"k" * 32
+    for value in ("abc", "abd", ""):
+        expected = hmac.new(key, b"client-secret\x00" + value.encode(), hashlib.sha256).digest()
+        assert credentials.keyed_hash(key, "client-secret", value) == expected

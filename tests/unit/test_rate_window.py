@@ -112,3 +112,13 @@ async def test_redis_counters_say_when_redis_is_gone():
     with pytest.raises(StorageDown):
         await counters.step("token", "k", Rate(1, 1.0), 1)
     await counters.close()
+
+
+def test_raw_headers_are_the_headers_as_asgi_pairs():
+    from fluxer_oauth.web.ratelimit import LimitState
+
+    state = LimitState("token", 10, 4, 1_700_000_000.25)
+    named = {name.lower().encode(): value.encode() for name, value in state.headers().items()}
+    raw = dict(state.raw_headers())
+    assert raw.keys() == named.keys()
+    assert all(raw[name] == named[name] for name in raw if name != b"x-ratelimit-reset-after")

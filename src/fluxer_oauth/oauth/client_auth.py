@@ -34,9 +34,16 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+def presented_basic(params: Params, authorization: str | None) -> tuple[str, str] | None:
+    """``parse_basic`` of the request's header, parsed once per request."""
+    if params.basic is None:
+        params.basic = (parse_basic(authorization),)
+    return params.basic[0]
+
+
 async def authenticate_client(rt: Runtime, params: Params, authorization: str | None):
     """The authenticated application row; ``invalid_client`` (401) otherwise."""
-    basic = parse_basic(authorization)
+    basic = presented_basic(params, authorization)
     try:
         form_id = params.get("client_id")
         form_secret = params.get("client_secret")

@@ -17,8 +17,13 @@ class ParamError(ValueError):
 class Params:
     """A read-only view over a multi-valued mapping (query string or form)."""
 
+    __slots__ = ("_multi", "basic")
+
     def __init__(self, multi: Mapping[str, Sequence[str]]) -> None:
         self._multi = multi
+        # The request's parsed Basic credentials, once read (client_auth.presented_basic):
+        # the rate limiter and the authentication both need them.
+        self.basic = None
 
     @classmethod
     def from_pairs(cls, pairs) -> "Params":

@@ -38,7 +38,7 @@ class FormEndpoint:
             params = form_params(content_type or "", body)
             if self.bucket is not None:
                 await limit_by_client(scope, self.bucket, params, authorization)
-            result = await self.handler(scope["app"].state.runtime, params, authorization)
+            result = await self.handler(scope["app"].runtime, params, authorization)
             status, payload, store = 200, result, True
         except OAuthError as exc:
             status, payload, store, extra = exc.status, exc.body(), True, exc.headers

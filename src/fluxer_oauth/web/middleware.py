@@ -7,7 +7,9 @@ id (and logs it), and writes one access-log line without the query string.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import secrets
 import time
 
@@ -19,6 +21,25 @@ from fluxer_oauth.web.fastpath import ME_PATHS
 
 logger = logging.getLogger("fluxer.http")
 _encode = msgspec.json.encode
+
+
+class _RequestIds:
+    """Request ids: a random per-process prefix and a counter (16 hex digits). They need to be
+    unique, not secret, so no system call per request; a forked child draws its own prefix."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"
+
+
+new_request_id = _RequestIds().next
 
 
 class BodyTooLarge(Exception):
@@ -35,7 +56,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        request_id = secrets.token_hex(8)
+        request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status_holder = [0]
@@ -49,8 +70,8 @@ class EdgeMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 limit_state = state.get("rate_limit")
-                if limit_state is not None and not any(name == b"x-ratelimit-limit" for name, _ in headers):
-                    headers.extend((k.lower().encode(), v.encode()) for k, v in limit_state.headers().items())
+                if limit_state is not None:
+                    headers += limit_state.raw_headers()
                 message["headers"] = headers
             await send(message)
 

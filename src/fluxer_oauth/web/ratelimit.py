@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
 
-from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.core.rate_window import Outcome, Rate, outcome, parse_rate, step
+from fluxer_oauth.oauth.client_auth import presented_basic
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.settings import Settings
 
@@ -27,12 +27,16 @@ logger = logging.getLogger("fluxer.ratelimit")
 ROUTE_BUCKETS = ("authorize", "token", "revoke")
 
 
-@dataclass(frozen=True)
 class LimitState:
-    bucket: str
-    limit: int
-    remaining: int
-    reset_at: float
+    """Where a key stands in a bucket after a request, for the X-RateLimit-* headers."""
+
+    __slots__ = ("bucket", "limit", "remaining", "reset_at")
+
+    def __init__(self, bucket: str, limit: int, remaining: int, reset_at: float) -> None:
+        self.bucket = bucket
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_at = reset_at
 
     def headers(self) -> dict[str, str]:
         reset_after = max(0.0, self.reset_at - time.time())
@@ -43,6 +47,17 @@ class LimitState:
             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": self.bucket,
         }
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The same headers, as ASGI header pairs (built directly: this runs on every limited request)."""
+        reset_after = max(0.0, self.reset_at - time.time())
+        return [
+            (b"x-ratelimit-limit", str(self.limit).encode()),
+            (b"x-ratelimit-remaining", str(self.remaining).encode()),
+            (b"x-ratelimit-reset", str(math.ceil(self.reset_at)).encode()),
+            (b"x-ratelimit-reset-after", f"{reset_after:.3f}".encode()),
+            (b"x-ratelimit-bucket", self.bucket.encode()),
+        ]
 
 
 class RateLimited(ApiError):
@@ -67,6 +82,10 @@ class MemoryCounters:
         self._next_sweep: dict[str, float] = {}
 
     async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
+        return self.step_now(bucket, key, rate, cost)
+
+    def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
+        """``step`` without a coroutine: memory needs no waiting, and this runs on every request."""
         now = time.time()
         states = self._states.get(bucket)
         if states is None:
@@ -141,6 +160,7 @@ class RateLimits:
         self.enabled = settings.rate_limits == "on"
         self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
                          else MemoryCounters())
+        self._memory = self.counters if isinstance(self.counters, MemoryCounters) else None
         self.rates = {
             "authorize": parse_rate(settings.rate_limit_authorize),
             "token": parse_rate(settings.rate_limit_token),
@@ -156,12 +176,18 @@ class RateLimits:
             return self.overrides[client_id]
         return self.rates[bucket]
 
-    async def _step(self, bucket: str, key: str, rate: Rate, cost: int) -> LimitState | None:
-        """The state after the step; raises ``RateLimited`` when refused (None: storage down)."""
-        try:
-            result = await self.counters.step(bucket, key, rate, cost)
-        except StorageDown:
-            self._storage_down()
+    async def _step(self, bucket: str, key: str, rate: Rate, cost: int, with_state: bool = True) -> LimitState | None:
+        """The state after the step; raises ``RateLimited`` when refused. None when the
+        storage is down, or when the request is allowed and ``with_state`` is false."""
+        if self._memory is not None:
+            result = self._memory.step_now(bucket, key, rate, cost)
+        else:
+            try:
+                result = await self.counters.step(bucket, key, rate, cost)
+            except StorageDown:
+                self._storage_down()
+                return None
+        if result.allowed and not with_state:
             return None
         state = LimitState(bucket, rate.amount, result.remaining, time.time() + result.reset_after)
         if not result.allowed:
@@ -169,12 +195,14 @@ class RateLimits:
             raise RateLimited(state, is_global=bucket == "global")
         return state
 
-    async def hit(self, bucket: str, key: str, *, client_id: str | None = None) -> LimitState | None:
+    async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
+                  with_state: bool = True) -> LimitState | None:
         """Count a request; raises ``RateLimited`` over the limit. Returns the state for the
-        X-RateLimit headers (None when limits are off or the storage is unreachable)."""
+        X-RateLimit headers (None when limits are off, the storage is unreachable, or the
+        caller needs no headers)."""
         if not self.enabled:
             return None
-        return await self._step(bucket, key, self._rate(bucket, client_id), 1)
+        return await self._step(bucket, key, self._rate(bucket, client_id), 1, with_state)
 
     async def check(self, bucket: str, key: str) -> None:
         """Raises ``RateLimited`` when ``key`` has no request left in ``bucket``; counts nothing."""
@@ -217,7 +245,7 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         scope.setdefault("state", {})["client_ip"] = ip
         if self.limits.enabled and scope["path"] not in self.EXEMPT:
             try:
-                await self.limits.hit("global", ip)
+                await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 from fluxer_oauth.web.responses import json_response
 
@@ -235,12 +263,13 @@ def client_ip(scope) -> str:
 
 
 def _limits(scope) -> RateLimits:
-    return scope["app"].state.limits
+    return scope["app"].limits
 
 
 async def limit(scope, bucket: str, key: str, *, client_id: str | None = None) -> None:
     """Count this request against ``bucket``; the response (whatever it is) carries the
-    X-RateLimit-* headers, added by the edge middleware from the request state."""
+    X-RateLimit-* headers, added by the edge middleware from the request state. Once per
+    request: a refusal raises before the state is set, and its 429 carries the headers."""
     state = await _limits(scope).hit(bucket, key, client_id=client_id)
     if state is not None:
         scope.setdefault("state", {})["rate_limit"] = state
@@ -248,11 +277,8 @@ async def limit(scope, bucket: str, key: str, *, client_id: str | None = None) -
 
 def presented_client_id(authorization: str | None, params) -> str | None:
     """The client_id a token or revoke request presents (Basic header first), unauthenticated."""
-    from fluxer_oauth.core.errors import OAuthError
-    from fluxer_oauth.oauth.client_auth import parse_basic
-
     try:
-        basic = parse_basic(authorization)
+        basic = presented_basic(params, authorization)
     except OAuthError:
         basic = None
     if basic is not None:
