@@ -257,7 +257,7 @@ class PostgresHot(_GroupCommit):
 
     async def _acquire_pool(self):
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10)
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10, reset=_keep_session)
         return self._pool
 
     async def fetchrow(self, name: str, *args):
@@ -280,6 +280,13 @@ class PostgresHot(_GroupCommit):
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def _keep_session(connection) -> None:
+    """What the pool does to a connection given back, after asyncpg has rolled back any
+    transaction left open (a cancelled request): nothing more. asyncpg's default (RESET ALL,
+    UNLISTEN, CLOSE ALL, advisory unlock) is a round trip after every query, a fifth of a
+    worker's time under load, and these connections change no session state."""
 
 
 _STATEMENTS = {

@@ -1,6 +1,8 @@
-"""SQLite's WAL is copied back into the database file by a thread of the hot store, not by
-the commits of the event loop: under a stream of token inserts the WAL stays small, every
-inserted row is there afterwards, and closing the store stops the thread."""
+"""The hot store's own housekeeping. SQLite: the WAL is copied back into the database file
+by a thread, not by the commits of the event loop; under a stream of token inserts the WAL
+stays small, every inserted row is there afterwards, and closing the store stops the
+thread. PostgreSQL: a connection given back to the pool inside a transaction (a cancelled
+request) comes out of it clean, without asyncpg's reset round trip after every query."""
 
 from __future__ import annotations
 
@@ -14,9 +16,26 @@ import pytest
 from fluxer_oauth.store.tables import ACCESS
 from tests.backends import POSTGRES
 
-pytestmark = pytest.mark.skipif(POSTGRES, reason="the WAL checkpointer belongs to the SQLite store")
+sqlite_only = pytest.mark.skipif(POSTGRES, reason="the WAL checkpointer belongs to the SQLite store")
+postgres_only = pytest.mark.skipif(not POSTGRES, reason="the connection pool belongs to the PostgreSQL store")
 
 
+@postgres_only
+async def test_a_connection_returned_inside_a_transaction_comes_back_clean(rt):
+    pool = await rt.db.hot._acquire_pool()
+    async with pool.acquire() as connection:
+        await connection.execute("BEGIN")
+        await connection.execute("CREATE TEMP TABLE left_behind (n int)")
+        assert connection.is_in_transaction()
+    for _ in range(pool.get_size() + 1):  # whichever connection comes next, none is mid-transaction
+        async with pool.acquire() as connection:
+            assert not connection.is_in_transaction()
+            # the temporary table went with the rolled-back transaction
+            assert await connection.fetchval("SELECT to_regclass('pg_temp.left_behind')") is None
+    assert await rt.db.hot.fetchrow("application", 1) is None  # and the hot queries still work
+
+
+@sqlite_only
 async def test_wal_stays_small_under_inserts_and_nothing_is_lost(rt, tmp_path):
     from tests.ops.test_janitor import _seed
 
