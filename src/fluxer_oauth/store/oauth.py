@@ -96,12 +96,14 @@ async def get_code(conn: AsyncConnection, code_hash: bytes):
 _INSERT_TOKENS = tokens.insert()
 _REVOKE_FAMILY = (
     update(tokens)
-    .where(tokens.c.family_id == bindparam("p_family_id"), tokens.c.revoked_at.is_(None))
+    .where(tokens.c.family_id == bindparam("p_family_id"), tokens.c.grant_id.is_not(None),
+           tokens.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("p_now"))
 )
 _REVOKE_ISSUE = (
     update(tokens)
-    .where(tokens.c.issue_id == bindparam("p_issue_id"), tokens.c.revoked_at.is_(None))
+    .where(tokens.c.issue_id == bindparam("p_issue_id"), tokens.c.grant_id.is_not(None),
+           tokens.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("p_now"))
 )
 _ROTATE_REFRESH = (

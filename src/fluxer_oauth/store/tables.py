@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
     UniqueConstraint,
 )
 
@@ -130,9 +131,9 @@ tokens = Table(
     Column("kind", SmallInteger, nullable=False),  # ACCESS or REFRESH
     Column("application_id", Id, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
     Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    Column("grant_id", Id, index=True),  # NULL for client-credentials tokens
-    Column("family_id", Id, nullable=False, index=True),  # the code (or issuance) it descends from
-    Column("issue_id", Id, nullable=False, index=True),  # shared by an access/refresh pair
+    Column("grant_id", Id),  # NULL for client-credentials tokens
+    Column("family_id", Id, nullable=False),  # the code (or issuance) it descends from
+    Column("issue_id", Id, nullable=False),  # shared by an access/refresh pair
     Column("scopes", String(200), nullable=False),
     Column("guild_id", Id),
     Column("created_at", Time, nullable=False),
@@ -140,6 +141,12 @@ tokens = Table(
     Column("revoked_at", Time),
     Column("rotated", Boolean, nullable=False, default=False),  # refresh token spent by rotation
     Index("ix_tokens_user_application", "user_id", "application_id"),
+    # Only tokens with a grant are ever revoked by family or issue (migration 0002): the
+    # queries say "grant_id IS NOT NULL" too, so the partial indexes serve them.
+    Index("ix_tokens_family_id", "family_id", sqlite_where=text("grant_id IS NOT NULL"),
+          postgresql_where=text("grant_id IS NOT NULL")),
+    Index("ix_tokens_issue_id", "issue_id", sqlite_where=text("grant_id IS NOT NULL"),
+          postgresql_where=text("grant_id IS NOT NULL")),
 )
 
 guilds = Table(
