@@ -73,6 +73,14 @@ async def test_wrong_password_and_unknown_account_give_the_same_error(client):
     assert wrong.json() == unknown.json()
 
 
+async def test_a_login_with_control_characters_is_an_unknown_account(client):
+    # Found by the OpenAPI fuzzer: PostgreSQL refuses NUL in text, which made this a 500.
+    await register(client, "nul")
+    for login in ("nul\u0000", "n\u0000ul", "nul\u0007"):
+        response = await client.post("/api/v1/auth/login", json={"login": login, "password": PASSWORD})
+        assert response.status_code == 400 and response.json()["code"] == "INVALID_LOGIN"
+
+
 async def test_passwords_are_argon2id_and_sessions_hashed(client, rt):
     account = await register(client, "hashy")
     async with rt.db.read() as conn:

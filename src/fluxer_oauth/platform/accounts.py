@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import now
-from fluxer_oauth.platform.validation import FormErrors, check_text
+from fluxer_oauth.platform.validation import FormErrors, check_text, has_control_characters
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import users as user_store
 
@@ -75,8 +75,10 @@ def _raise_taken(what: str):
 async def login(rt: Runtime, login_name: str, password: str) -> tuple[str, object]:
     """A new session for valid credentials. The same error for an unknown account and a
     wrong password, and the same work (a password verification) for both."""
+    # No account name holds control characters, and PostgreSQL refuses NUL in text outright.
+    findable = len(login_name) <= 254 and not has_control_characters(login_name)
     async with rt.db.read() as conn:
-        user = await user_store.find_by_login(conn, login_name) if len(login_name) <= 254 else None
+        user = await user_store.find_by_login(conn, login_name) if findable else None
     stored = user.password_hash if user is not None and user.disabled_at is None and not user.bot else None
     if not await rt.passwords.verify(stored, password[:128]):
         raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
