@@ -257,3 +257,24 @@ async def test_client_credentials_without_bot_is_unauthorized_client(client, set
     botless = await create_app(client, owner, name="botless", bot=False)
     response = await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"}, auth=botless.basic)
     assert response.status_code == 400 and response.json()["error"] == "unauthorized_client"
+
+
+async def test_client_credentials_after_a_secret_reset_and_error_order(client, setup):
+    owner, app = setup
+    cc = {"grant_type": "client_credentials"}
+    assert (await client.post("/api/v1/oauth2/token", data=cc, auth=app.basic)).status_code == 200
+    reset = await client.post(f"/api/v1/oauth2/applications/{app.id}/client-secret/reset",
+                              json={"password": "correct horse battery"}, headers=owner.headers)
+    assert reset.status_code == 200, reset.text
+    new_secret = reset.json()["client_secret"]
+    old = await client.post("/api/v1/oauth2/token", data=cc, auth=app.basic)
+    assert old.status_code == 401 and old.json()["error"] == "invalid_client"  # at once, on every backend
+    fresh = await client.post("/api/v1/oauth2/token", data=cc, auth=(app.id, new_secret))
+    assert fresh.status_code == 200
+    me = await client.get("/api/v1/users/@me", headers=bearer(fresh.json()["access_token"]))
+    assert me.json()["id"] == app.id and me.json()["bot"] is True
+    # a wrong secret is reported before a bad scope, whichever path the grant takes
+    both = await client.post("/api/v1/oauth2/token", data={**cc, "scope": "email"}, auth=(app.id, "wrong"))
+    assert both.status_code == 401 and both.json()["error"] == "invalid_client"
+    unknown = await client.post("/api/v1/oauth2/token", data=cc, auth=("1" * 19, new_secret))
+    assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"

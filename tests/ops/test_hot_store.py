@@ -66,3 +66,40 @@ async def test_wal_stays_small_under_inserts_and_nothing_is_lost(rt, tmp_path):
     assert not checkpointer._thread.is_alive()
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM tokens").fetchone()[0] == inserted + 1
+
+
+@postgres_only
+async def test_the_checking_insert_writes_only_for_an_enabled_application_with_this_secret_and_a_bot(client, rt):
+    from fluxer_oauth.core import credentials
+    from tests.conftest import create_app, register
+
+    owner = await register(client)
+    with_bot = await create_app(client, owner, name="with bot")
+    botless = await create_app(client, owner, name="botless", bot=False)
+    hot, now = rt.db.hot, time.time()
+
+    async def issue(app_id: str, secret: str) -> bool:
+        token_hash = os.urandom(32)
+        written = await hot.execute("issue_client_token", token_hash, int(app_id),
+                                    credentials.client_secret_hash(rt.secret, secret), 7, "identify", now, now + 60)
+        async with rt.db.read() as conn:
+            from sqlalchemy import select
+
+            from fluxer_oauth.store.tables import tokens
+            row = (await conn.execute(select(tokens.c.user_id, tokens.c.grant_id)
+                                      .where(tokens.c.token_hash == token_hash))).first()
+        assert written == (row is not None)  # the answer is what was written
+        if row is not None:
+            assert row.user_id == int(with_bot.id) and row.grant_id is None  # for the bot, with no grant
+        return written
+
+    results = await asyncio.gather(issue(with_bot.id, with_bot.secret), issue(with_bot.id, "wrong"),
+                                   issue(botless.id, botless.secret), issue("1" * 19, with_bot.secret))
+    assert results == [True, False, False, False]  # in one batch, each row its own answer
+    await rt.db.hot.close()
+    async with rt.db.write() as conn:
+        from sqlalchemy import update
+
+        from fluxer_oauth.store.tables import applications
+        await conn.execute(update(applications).where(applications.c.id == int(with_bot.id)).values(disabled_at=now))
+    assert await issue(with_bot.id, with_bot.secret) is False

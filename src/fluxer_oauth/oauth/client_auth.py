@@ -41,8 +41,9 @@ def presented_basic(params: Params, authorization: str | None) -> tuple[str, str
     return params.basic[0]
 
 
-async def authenticate_client(rt: Runtime, params: Params, authorization: str | None):
-    """The authenticated application row; ``invalid_client`` (401) otherwise."""
+def presented_client(params: Params, authorization: str | None) -> tuple[int | None, str]:
+    """The application id (None when it cannot be one) and secret the request presents, from
+    the Basic header or the form, both only when they agree; errors as the endpoint gives them."""
     basic = presented_basic(params, authorization)
     try:
         form_id = params.get("client_id")
@@ -57,11 +58,20 @@ async def authenticate_client(rt: Runtime, params: Params, authorization: str | 
     client_id, secret = basic if basic is not None else (form_id, form_secret)
     if not client_id or not secret:
         raise invalid_client("client authentication is required")
-    application_id = parse_snowflake(client_id) if len(client_id) <= 20 else None
+    return (parse_snowflake(client_id) if len(client_id) <= 20 else None), secret
+
+
+def presented_secret_hash(rt: Runtime, secret: str) -> bytes:
+    return credentials.client_secret_hash(rt.secret, secret[:256])
+
+
+async def authenticate_client(rt: Runtime, params: Params, authorization: str | None):
+    """The authenticated application row; ``invalid_client`` (401) otherwise."""
+    application_id, secret = presented_client(params, authorization)
     row = await rt.db.hot.fetchrow("application", application_id) if application_id is not None else None
     app = row_of(APPLICATION_FIELDS, row) if row is not None else None
     # Hash even for an unknown client, so both paths cost the same.
-    presented = credentials.client_secret_hash(rt.secret, secret[:256])
+    presented = presented_secret_hash(rt, secret)
     if app is None or not credentials.constant_time_equal(presented, app.secret_hash):
         raise invalid_client()
     if app.disabled_at is not None:

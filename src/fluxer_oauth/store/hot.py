@@ -54,6 +54,35 @@ _INSERT_TOKEN = (
     "VALUES ({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, NULL, {11})"
 )
 
+# Batch forms of the inserts on PostgreSQL: (statement over arrays, one element per row,
+# which unnest zips back into rows; whether it returns the keys of the rows it wrote).
+_TOKEN_COLUMNS = ("token_hash, kind, application_id, user_id, grant_id, family_id, issue_id, scopes, guild_id, "
+                  "created_at, expires_at, revoked_at, rotated")
+_POSTGRES_BATCHES = {
+    "insert_token": (
+        f"INSERT INTO tokens ({_TOKEN_COLUMNS}) "
+        "SELECT h, k, a, u, g, f, i, s, gu, c, e, NULL, r FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], "
+        "$4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::float8[], "
+        "$11::float8[], $12::boolean[]) AS t(h, k, a, u, g, f, i, s, gu, c, e, r)",
+        False,
+    ),
+    # A client-credentials token, written only when the application still has this secret
+    # hash, is enabled and has a bot (whose user the token is for): the check and the write
+    # are one statement, so no lookup has to come first, and a secret reset or a disabling
+    # committed before it is never missed. Args: token hash, application id, secret hash,
+    # issue id, scopes, created_at, expires_at.
+    "issue_client_token": (
+        f"INSERT INTO tokens ({_TOKEN_COLUMNS}) "
+        f"SELECT t.h, {ACCESS}, a.id, a.bot_id, NULL, t.i, t.i, t.s, NULL, t.c, t.e, NULL, false "
+        "FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[], $5::text[], $6::float8[], "
+        "$7::float8[]) AS t(h, a, sh, i, s, c, e) "
+        "JOIN applications a ON a.id = t.a AND a.secret_hash = t.sh AND a.disabled_at IS NULL "
+        "AND a.bot_id IS NOT NULL "
+        "RETURNING token_hash",
+        True,
+    ),
+}
+
 
 # What asyncpg raises when PostgreSQL cannot be reached or the connection died.
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
@@ -97,33 +126,41 @@ class _GroupCommit:
         self._pending: dict[str, list] = {}
         self._flush_scheduled = False
 
-    async def execute(self, name: str, *args) -> None:
+    # Whether the "issue_client_token" statement exists: an insert that checks the client's
+    # secret itself, so the client-credentials grant needs no lookup before it.
+    checks_clients_on_insert = False
+
+    async def execute(self, name: str, *args):
+        """Returns what the statement says of this row (True/False for the checking inserts,
+        None for plain ones) once it is committed."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._pending.setdefault(name, []).append((args, done))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_later(self.WINDOW_SECONDS, lambda: loop.create_task(self._flush()))
-        await done
+        return await done
 
     async def _flush(self) -> None:
         pending, self._pending, self._flush_scheduled = self._pending, {}, False
+        results: dict[str, list | None] = {}
         try:
-            await self._write_batch({name: [args for args, _ in batch] for name, batch in pending.items()})
+            results = await self._write_batch({name: [args for args, _ in batch] for name, batch in pending.items()})
         except Exception as exc:  # every waiter learns what happened to its row
             outcome = exc
         else:
             outcome = None
-        for batch in pending.values():
-            for _, done in batch:
+        for name, batch in pending.items():
+            row_results = results.get(name)
+            for index, (_, done) in enumerate(batch):
                 if done.done():
                     continue
                 if outcome is None:
-                    done.set_result(None)
+                    done.set_result(row_results[index] if row_results is not None else None)
                 else:
                     done.set_exception(outcome)
 
-    async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
         raise NotImplementedError
 
 
@@ -183,7 +220,7 @@ class SqliteHot(_GroupCommit):
         except sqlite3.Error as exc:
             raise _unavailable() from exc
 
-    async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
         connection = self._conn()
         if self._checkpointer is None and self._path != ":memory:":
             # This connection writes most; it leaves checkpoints to a thread of their own.
@@ -198,6 +235,7 @@ class SqliteHot(_GroupCommit):
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            return {}
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
@@ -249,6 +287,8 @@ class _Checkpointer:
 class PostgresHot(_GroupCommit):
     """On an asyncpg pool of its own, created in the serving event loop on first use."""
 
+    checks_clients_on_insert = True
+
     def __init__(self, dsn: str) -> None:
         super().__init__()
         self._dsn = dsn
@@ -267,14 +307,32 @@ class PostgresHot(_GroupCommit):
         except _CONNECTION_ERRORS as exc:
             raise _unavailable() from exc
 
-    async def _write_batch(self, pending: dict[str, list[tuple]]) -> None:
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
         try:
             pool = await self._acquire_pool()
-            async with pool.acquire() as connection, connection.transaction():
-                for name, rows in pending.items():
-                    await connection.executemany(self._sql[name], rows)
+            async with pool.acquire() as connection:
+                if len(pending) == 1:  # one statement: its own transaction, one round trip
+                    ((name, rows),) = pending.items()
+                    return {name: await self._write_rows(connection, name, rows)}
+                async with connection.transaction():
+                    return {name: await self._write_rows(connection, name, rows) for name, rows in pending.items()}
         except _CONNECTION_ERRORS as exc:
             raise _unavailable() from exc
+
+    async def _write_rows(self, connection, name: str, rows: list[tuple]) -> list | None:
+        batch = _POSTGRES_BATCHES.get(name)
+        if batch is None:
+            await connection.executemany(self._sql[name], rows)
+            return None
+        # One statement over arrays: one round trip for the batch, where the rows one by
+        # one would be as many (and BEGIN and COMMIT two more).
+        sql, returns_key = batch
+        columns = [list(column) for column in zip(*rows)]
+        if not returns_key:
+            await connection.execute(sql, *columns)
+            return None
+        written = {record[0] for record in await connection.fetch(sql, *columns)}
+        return [row[0] in written for row in rows]
 
     async def close(self) -> None:
         if self._pool is not None:
