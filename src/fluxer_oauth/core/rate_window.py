@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _FORMAT = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
@@ -42,8 +43,7 @@ def parse_rate(text: str) -> Rate:
     return Rate(amount, float(multiple * _UNITS[unit]))
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):  # a tuple: made on every request, and a dataclass costs more to make
     allowed: bool
     remaining: int
     reset_after: float  # allowed: until the current window ends; refused: until one more fits

@@ -180,13 +180,15 @@ class RateLimits:
         """The state after the step; raises ``RateLimited`` when refused. None when the
         storage is down, or when the request is allowed and ``with_state`` is false."""
         if self._memory is not None:
-            result = self._memory.step_now(bucket, key, rate, cost)
-        else:
-            try:
-                result = await self.counters.step(bucket, key, rate, cost)
-            except StorageDown:
-                self._storage_down()
-                return None
+            return self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, cost), with_state)
+        try:
+            result = await self.counters.step(bucket, key, rate, cost)
+        except StorageDown:
+            self._storage_down()
+            return None
+        return self._settle(bucket, rate, result, with_state)
+
+    def _settle(self, bucket: str, rate: Rate, result: Outcome, with_state: bool) -> LimitState | None:
         if result.allowed and not with_state:
             return None
         state = LimitState(bucket, rate.amount, result.remaining, time.time() + result.reset_after)
@@ -194,6 +196,15 @@ class RateLimits:
             metrics.RATE_LIMITED.labels(bucket).inc()
             raise RateLimited(state, is_global=bucket == "global")
         return state
+
+    def count_now(self, bucket: str, key: str) -> bool:
+        """Count a request with no state wanted back, without a coroutine, when the counters
+        are in memory (False: they are not, so ``hit`` must be awaited). Raises ``RateLimited``."""
+        if self._memory is None:
+            return False
+        rate = self.rates[bucket]
+        self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, 1), False)
+        return True
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
                   with_state: bool = True) -> LimitState | None:
@@ -245,7 +256,8 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         scope.setdefault("state", {})["client_ip"] = ip
         if self.limits.enabled and scope["path"] not in self.EXEMPT:
             try:
-                await self.limits.hit("global", ip, with_state=False)
+                if not self.limits.count_now("global", ip):
+                    await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 from fluxer_oauth.web.responses import json_response
 
