@@ -56,6 +56,9 @@ def dead_database_app():
 
 
 async def test_unreachable_database_gives_503_everywhere_but_healthz(dead_database_app):
+    from fluxer_oauth.ops import metrics
+
+    errors_before = metrics.DATABASE_ERRORS._value.get()
     transport = httpx.ASGITransport(app=dead_database_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         response = await http.get("/api/v1/users/@me", headers={"Authorization": "flx_" + "a" * 36})
@@ -66,6 +69,9 @@ async def test_unreachable_database_gives_503_everywhere_but_healthz(dead_databa
         assert page.status_code == 503 and "temporarily unavailable" in page.text
         assert (await http.get("/readyz")).status_code == 503
         assert (await http.get("/healthz")).status_code == 200
+    # one count per request that met the outage, whichever layer answered it (the bearer
+    # lookup is tried twice, by the fast path and the full handler); readiness is not one
+    assert metrics.DATABASE_ERRORS._value.get() - errors_before == 3
     await dead_database_app.state.runtime.db.close()
 
 

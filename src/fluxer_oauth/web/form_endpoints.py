@@ -9,7 +9,6 @@ from __future__ import annotations
 import msgspec
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.ops import metrics
 from fluxer_oauth.web.ratelimit import limit_by_client
 from fluxer_oauth.web.responses import NO_STORE, form_params
 
@@ -43,8 +42,6 @@ class FormEndpoint:
         except OAuthError as exc:
             status, payload, store, extra = exc.status, exc.body(), True, exc.headers
         except ApiError as exc:  # rate limited, or the database is unreachable
-            if exc.status == 503:
-                metrics.DATABASE_ERRORS.inc()
             status, payload, store, extra = exc.status, exc.body(), False, exc.headers
         # The response is written by hand: a Response object costs more than the rest.
         content = _encode(payload)

@@ -110,6 +110,10 @@ class EdgeMiddleware:
         if scope["path"] in ME_PATHS and route == "unmatched":
             route = "/api/v1/users/@me"  # answered by the fast path, before routing
         metrics.observe_request(route, scope["method"], status_holder[0], elapsed)
+        if status_holder[0] == 503 and scope["path"] != "/readyz":
+            # Every 503 but readiness is a request that found the database unreachable;
+            # counted here once, whichever layer answered (JSON API, form endpoint, page).
+            metrics.DATABASE_ERRORS.inc()
         if logger.isEnabledFor(logging.INFO):
             log(
                 logger, logging.INFO, "request",

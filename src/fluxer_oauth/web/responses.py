@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.oauth.params import Params
-from fluxer_oauth.ops import metrics
 from fluxer_oauth.platform.validation import invalid_form_body
 
 _encoder = msgspec.json.Encoder()
@@ -35,8 +34,6 @@ def no_content() -> Response:
 
 
 async def api_error_handler(_request: Request, exc: ApiError) -> JSONResponse:
-    if exc.status == 503:
-        metrics.DATABASE_ERRORS.inc()
     return json_response(exc.body(), exc.status, exc.headers)
 
 
