@@ -361,6 +361,39 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
     return rows
 
 
+RL_COST_HEADER = ("| scenario | rate limits off req/s | on req/s | cost |\n|---|---:|---:|---:|")
+
+
+def measure_rate_limit_cost(args) -> list[str]:
+    """Rate limiting's cost, paired: sqlite-1w with limits off and on (raised above the load)
+    run side by side, and each round drives one then the other, so drift of this shared
+    machine between the two configurations' turns does not pass for a cost."""
+    servers = {}
+    try:
+        for name in ("sqlite-1w", "sqlite-1w-rl"):
+            workdir = WORK / f"rl-cost-{name}"
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            ours = Ours(CONFIGS[name], workdir)
+            servers[name] = (ours, ours.prepare(refresh=0, codes=0), workdir)
+            ours.start()
+        common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+        lines = []
+        for scenario in ("client_credentials", "me"):
+            runs = {name: [] for name in servers}
+            for _ in range(args.rl_cost_rounds):
+                for name, (ours, info, workdir) in servers.items():
+                    url, script, env = scenario_request(scenario, ours.base, info, workdir)
+                    runs[name].append(wrk(url, script=script, env=env, **common))
+            off, on = median(runs["sqlite-1w"], "rps"), median(runs["sqlite-1w-rl"], "rps")
+            lines.append(f"| {scenario} | {off:,.0f} | {on:,.0f} | {1 - on / off:.0%} |")
+            print(lines[-1], flush=True)
+        return lines
+    finally:
+        for ours, _, _ in servers.values():
+            ours.cleanup()
+
+
 def median(results: list[Result], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in results)
 
@@ -396,13 +429,19 @@ def main() -> None:
     parser.add_argument("--growth", action="store_true", help="also measure with 1k and 1M stored tokens")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--write", action="store_true", help="write bench/RESULTS-latest.md")
+    parser.add_argument("--rl-cost-rounds", type=int, default=0,
+                        help="also measure rate limiting's cost with paired, alternating runs (this many rounds)")
     args = parser.parse_args()
     if args.quick:
         args.configs, args.rounds, args.duration, args.single_use = ["sqlite-1w"], 1, 1, 3000
     print(HEADER, flush=True)
     rows = run(args)
+    report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
+    if args.rl_cost_rounds:
+        print("\n" + RL_COST_HEADER, flush=True)
+        report += "\n" + RL_COST_HEADER + "\n" + "\n".join(measure_rate_limit_cost(args)) + "\n"
     if args.write:
-        (BENCH / "RESULTS-latest.md").write_text(HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n")
+        (BENCH / "RESULTS-latest.md").write_text(report)
     failed = [r for r in rows if not r.ours or any(x.rps <= 0 for x in r.ours)]
     if failed:
         sys.exit(f"no throughput measured for {[(r.config, r.scenario) for r in failed]}")

@@ -155,6 +155,9 @@ class RedisCounters:
         await self._client.aclose()
 
 
+NOT_NOW = object()  # RateLimits.hit_now: the counters are remote, await hit() instead
+
+
 class RateLimits:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limits == "on"
@@ -197,14 +200,15 @@ class RateLimits:
             raise RateLimited(state, is_global=bucket == "global")
         return state
 
-    def count_now(self, bucket: str, key: str) -> bool:
-        """Count a request with no state wanted back, without a coroutine, when the counters
-        are in memory (False: they are not, so ``hit`` must be awaited). Raises ``RateLimited``."""
+    def hit_now(self, bucket: str, key: str, *, client_id: str | None = None, with_state: bool = True):
+        """``hit`` without a coroutine when the counters are in memory (they are counted on
+        every request); ``NOT_NOW`` when they are in Redis and ``hit`` must be awaited."""
+        if not self.enabled:
+            return None
         if self._memory is None:
-            return False
-        rate = self.rates[bucket]
-        self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, 1), False)
-        return True
+            return NOT_NOW
+        rate = self._rate(bucket, client_id)
+        return self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, 1), with_state)
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
                   with_state: bool = True) -> LimitState | None:
@@ -256,7 +260,7 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         scope.setdefault("state", {})["client_ip"] = ip
         if self.limits.enabled and scope["path"] not in self.EXEMPT:
             try:
-                if not self.limits.count_now("global", ip):
+                if self.limits.hit_now("global", ip, with_state=False) is NOT_NOW:
                     await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 from fluxer_oauth.web.responses import json_response
@@ -282,7 +286,10 @@ async def limit(scope, bucket: str, key: str, *, client_id: str | None = None) -
     """Count this request against ``bucket``; the response (whatever it is) carries the
     X-RateLimit-* headers, added by the edge middleware from the request state. Once per
     request: a refusal raises before the state is set, and its 429 carries the headers."""
-    state = await _limits(scope).hit(bucket, key, client_id=client_id)
+    limits = _limits(scope)
+    state = limits.hit_now(bucket, key, client_id=client_id)
+    if state is NOT_NOW:
+        state = await limits.hit(bucket, key, client_id=client_id)
     if state is not None:
         scope.setdefault("state", {})["rate_limit"] = state
 
