@@ -103,3 +103,28 @@ async def test_the_checking_insert_writes_only_for_an_enabled_application_with_t
         from fluxer_oauth.store.tables import applications
         await conn.execute(update(applications).where(applications.c.id == int(with_bot.id)).values(disabled_at=now))
     assert await issue(with_bot.id, with_bot.secret) is False
+
+
+@postgres_only
+async def test_requests_arriving_before_the_pool_exists_share_one(rt):
+    from fluxer_oauth.store.hot import PostgresHot
+
+    dsn = rt.db.hot._dsn
+
+    async def backends() -> int:
+        import asyncpg
+
+        connection = await asyncpg.connect(dsn)
+        try:
+            return await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        finally:
+            await connection.close()
+
+    before = await backends()
+    hot = PostgresHot(dsn)
+    try:
+        assert await asyncio.gather(*[hot.fetchrow("application", n) for n in range(40)]) == [None] * 40
+        assert await backends() - before <= 10  # one pool of at most ten, not one pool per early request
+    finally:
+        await hot.close()

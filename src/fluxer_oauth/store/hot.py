@@ -293,11 +293,25 @@ class PostgresHot(_GroupCommit):
         super().__init__()
         self._dsn = dsn
         self._pool = None
+        self._creating: asyncio.Future | None = None
         self._sql = {name: _dollars(sql) for name, sql in _STATEMENTS.items()}
 
     async def _acquire_pool(self):
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10, reset=_keep_session)
+            # The requests that arrive before the pool exists all wait for the same one
+            # (each making its own had left pools, and their connections, behind).
+            if self._creating is None:
+                self._creating = asyncio.ensure_future(
+                    asyncpg.create_pool(self._dsn, min_size=1, max_size=10, reset=_keep_session))
+            creating = self._creating
+            try:
+                pool = await asyncio.shield(creating)
+            except BaseException:
+                if creating.done() and self._creating is creating:
+                    self._creating = None  # it failed (database down): the next request tries again
+                raise
+            if self._pool is None:
+                self._pool = pool
         return self._pool
 
     async def fetchrow(self, name: str, *args):
@@ -335,6 +349,7 @@ class PostgresHot(_GroupCommit):
         return [row[0] in written for row in rows]
 
     async def close(self) -> None:
+        self._creating = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
