@@ -119,7 +119,8 @@ class _GroupCommit:
     """
 
     # How long the first insert of a batch waits for company: long enough for the requests
-    # already on their way to join, short against a request's own latency.
+    # already on their way to join, short against a request's own latency. (uvloop rounds
+    # timers to whole milliseconds, so 0.3 ms means "after the loop next polls for input".)
     WINDOW_SECONDS = 0.0003
 
     def __init__(self) -> None:
@@ -288,6 +289,10 @@ class PostgresHot(_GroupCommit):
     """On an asyncpg pool of its own, created in the serving event loop on first use."""
 
     checks_clients_on_insert = True
+    # A commit here is a round trip and an fsync, so a batch is worth a longer wait than on
+    # SQLite: with 32 connections on two workers, 1 ms gave 7.4-8.2k tokens/s where the
+    # 0.3 ms of SQLite gave 5.2-6.2k (and a p99 of 20 instead of 45 ms).
+    WINDOW_SECONDS = 0.001
 
     def __init__(self, dsn: str) -> None:
         super().__init__()
