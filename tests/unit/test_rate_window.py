@@ -122,3 +122,18 @@ def test_raw_headers_are_the_headers_as_asgi_pairs():
     raw = dict(state.raw_headers())
     assert raw.keys() == named.keys()
     assert all(raw[name] == named[name] for name in raw if name != b"x-ratelimit-reset-after")
+
+
+async def test_redis_counters_sent_together_each_get_their_own_answer(redis_counters):
+    import asyncio
+
+    counters, _prefix = redis_counters
+    rate = Rate(5, 10.0)
+    # one turn of the event loop: one pipeline to Redis, twelve answers
+    answers = await asyncio.gather(*[counters.step("token", "client:busy", rate, 1) for _ in range(10)],
+                                   counters.step("token", "client:quiet", rate, 1),
+                                   counters.step("token", "client:quiet", rate, 0))
+    busy, quiet = answers[:10], answers[10:]
+    assert [a.allowed for a in busy] == [True] * 5 + [False] * 5  # counted in the order they came
+    assert [a.remaining for a in busy[:5]] == [4, 3, 2, 1, 0]
+    assert quiet[0].allowed and quiet[0].remaining == 4 and quiet[1].remaining == 4

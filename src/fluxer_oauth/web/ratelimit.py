@@ -10,6 +10,7 @@ turn a Redis outage into a full outage.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -136,20 +137,45 @@ return {allowed and 1 or 0, p, c, string.format('%.6f', elapsed)}
 
 
 class RedisCounters:
-    """Counters in Redis, shared by every worker and node."""
+    """Counters in Redis, shared by every worker and node.
+
+    The hits of one turn of the event loop go to Redis as one pipeline: one write, one
+    read and one wait for all of them, instead of a round trip each (the way group commit
+    shares a commit)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self._client = redis_from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script = self._client.register_script(_STEP_SCRIPT)
         self._prefix = f"{prefix}:rl:"
+        self._pending: list[tuple[str, list, asyncio.Future]] = []
 
     async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        try:
-            allowed, previous, current, elapsed = await self._script(
-                keys=[f"{self._prefix}{bucket}:{key}"], args=[rate.amount, rate.period, cost])
-        except (RedisError, OSError) as exc:
-            raise StorageDown() from exc
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        if not self._pending:
+            loop.call_soon(lambda: loop.create_task(self._send_pending()))
+        self._pending.append((f"{self._prefix}{bucket}:{key}", [rate.amount, rate.period, cost], done))
+        allowed, previous, current, elapsed = await done
         return outcome(bool(allowed), int(previous), int(current), rate, float(elapsed))
+
+    async def _send_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            pipeline = self._client.pipeline(transaction=False)
+            for key, args, _ in pending:
+                await self._script(keys=[key], args=args, client=pipeline)  # queues the call
+            answers = await pipeline.execute()
+            if len(answers) != len(pending):
+                raise RedisError(f"{len(answers)} answers to {len(pending)} rate-limit steps")
+        except Exception as exc:  # every waiter learns of it: none may wait for ever
+            failure = StorageDown(str(exc)) if isinstance(exc, (RedisError, OSError)) else exc
+            for _, _, done in pending:
+                if not done.done():
+                    done.set_exception(failure)
+            return
+        for (_, _, done), answer in zip(pending, answers):
+            if not done.done():
+                done.set_result(answer)
 
     async def close(self) -> None:
         await self._client.aclose()
