@@ -27,9 +27,6 @@ class Rate:
     amount: int
     period: float  # seconds
 
-    def __str__(self) -> str:
-        return f"{self.amount}/{self.period:g}seconds"
-
 
 def parse_rate(text: str) -> Rate:
     """``"10/10seconds"``, ``"50/second"``, ``"10 per 5 minutes"`` -> Rate. ValueError otherwise."""

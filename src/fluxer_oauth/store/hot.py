@@ -110,7 +110,7 @@ def _dollars(sql: str) -> str:
 
 class _GroupCommit:
     """Inserts of new rows, committed before ``execute`` returns. Inserts that arrive within
-    a fraction of a millisecond share one transaction (group commit): the commit, not the
+    ``WINDOW_SECONDS`` of each other share one transaction (group commit): the commit, not the
     insert, is the expensive part (a WAL append on SQLite, an fsync on PostgreSQL), so under
     load each request pays a fraction of one.
 
@@ -339,13 +339,9 @@ class PostgresHot(_GroupCommit):
             raise _unavailable() from exc
 
     async def _write_rows(self, connection, name: str, rows: list[tuple]) -> list | None:
-        batch = _POSTGRES_BATCHES.get(name)
-        if batch is None:
-            await connection.executemany(self._sql[name], rows)
-            return None
         # One statement over arrays: one round trip for the batch, where the rows one by
         # one would be as many (and BEGIN and COMMIT two more).
-        sql, returns_key = batch
+        sql, returns_key = _POSTGRES_BATCHES[name]
         columns = [list(column) for column in zip(*rows)]
         if not returns_key:
             await connection.execute(sql, *columns)

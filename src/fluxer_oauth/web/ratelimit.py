@@ -40,17 +40,11 @@ class LimitState:
         self.reset_at = reset_at
 
     def headers(self) -> dict[str, str]:
-        reset_after = max(0.0, self.reset_at - time.time())
-        return {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
-            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-            "X-RateLimit-Bucket": self.bucket,
-        }
+        """The same headers as text, for a 429 built as an error (header names are case-blind)."""
+        return {name.decode(): value.decode() for name, value in self.raw_headers()}
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """The same headers, as ASGI header pairs (built directly: this runs on every limited request)."""
+        """X-RateLimit-* as ASGI header pairs (built directly: this runs on every limited request)."""
         reset_after = max(0.0, self.reset_at - time.time())
         return [
             (b"x-ratelimit-limit", str(self.limit).encode()),
@@ -82,11 +76,8 @@ class MemoryCounters:
         self._states: dict[str, dict[str, list]] = {}
         self._next_sweep: dict[str, float] = {}
 
-    async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        return self.step_now(bucket, key, rate, cost)
-
     def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        """``step`` without a coroutine: memory needs no waiting, and this runs on every request."""
+        """One step, without a coroutine: memory needs no waiting, and this runs on every request."""
         now = time.time()
         states = self._states.get(bucket)
         if states is None:
@@ -127,8 +118,8 @@ if w ~= window then
 end
 local elapsed = now - window * period
 local allowed = p * (1 - elapsed / period) + c + math.max(cost, 1) <= limit
-if allowed and cost > 0 then c = c + cost end
 if allowed and cost > 0 then
+  c = c + cost
   redis.call('HSET', KEYS[1], 'w', string.format('%d', window), 'p', p, 'c', c)
   redis.call('PEXPIRE', KEYS[1], math.ceil(period * 2000))
 end
@@ -207,7 +198,8 @@ class RateLimits:
 
     async def _step(self, bucket: str, key: str, rate: Rate, cost: int, with_state: bool = True) -> LimitState | None:
         """The state after the step; raises ``RateLimited`` when refused. None when the
-        storage is down, or when the request is allowed and ``with_state`` is false."""
+        storage is down, or when the request is allowed and ``with_state`` is false.
+        (In memory the step is synchronous; only Redis counters are awaited.)"""
         if self._memory is not None:
             return self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, cost), with_state)
         try:
