@@ -81,15 +81,16 @@ def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: st
     return _Issued(access, refresh_token, rows)
 
 
-def _response(rt: Runtime, issued: _Issued, scopes: str, guild: dict | None = None) -> dict:
+def _response(rt: Runtime, access_token: str, scopes: str, *, refresh_token: str | None = None,
+              guild: dict | None = None) -> dict:
     body = {
-        "access_token": issued.access_token,
+        "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": rt.settings.access_token_ttl,
         "scope": scopes,
     }
-    if issued.refresh_token is not None:
-        body["refresh_token"] = issued.refresh_token
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
     if guild is not None:
         body["guild"] = guild
     return body
@@ -130,7 +131,8 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 guild = await guild_store.get_guild(conn, row.guild_id) if row.guild_id is not None else None
     if failure is not None:
         raise failure
-    return _response(rt, issued, row.scopes, partial_guild_json(guild) if guild is not None else None)
+    return _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
+                     guild=partial_guild_json(guild) if guild is not None else None)
 
 
 def _check_code_binding(row, redirect_uri: str | None, verifier: str | None) -> OAuthError | None:
@@ -194,7 +196,7 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
                     await oauth_store.touch_grant(conn, row.grant_id, at)
     if failure is not None:
         raise failure
-    return _response(rt, issued, scopes)
+    return _response(rt, issued.access_token, scopes, refresh_token=issued.refresh_token)
 
 
 # --- client_credentials ---------------------------------------------------------------------
@@ -223,15 +225,12 @@ async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
     if app.bot_id is None:
         raise OAuthError("unauthorized_client", "client_credentials needs an application with a bot")
     scope_text = _client_credentials_scope(raw_scope)
-    at = now()
-    # One access token, no refresh token, no grant: its own issuance is its family.
-    issue_id = rt.ids.next()
-    access = credentials.new_opaque_token()
+    access, issue_id, at, expires_at = _new_client_token(rt)
     await rt.db.hot.execute(
         "insert_token", credentials.sha256(access), ACCESS, app.id, app.bot_id, None,
-        issue_id, issue_id, scope_text, None, at, at + rt.settings.access_token_ttl, False,
+        issue_id, issue_id, scope_text, None, at, expires_at, False,
     )
-    return _client_credentials_body(rt, access, scope_text)
+    return _response(rt, access, scope_text)
 
 
 async def _client_credentials_checked_on_insert(rt: Runtime, params: Params, authorization: str | None) -> dict | None:
@@ -247,19 +246,19 @@ async def _client_credentials_checked_on_insert(rt: Runtime, params: Params, aut
         return None
     if application_id is None:
         return None
-    at = now()
-    issue_id = rt.ids.next()
-    access = credentials.new_opaque_token()
+    access, issue_id, at, expires_at = _new_client_token(rt)
     written = await rt.db.hot.execute(
         "issue_client_token", credentials.sha256(access), application_id, presented_secret_hash(rt, secret),
-        issue_id, scope_text, at, at + rt.settings.access_token_ttl,
+        issue_id, scope_text, at, expires_at,
     )
-    return _client_credentials_body(rt, access, scope_text) if written else None
+    return _response(rt, access, scope_text) if written else None
 
 
-def _client_credentials_body(rt: Runtime, access: str, scope_text: str) -> dict:
-    return {"access_token": access, "token_type": "Bearer", "expires_in": rt.settings.access_token_ttl,
-            "scope": scope_text}
+def _new_client_token(rt: Runtime) -> tuple[str, int, float, float]:
+    """A client-credentials access token: (token, issue id, created, expires). One access
+    token, no refresh token, no grant: its own issuance is its family."""
+    at = now()
+    return credentials.new_opaque_token(), rt.ids.next(), at, at + rt.settings.access_token_ttl
 
 
 _GRANTS = {
