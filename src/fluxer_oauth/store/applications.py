@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fluxer_oauth.store.common import rows_by_id
 from fluxer_oauth.store.tables import applications, users
 
 
@@ -18,11 +19,7 @@ async def get_application(conn: AsyncConnection, application_id: int):
 
 async def get_applications(conn: AsyncConnection, application_ids) -> dict:
     """Applications by id, in one query."""
-    ids = list(set(application_ids))
-    if not ids:
-        return {}
-    rows = (await conn.execute(select(applications).where(applications.c.id.in_(ids)))).all()
-    return {row.id: row for row in rows}
+    return await rows_by_id(conn, applications, application_ids)
 
 
 async def list_owned(conn: AsyncConnection, owner_id: int):

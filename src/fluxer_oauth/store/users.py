@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fluxer_oauth.store.common import rows_by_id
 from fluxer_oauth.store.tables import grants, sessions, tokens, users
 
 
@@ -21,11 +22,7 @@ async def get_user(conn: AsyncConnection, user_id: int):
 
 async def get_users(conn: AsyncConnection, user_ids) -> dict:
     """Users by id, in one query."""
-    ids = list(set(user_ids))
-    if not ids:
-        return {}
-    rows = (await conn.execute(select(users).where(users.c.id.in_(ids)))).all()
-    return {row.id: row for row in rows}
+    return await rows_by_id(conn, users, user_ids)
 
 
 async def find_by_login(conn: AsyncConnection, login: str):
