@@ -34,3 +34,28 @@ def _refs(node):
     elif isinstance(node, list):
         for value in node:
             yield from _refs(value)
+
+
+async def test_every_operation_documents_the_429_it_can_answer(settings):
+    import httpx
+    import msgspec
+
+    from fluxer_oauth.app import build_app
+    from fluxer_oauth.web.schemas import RateLimitedBody
+
+    limited = build_app(settings.model_copy(update={"rate_limits": "on", "rate_limit_global": "3/minute"}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://testserver") as http:
+        document = (await http.get("/api/v1/openapi.json")).json()
+        answers = [await http.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"},
+                                   auth=("1", "x")) for _ in range(3)]
+    await limited.state.runtime.db.close()
+    for item in document["paths"].values():
+        for operation in item.values():
+            documented = operation["responses"]["429"]
+            assert {"Retry-After", "X-RateLimit-Bucket"} <= set(documented["headers"])
+            assert documented["content"]["application/json"]["schema"]["$ref"].endswith("/RateLimitedBody")
+    refused = answers[-1]
+    assert refused.status_code == 429
+    body = msgspec.json.decode(refused.content, type=RateLimitedBody)  # the body is what the document says
+    assert body.global_ is True and body.retry_after > 0
+    assert refused.headers["x-ratelimit-bucket"] == "global" and int(refused.headers["retry-after"]) >= 1

@@ -58,7 +58,7 @@ def _path_schema(name: str) -> dict:
 def openapi_document(router: ApiRouter, issuer: str) -> dict:
     types = {op.request for op in router.operations if op.request is not None}
     types |= {op.response for op in router.operations if op.response is not None}
-    types |= {schemas.ApiErrorBody, schemas.OAuthErrorBody}
+    types |= {schemas.ApiErrorBody, schemas.OAuthErrorBody, schemas.RateLimitedBody}
     ordered = sorted(types, key=lambda t: repr(t))
     refs, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
     by_type = dict(zip(ordered, refs))
@@ -90,6 +90,13 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
                 "description": "error",
                 "content": {"application/json": {"schema": error_schema}},
             }
+        # Every route counts against the global limit per IP; the token, revoke and authorize
+        # routes against their own bucket too, whose X-RateLimit-* headers every answer carries.
+        item["responses"]["429"] = {
+            "description": "rate limited",
+            "headers": _RATE_LIMIT_HEADERS,
+            "content": {"application/json": {"schema": by_type[schemas.RateLimitedBody]}},
+        }
         paths.setdefault("/api/v1" + op.path, {})[op.method.lower()] = item
     return {
         "openapi": "3.1.0",
@@ -118,5 +125,15 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
             },
         },
     }
+
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": {"description": "whole seconds until the next request fits", "schema": {"type": "integer"}},
+    "X-RateLimit-Limit": {"description": "requests allowed per period", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "requests left now", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix seconds", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset-After": {"description": "seconds, three decimals", "schema": {"type": "number"}},
+    "X-RateLimit-Bucket": {"description": "the bucket: authorize, token, revoke or global",
+                           "schema": {"type": "string"}},
+}
 
 router = ApiRouter()

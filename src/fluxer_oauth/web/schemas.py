@@ -286,5 +286,14 @@ class OAuthErrorBody(Struct):
     error_description: str
 
 
+class RateLimitedBody(Struct):
+    """429 on any route (SPEC §7), the token endpoints included."""
+
+    code: Literal["RATE_LIMITED"]
+    message: str
+    retry_after: float  # seconds until the next request fits
+    global_: bool = msgspec.field(name="global")
+
+
 __all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Struct)]
 _ = msgspec
