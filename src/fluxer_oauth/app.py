@@ -29,7 +29,7 @@ from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
 from fluxer_oauth.web.fastpath import FastPathMiddleware
 from fluxer_oauth.web.form_endpoints import FormEndpoint
-from fluxer_oauth.web.middleware import BodyTooLarge, EdgeMiddleware
+from fluxer_oauth.web.middleware import TOO_LARGE, BodyTooLarge, EdgeMiddleware
 from fluxer_oauth.web.ratelimit import GlobalLimitMiddleware, RateLimits
 from fluxer_oauth.web.responses import api_error_handler, json_response, oauth_error_handler
 
@@ -40,7 +40,7 @@ async def http_error_handler(_request: Request, exc: HTTPException):
 
 
 async def body_too_large_handler(_request: Request, _exc: BodyTooLarge):
-    return json_response({"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}, 413)
+    return json_response(TOO_LARGE, 413)
 
 
 def build_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
@@ -138,14 +138,15 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     route_names = {route.endpoint: route.path for route in reversed(app.routes) if isinstance(route, Route)}
     # Outside Starlette's own stack: the edge sees every request, and the fast path answers
     # the hottest one without entering the framework at all.
-    framework = app.framework
+    app.resolver = ClientIpResolver(settings.trusted_proxies)
+    app.form_endpoints = {
+        route.path: route.endpoint for route in app.routes
+        if isinstance(route, Route) and isinstance(route.endpoint, FormEndpoint)
+    }
     app.edge = EdgeMiddleware(
         GlobalLimitMiddleware(
-            FastPathMiddleware(framework, runtime=rt, form_endpoints={
-                route.path: route.endpoint for route in app.routes
-                if isinstance(route, Route) and isinstance(route.endpoint, FormEndpoint)
-            }),
-            limits=limits, resolver=ClientIpResolver(settings.trusted_proxies),
+            FastPathMiddleware(app.framework, runtime=rt, form_endpoints=app.form_endpoints),
+            limits=limits, resolver=app.resolver,
         ),
         max_body_bytes=settings.max_body_bytes, route_names=route_names,
     )
@@ -167,6 +168,8 @@ class FluxerApp(Starlette):
     edge = None
     runtime = None
     limits = None
+    resolver = None
+    form_endpoints: dict = {}
 
     async def framework(self, scope, receive, send) -> None:
         if self.middleware_stack is None:
@@ -183,3 +186,10 @@ def create_app() -> Starlette:
     worker process claims its own snowflake worker id."""
     settings = Settings()
     return build_app(settings, Runtime.create(settings, exclusive_worker_id=True))
+
+
+def create_rsgi_app():
+    """Factory for granian's RSGI interface, which ``fluxer-oauth serve`` uses."""
+    from fluxer_oauth.web.rsgi import RsgiEntry
+
+    return RsgiEntry(create_app())

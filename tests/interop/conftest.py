@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 def start_server(tmp_path: Path, database_url: str, *, port: int | None = None, workers: int = 1,
-                 **env_overrides) -> tuple[subprocess.Popen, str]:
+                 interface: str = "rsgi", **env_overrides) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -46,7 +46,8 @@ def start_server(tmp_path: Path, database_url: str, *, port: int | None = None, 
     subprocess.run([str(BIN), "migrate"], env=env, check=True, capture_output=True)
     log = open(tmp_path / "server.log", "wb")
     # A session of its own, so that stopping it can take every worker down with it.
-    process = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", str(workers)], env=env,
+    process = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", str(workers),
+                                "--interface", interface], env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

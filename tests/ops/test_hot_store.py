@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fluxer_oauth.store.tables import ACCESS
+from fluxer_oauth.store.tables import ACCESS, tokens
 from tests.backends import POSTGRES
 
 sqlite_only = pytest.mark.skipif(POSTGRES, reason="the WAL checkpointer belongs to the SQLite store")
@@ -128,3 +128,40 @@ async def test_requests_arriving_before_the_pool_exists_share_one(rt):
         assert await backends() - before <= 10  # one pool of at most ten, not one pool per early request
     finally:
         await hot.close()
+
+
+@sqlite_only
+async def test_a_cached_token_is_refused_as_soon_as_this_process_revokes_it(rt):
+    from tests.ops.test_janitor import _hash, _seed
+
+    await _seed(rt, expired_tokens=0, live_tokens=1)
+    hot, now = rt.db.hot, time.time()
+    assert await hot.fetchrow("access_token", _hash(0, "t"), now) is not None  # now in the cache
+    # A revocation written by this process commits inside the current loop turn; the very
+    # next lookup, in the same turn, must not answer from the cache.
+    async with rt.db.write() as conn:
+        await conn.execute(tokens.update().values(revoked_at=now))
+    assert await hot.fetchrow("access_token", _hash(0, "t"), now) is None
+
+
+@sqlite_only
+async def test_another_connections_commit_is_seen_from_the_next_loop_turn_and_checked_once_a_turn(rt):
+    from tests.ops.test_janitor import _hash, _seed
+
+    await _seed(rt, expired_tokens=0, live_tokens=2)
+    hot, now = rt.db.hot, time.time()
+    checks = []
+    await hot.fetchrow("bot", "warm-up")  # opens the hot connection
+    hot._connection.set_trace_callback(lambda sql: checks.append(sql) if "data_version" in sql else None)
+    await asyncio.sleep(0)
+    for _ in range(20):
+        assert await hot.fetchrow("access_token", _hash(0, "t"), now) is not None
+    assert len(checks) == 1  # one look at data_version for the whole turn
+    # Another process (here another connection) revokes; a request that reaches us after
+    # its commit is served in a later loop turn, and sees it.
+    with sqlite3.connect(hot._path) as other:
+        other.execute("UPDATE tokens SET revoked_at = ?", (now,))
+    await asyncio.sleep(0)
+    assert await hot.fetchrow("access_token", _hash(0, "t"), now) is None
+    assert await hot.fetchrow("access_token", _hash(1, "t"), now) is None
+    assert len(checks) == 2

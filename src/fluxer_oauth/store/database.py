@@ -112,10 +112,15 @@ class Database:
     async def write(self) -> AsyncIterator:
         try:
             if self.is_sqlite:
-                with self.sync_engine.connect() as connection:
-                    connection = connection.execution_options(**{_WRITE: True})
-                    with connection.begin():
-                        yield _SyncConnection(connection)
+                try:
+                    with self.sync_engine.connect() as connection:
+                        connection = connection.execution_options(**{_WRITE: True})
+                        with connection.begin():
+                            yield _SyncConnection(connection)
+                finally:
+                    # This commit happened inside the current loop turn: the hot store's
+                    # cache must look at data_version again before its next lookup.
+                    self.hot.forget_version_check()
             else:
                 async with self._async_engine.begin() as connection:
                     yield connection

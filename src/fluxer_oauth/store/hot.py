@@ -171,8 +171,14 @@ class SqliteHot(_GroupCommit):
     Found rows of the lookups are kept in memory while nothing else writes to the database:
     ``PRAGMA data_version`` changes whenever another connection (of this process or any
     other) commits, and then the whole cache is dropped. A revocation, a reset secret or a
-    disabled user is such a commit, so a cached row is never staler than the database; the
-    check costs ~2 µs against ~17 µs for the lookup itself."""
+    disabled user is such a commit, so a cached row is never staler than the database.
+
+    The check (a read of the WAL index, 2-8 µs) is made once per turn of the event loop,
+    by the first lookup of the turn: every request served later in that turn was already
+    on its way when it was made, so none can have been sent after a commit the check missed.
+    Work that becomes ready after the check (a new request, an awaited commit) is queued
+    behind the callback that forgets it, and checks again; a commit of this process's own
+    (Database.write(), which runs in the loop's thread) forgets it at once."""
 
     # Cached statements, with the index of the expiry column that is re-checked on a hit
     # (their second argument is "now", so it is not part of the key).
@@ -188,6 +194,7 @@ class SqliteHot(_GroupCommit):
         self._sql = {name: _qmarks(sql) for name, sql in _STATEMENTS.items()}
         self._cache: dict[tuple, tuple] = {}
         self._version = None
+        self._version_checked = False
 
     def _conn(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -202,10 +209,13 @@ class SqliteHot(_GroupCommit):
             connection = self._conn()
             if name not in self.CACHED:
                 return connection.execute(self._sql[name], args).fetchone()
-            version = connection.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._version:
-                self._cache.clear()
-                self._version = version
+            if not self._version_checked:
+                version = connection.execute("PRAGMA data_version").fetchone()[0]
+                if version != self._version:
+                    self._cache.clear()
+                    self._version = version
+                self._version_checked = True
+                asyncio.get_running_loop().call_soon(self.forget_version_check)
             key = (name, args[0])
             row = self._cache.get(key)
             if row is not None:
@@ -220,6 +230,9 @@ class SqliteHot(_GroupCommit):
             return row
         except sqlite3.Error as exc:
             raise _unavailable() from exc
+
+    def forget_version_check(self) -> None:
+        self._version_checked = False
 
     async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
         connection = self._conn()

@@ -18,13 +18,23 @@ class ClientIpResolver:
         return any(ip in network for network in self._networks)
 
     def resolve(self, scope) -> str:
+        """From an ASGI scope."""
         peer = (scope.get("client") or ("unknown", 0))[0]
         if not self._networks or not self._trusted(peer):
             return peer
-        forwarded = []
-        for name, value in scope["headers"]:
-            if name == b"x-forwarded-for":
-                forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
+        return self.resolve_forwarded(
+            peer, [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"])
+
+    @property
+    def trusts_proxies(self) -> bool:
+        return bool(self._networks)
+
+    def resolve_forwarded(self, peer: str, header_values: list[str]) -> str:
+        """``peer``, or the hop of X-Forwarded-For (all its header lines, in order) that
+        the first untrusted address names."""
+        if not self._networks or not self._trusted(peer):
+            return peer
+        forwarded = [part.strip() for value in header_values for part in value.split(",")]
         for hop in reversed(forwarded):
             if not self._trusted(hop):
                 try:

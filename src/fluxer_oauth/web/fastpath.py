@@ -45,10 +45,12 @@ class FastPathMiddleware:
                 await endpoint(scope, receive, send)
                 return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in ME_PATHS:
-            try:
-                body = await self._me(scope)
-            except ApiError:  # e.g. the database is down: the regular handler renders the error
-                body = None
+            authorization = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            body = await me_body(self.rt, authorization)
             if body is not None:
                 await send({"type": "http.response.start", "status": 200,
                             "headers": _HEADERS + [(b"content-length", str(len(body)).encode())]})
@@ -56,17 +58,19 @@ class FastPathMiddleware:
                 return
         await self.app(scope, receive, send)
 
-    async def _me(self, scope) -> bytes | None:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                break
-        else:
-            return None
-        scheme = scheme.lower()
-        token = token.strip()
+
+async def me_body(rt, authorization: str | None) -> bytes | None:
+    """The encoded user for ``GET /users/@me`` when ``authorization`` is a valid bearer token
+    with the identify scope or a valid bot token; None for anything else (the regular
+    handler then gives the full answer, errors included)."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    scheme = scheme.lower()
+    token = token.strip()
+    try:
         if scheme == "bearer" and not token.startswith("flx_"):
-            row = await access_token_row(self.rt, token)
+            row = await access_token_row(rt, token)
             if row is None:
                 return None
             scopes = scope_set(row[1])
@@ -74,6 +78,8 @@ class FastPathMiddleware:
                 return None
             return _user_body(tuple(row[USER_OFFSET:]), "email" in scopes)
         if scheme == "bot":
-            row = await bot_row(self.rt, token)
+            row = await bot_row(rt, token)
             return _user_body(tuple(row[1:]), False) if row is not None else None
+    except ApiError:  # e.g. the database is down: the regular handler renders the error
         return None
+    return None

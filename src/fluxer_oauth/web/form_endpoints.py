@@ -1,8 +1,9 @@
-"""The OAuth2 form endpoints (token, revocation, introspection) as raw ASGI apps.
+"""The OAuth2 form endpoints (token, revocation, introspection) as raw endpoints.
 
 They are mounted in the router like any route (so the OpenAPI document and 405s work),
-and the fast path calls them directly, before the framework, because they are the busiest
-POST routes. Each renders its own errors in the OAuth2 envelope."""
+and both server interfaces call them before the framework, because they are the busiest
+POST routes: the ASGI fast path through ``__call__``, the RSGI entry through ``respond``.
+Each renders its own errors in the OAuth2 envelope."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import msgspec
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.web.ratelimit import limit_by_client
-from fluxer_oauth.web.responses import NO_STORE, form_params
+from fluxer_oauth.web.responses import NO_STORE, form_params, header_pairs
 
 _encode = msgspec.json.Encoder().encode
-_BASE_HEADERS = [(b"content-type", b"application/json")]
-_NO_STORE_HEADERS = [(name.lower().encode(), value.encode()) for name, value in NO_STORE.items()]
+NO_STORE_HEADERS = [(name.lower(), value) for name, value in NO_STORE.items()]
 
 
 class FormEndpoint:
@@ -24,6 +24,20 @@ class FormEndpoint:
         self.bucket = bucket
         self.handler = handler
 
+    async def respond(self, scope, content_type: str | None, authorization: str | None, body: bytes):
+        """(status, JSON body, headers besides content-type and -length) for one request;
+        ``scope`` needs only ``app`` and ``state`` (for the rate limits)."""
+        try:
+            params = form_params(content_type or "", body)
+            if self.bucket is not None:
+                await limit_by_client(scope, self.bucket, params, authorization)
+            result = await self.handler(scope["app"].runtime, params, authorization)
+            return 200, _encode(result), NO_STORE_HEADERS
+        except OAuthError as exc:
+            return exc.status, _encode(exc.body()), NO_STORE_HEADERS + header_pairs(exc.headers)
+        except ApiError as exc:  # rate limited, or the database is unreachable
+            return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+
     async def __call__(self, scope, receive, send) -> None:
         authorization = content_type = None
         for name, value in scope["headers"]:
@@ -31,25 +45,11 @@ class FormEndpoint:
                 authorization = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
-        body = await _read_body(receive)
-        extra: dict = {}
-        try:
-            params = form_params(content_type or "", body)
-            if self.bucket is not None:
-                await limit_by_client(scope, self.bucket, params, authorization)
-            result = await self.handler(scope["app"].runtime, params, authorization)
-            status, payload, store = 200, result, True
-        except OAuthError as exc:
-            status, payload, store, extra = exc.status, exc.body(), True, exc.headers
-        except ApiError as exc:  # rate limited, or the database is unreachable
-            status, payload, store, extra = exc.status, exc.body(), False, exc.headers
+        status, content, headers = await self.respond(scope, content_type, authorization, await _read_body(receive))
         # The response is written by hand: a Response object costs more than the rest.
-        content = _encode(payload)
-        headers = _BASE_HEADERS + [(b"content-length", str(len(content)).encode())]
-        if store:
-            headers += _NO_STORE_HEADERS
-        headers += [(name.lower().encode(), str(value).encode()) for name, value in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        raw += [(name.encode(), value.encode()) for name, value in headers]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": content})
 
 

@@ -46,6 +46,17 @@ class BodyTooLarge(Exception):
     pass
 
 
+TOO_LARGE = {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
+
+
+def internal_error(request_id: str) -> dict:
+    return {"code": "INTERNAL_ERROR", "message": "unexpected error", "request_id": request_id}
+
+
+def log_unhandled(request_id: str, path: str) -> None:
+    logger.exception("unhandled error", extra={"fields": {"request_id": request_id, "path": path}})
+
+
 class EdgeMiddleware:
     def __init__(self, app, *, max_body_bytes: int, route_names: dict | None = None) -> None:
         self.app = app
@@ -77,7 +88,7 @@ class EdgeMiddleware:
 
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            await _send_json(send_wrapper, 413, {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"})
+            await _send_json(send_wrapper, 413, TOO_LARGE)
         else:
             received = 0
 
@@ -94,42 +105,43 @@ class EdgeMiddleware:
                 await self.app(scope, limited_receive, send_wrapper)
             except BodyTooLarge:
                 if not started:
-                    await _send_json(
-                        send_wrapper, 413, {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
-                    )
+                    await _send_json(send_wrapper, 413, TOO_LARGE)
             except Exception:
-                logger.exception("unhandled error", extra={"fields": {"request_id": request_id, "path": scope["path"]}})
+                log_unhandled(request_id, scope["path"])
                 if not started:
-                    await _send_json(
-                        send_wrapper,
-                        500,
-                        {"code": "INTERNAL_ERROR", "message": "unexpected error", "request_id": request_id},
-                    )
+                    await _send_json(send_wrapper, 500, internal_error(request_id))
+        self.finish(scope.get("endpoint"), scope["method"], scope["path"], status_holder[0], start, request_id)
+
+    def finish(self, endpoint, method: str, path: str, status: int, start: float, request_id: str) -> None:
+        """Metrics and the access-log line of one answered request (both server interfaces)."""
         elapsed = time.perf_counter() - start
-        route = self.route_names.get(scope.get("endpoint"), "unmatched")
-        if scope["path"] in ME_PATHS and route == "unmatched":
+        route = self.route_names.get(endpoint, "unmatched")
+        if path in ME_PATHS and route == "unmatched":
             route = "/api/v1/users/@me"  # answered by the fast path, before routing
-        metrics.observe_request(route, scope["method"], status_holder[0], elapsed)
-        if status_holder[0] == 503 and scope["path"] != "/readyz":
+        metrics.observe_request(route, method, status, elapsed)
+        if status == 503 and path != "/readyz":
             # Every 503 but readiness is a request that found the database unreachable;
             # counted here once, whichever layer answered (JSON API, form endpoint, page).
             metrics.DATABASE_ERRORS.inc()
         if logger.isEnabledFor(logging.INFO):
             log(
                 logger, logging.INFO, "request",
-                request_id=request_id, method=scope["method"], path=scope["path"],
-                status=status_holder[0], ms=round(elapsed * 1000, 3),
+                request_id=request_id, method=method, path=path, status=status, ms=round(elapsed * 1000, 3),
             )
 
 
 def _content_length(scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+            return parse_length(value)
     return None
+
+
+def parse_length(value: bytes | str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 async def _send_json(send, status: int, body: dict) -> None:

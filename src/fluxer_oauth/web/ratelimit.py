@@ -276,15 +276,20 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
             return await self.app(scope, receive, send)
         ip = self.resolver.resolve(scope)
         scope.setdefault("state", {})["client_ip"] = ip
-        if self.limits.enabled and scope["path"] not in self.EXEMPT:
-            try:
-                if self.limits.hit_now("global", ip, with_state=False) is NOT_NOW:
-                    await self.limits.hit("global", ip, with_state=False)
-            except RateLimited as exc:
-                from fluxer_oauth.web.responses import json_response
+        try:
+            await hit_global(self.limits, scope["path"], ip)
+        except RateLimited as exc:
+            from fluxer_oauth.web.responses import json_response
 
-                return await json_response(exc.body(), exc.status, exc.headers)(scope, receive, send)
+            return await json_response(exc.body(), exc.status, exc.headers)(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+async def hit_global(limits: RateLimits, path: str, ip: str) -> None:
+    """Count a request against the client IP's global bucket; raises RateLimited."""
+    if limits.enabled and path not in GlobalLimitMiddleware.EXEMPT:
+        if limits.hit_now("global", ip, with_state=False) is NOT_NOW:
+            await limits.hit("global", ip, with_state=False)
 
 
 # --- helpers for handlers -------------------------------------------------------------------

@@ -29,6 +29,11 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> JSONR
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def header_pairs(headers: dict | None) -> list[tuple[str, str]]:
+    """Response headers as (lower-case name, text) pairs."""
+    return [(name.lower(), str(value)) for name, value in headers.items()] if headers else []
+
+
 def no_content() -> Response:
     return Response(status_code=204)
 

@@ -1,0 +1,193 @@
+"""granian's RSGI interface in front of the application (what ``fluxer-oauth serve`` runs).
+
+The busiest requests, the OAuth2 form endpoints and ``GET /users/@me`` with a good token,
+are answered here directly: RSGI hands over headers and body without ASGI's per-request
+dictionaries, messages and wrappers, and writes the response in one call. Everything else
+goes through a small ASGI adapter into the application that ASGI servers (and the tests'
+in-process client) run, edge middleware and all.
+
+Both ways keep the edge's promises: a request id and the X-RateLimit-* headers on every
+response, 413 above the body limit, the global per-IP limit, a logged 500 that names the
+request id, and one metrics count and access-log line per request."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from fluxer_oauth.web.fastpath import ME_PATHS, me_body
+from fluxer_oauth.web.form_endpoints import FormEndpoint
+from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
+from fluxer_oauth.web.ratelimit import RateLimited, hit_global
+from fluxer_oauth.web.responses import header_pairs
+
+_encode = msgspec.json.Encoder().encode
+_JSON = ("content-type", "application/json")
+
+
+class RsgiEntry:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.edge = app.edge
+        self.max_body = app.edge.max_body
+        self.limits = app.limits
+        self.resolver = app.resolver
+        self.form_endpoints: dict[str, FormEndpoint] = app.form_endpoints
+        self._lifespan = None
+
+    # granian calls these two in the worker, around serving, with its event loop.
+    def __rsgi_init__(self, loop) -> None:
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        loop.run_until_complete(self._lifespan.__aenter__())
+
+    def __rsgi_del__(self, loop) -> None:
+        if self._lifespan is not None:
+            loop.run_until_complete(self._lifespan.__aexit__(None, None, None))
+
+    async def __rsgi__(self, scope, proto) -> None:
+        if scope.proto != "http":  # granian runs with websockets off; nothing else comes
+            return
+        method = scope.method
+        if method == "POST":
+            endpoint = self.form_endpoints.get(scope.path)
+            if endpoint is not None:
+                return await self._direct(scope, proto, endpoint, None)
+        elif method == "GET" and scope.path in ME_PATHS:
+            # The lookup has no side effect; only a hit is answered here, anything else
+            # (no token, a bad one, a missing scope, the database down) takes the full path.
+            body = await me_body(self.app.runtime, scope.headers.get("authorization"))
+            if body is not None:
+                return await self._direct(scope, proto, None, body)  # metrics name the route by path
+        await self._through_asgi(scope, proto)
+
+    # --- answered here -------------------------------------------------------------------------
+
+    async def _direct(self, scope, proto, endpoint, ready_body: bytes | None) -> None:
+        start = time.perf_counter()
+        request_id = new_request_id()
+        state = {"request_id": request_id}
+        try:
+            status, content, headers = await self._respond(scope, proto, endpoint, ready_body, state)
+        except Exception:
+            log_unhandled(request_id, scope.path)
+            status, content, headers = 500, _encode(internal_error(request_id)), []
+        headers = [_JSON, *headers, ("x-request-id", request_id)]
+        limit_state = state.get("rate_limit")
+        if limit_state is not None:
+            headers += limit_state.headers().items()
+        proto.response_bytes(status, headers, content)
+        self.edge.finish(endpoint, scope.method, scope.path, status, start, request_id)
+
+    async def _respond(self, scope, proto, endpoint, ready_body, state):
+        """(status, body, headers) in the order of the ASGI layers: declared size, global
+        limit, then the endpoint (which reads the body under the same size limit)."""
+        headers = scope.headers
+        declared = parse_length(headers.get("content-length"))
+        if declared is not None and declared > self.max_body:
+            return 413, _encode(TOO_LARGE), []
+        peer = _host(scope.client)
+        ip = self.resolver.resolve_forwarded(peer, headers.get_all("x-forwarded-for")) \
+            if self.resolver.trusts_proxies else peer
+        state["client_ip"] = ip
+        try:
+            await hit_global(self.limits, scope.path, ip)
+        except RateLimited as exc:
+            return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+        if ready_body is not None:
+            return 200, ready_body, []
+        body = await proto() if declared is not None else await self._read_limited(proto)
+        if body is None or len(body) > self.max_body:
+            return 413, _encode(TOO_LARGE), []
+        return await endpoint.respond({"app": self.app, "state": state, "client": (peer, 0)},
+                                      headers.get("content-type"), headers.get("authorization"), body)
+
+    async def _read_limited(self, proto) -> bytes | None:
+        """A body of undeclared length, or None once it passes the limit."""
+        chunks, size = [], 0
+        async for chunk in proto:
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # --- everything else: the ASGI application -------------------------------------------------
+
+    async def _through_asgi(self, scope, proto) -> None:
+        asgi_scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": scope.http_version,
+            "method": scope.method,
+            "scheme": scope.scheme,
+            "path": scope.path,
+            "query_string": scope.query_string.encode("latin-1"),
+            "root_path": "",
+            "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],
+            "client": (_host(scope.client), _port(scope.client)),
+            "server": (_host(scope.server), _port(scope.server)),
+            "state": {},
+        }
+        body = proto.__aiter__()
+        body_done = False
+
+        async def receive():
+            nonlocal body_done
+            if body_done:
+                await proto.client_disconnect()
+                return {"type": "http.disconnect"}
+            try:
+                return {"type": "http.request", "body": await body.__anext__(), "more_body": True}
+            except StopAsyncIteration:
+                body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+        response = _AsgiResponse(proto)
+        await self.app(asgi_scope, receive, response.send)
+        response.finish()
+
+
+class _AsgiResponse:
+    """ASGI response messages written to an RSGI protocol: one call for a whole body,
+    a stream when the application sends it in parts."""
+
+    def __init__(self, proto) -> None:
+        self.proto = proto
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.stream = None
+        self.done = False
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(name.decode("latin-1"), value.decode("latin-1"))
+                            for name, value in message.get("headers", ())]
+        elif message["type"] == "http.response.body" and not self.done:
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self.stream is None and not more:
+                self.proto.response_bytes(self.status, self.headers, body)
+                self.done = True
+                return
+            if self.stream is None:
+                self.stream = self.proto.response_stream(self.status, self.headers)
+            if body:
+                await self.stream.send_bytes(body)
+            self.done = not more
+
+    def finish(self) -> None:
+        if self.stream is None and not self.done:  # the edge always answers; this is a guard
+            self.proto.response_empty(self.status or 500, self.headers)
+
+
+def _host(address: str) -> str:
+    """The host of granian's "host:port" (IPv6 in brackets); "unknown" when there is none."""
+    host = address.rpartition(":")[0] if address else ""
+    return host.strip("[]") or "unknown"
+
+
+def _port(address: str) -> int:
+    port = address.rpartition(":")[2] if address else ""
+    return int(port) if port.isdigit() else 0

@@ -1,0 +1,173 @@
+"""``fluxer-oauth serve`` speaks RSGI and answers the busiest requests itself, before the
+ASGI application; ``--interface asgi`` serves the same application through ASGI. Both
+processes here share one database, and each request is sent to both: same status, same
+body (token values aside), same headers (date and request id values aside). Then what the
+direct path must keep from the edge: body limits, the global limit behind a trusted proxy,
+metrics."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD
+from tests.interop.conftest import start_server, stop_server
+
+VARYING_HEADERS = {"date", "x-request-id", "x-ratelimit-reset", "x-ratelimit-reset-after"}
+VARYING_FIELDS = {"access_token", "refresh_token", "exp", "iat"}
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, backend):
+    tmp_path = tmp_path_factory.mktemp("interfaces")
+    database_url = backend.new_database(tmp_path)
+    servers = {}
+    try:
+        for interface in ("rsgi", "asgi"):
+            (tmp_path / interface).mkdir()
+            servers[interface] = start_server(tmp_path / interface, database_url, interface=interface,
+                                              FLUXER_PUBLIC_URL="http://fluxer.test")  # same documents
+        yield {name: base for name, (_, base) in servers.items()}
+    finally:
+        for process, _ in servers.values():
+            stop_server(process)
+        backend.drop_database(database_url)
+
+
+@pytest.fixture(scope="module")
+def client(both):
+    base = both["rsgi"]
+    account = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+        "username": "interfaces", "email": "interfaces@example.com", "password": PASSWORD}).json()
+    app = requests.post(f"{base}/api/v1/oauth2/applications", timeout=10, headers={"Authorization": account["token"]},
+                        json={"name": "Interfaces", "redirect_uris": ["https://i.example/cb"]}).json()
+    token = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
+                          data={"grant_type": "client_credentials", "scope": "identify"}).json()["access_token"]
+    return {"auth": (app["id"], app["client_secret"]), "id": app["id"], "bot": app["bot"]["token"],
+            "token": token, "session": account["token"]}
+
+
+def _requests(client):
+    auth = client["auth"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    return [
+        ("GET", "/healthz", {}),
+        ("GET", "/.well-known/oauth-authorization-server", {}),
+        ("POST", "/api/v1/oauth2/token", {"auth": auth, "data": {"grant_type": "client_credentials"}}),
+        ("POST", "/v1/oauth2/token", {"auth": auth, "data": {"grant_type": "client_credentials", "scope": "bot"}}),
+        ("POST", "/api/v1/oauth2/token", {"auth": (auth[0], "wrong"), "data": {"grant_type": "client_credentials"}}),
+        ("POST", "/api/v1/oauth2/token", {"auth": auth, "json": {"grant_type": "client_credentials"}}),
+        ("POST", "/api/v1/oauth2/token", {"auth": auth, "data": b"grant_type=%ff", "headers": form}),
+        ("POST", "/api/v1/oauth2/introspect", {"auth": auth, "data": {"token": client["token"]}}),
+        ("POST", "/api/v1/oauth2/introspect", {"auth": auth, "data": {"token": "not-a-token"}}),
+        ("POST", "/api/v1/oauth2/token/revoke", {"auth": auth, "data": {"token": "not-a-token"}}),
+        ("GET", "/api/v1/users/@me", {"headers": {"Authorization": f"Bearer {client['token']}"}}),
+        ("GET", "/v1/users/@me", {"headers": {"Authorization": f"Bot {client['bot']}"}}),
+        ("GET", "/api/v1/users/@me", {"headers": {"Authorization": "Bearer nope"}}),
+        ("GET", "/api/v1/users/@me", {}),
+        ("GET", "/api/v1/users/@me", {"headers": {"Authorization": client["session"]}}),
+        ("GET", "/api/v1/users/@me/guilds", {"headers": {"Authorization": f"Bearer {client['token']}"}}),
+        ("GET", f"/api/v1/oauth2/applications/{client['id']}", {"headers": {"Authorization": client["session"]}}),
+        ("GET", "/oauth2/authorize?response_type=code&client_id=1&redirect_uri=https%3A%2F%2Fx.example", {}),
+        ("GET", "/login?next=%2Fdevelopers%2Fapplications", {}),
+        ("GET", "/static/style.css", {}),
+        ("GET", "/nowhere", {}),
+        ("DELETE", "/api/v1/oauth2/token", {}),
+    ]
+
+
+def _comparable(response):
+    headers = {name.lower(): value for name, value in response.headers.items() if name.lower() not in VARYING_HEADERS}
+    if response.headers.get("content-type", "").startswith("application/json"):
+        body = response.json()
+        if isinstance(body, dict):
+            body = {key: ("<varies>" if key in VARYING_FIELDS else value) for key, value in body.items()}
+    elif response.headers.get("content-type", "").startswith("text/html"):
+        body = len(response.text) // 100  # the CSRF token differs; the page does not
+        headers.pop("set-cookie", None)
+        headers.pop("content-length", None)
+    else:
+        body = response.content
+    return response.status_code, body, headers
+
+
+def test_both_interfaces_give_the_same_answers(both, client):
+    for method, path, options in _requests(client):
+        answers = [_comparable(requests.request(method, both[name] + path, timeout=10, allow_redirects=False,
+                                                **options)) for name in ("rsgi", "asgi")]
+        assert answers[0] == answers[1], f"{method} {path}"
+        assert answers[0][0] != 500, f"{method} {path}"
+
+
+def test_every_answer_carries_a_request_id(both, client):
+    for method, path, options in _requests(client):
+        response = requests.request(method, both["rsgi"] + path, timeout=10, allow_redirects=False, **options)
+        assert len(response.headers["x-request-id"]) == 16, f"{method} {path}"
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_bodies_over_the_limit_are_refused_declared_or_chunked(both, client, interface):
+    base = both[interface]
+    declared = requests.post(f"{base}/api/v1/oauth2/token", auth=client["auth"], timeout=10,
+                             data={"grant_type": "client_credentials", "pad": "x" * 70_000})
+    assert declared.status_code == 413 and declared.json()["code"] == "PAYLOAD_TOO_LARGE"
+    piece = b"a=" + b"x" * 30_000 + b"&"
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(3)) + b"0\r\n\r\n"
+    answer = _raw(base, b"POST /api/v1/oauth2/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"PAYLOAD_TOO_LARGE" in answer
+    # a chunked body under the limit is read whole
+    small = b"grant_type=client_credentials"
+    answer = _raw(base, b"POST /api/v1/oauth2/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small))
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]  # no client authentication: read and answered
+    assert b"invalid_client" in answer
+
+
+def test_the_global_limit_counts_the_direct_paths_per_forwarded_client(tmp_path, backend):
+    database_url = backend.new_database(tmp_path)
+    process, base = start_server(tmp_path, database_url, FLUXER_RATE_LIMITS="on", FLUXER_RATE_LIMIT_GLOBAL="4/minute",
+                                 FLUXER_TRUSTED_PROXIES="127.0.0.1/32")
+    try:
+        def token_request(client_ip):
+            return requests.post(f"{base}/api/v1/oauth2/introspect", timeout=10, data={"token": "x"},
+                                 headers={"X-Forwarded-For": f"{client_ip}, 127.0.0.1"})
+
+        first = [token_request("203.0.113.7") for _ in range(4)]
+        assert [r.status_code for r in first] == [401] * 4  # counted, then answered by the endpoint
+        refused = token_request("203.0.113.7")
+        assert refused.status_code == 429
+        assert refused.json()["global"] is True and refused.json()["retry_after"] > 0
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["x-ratelimit-limit"] == "4" and refused.headers["x-ratelimit-remaining"] == "0"
+        me = requests.get(f"{base}/api/v1/users/@me", timeout=10, headers={"X-Forwarded-For": "203.0.113.7"})
+        assert me.status_code == 429
+        assert token_request("198.51.100.9").status_code == 401  # another client behind the proxy
+
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        counted = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("fluxer_http_requests_total{")}
+        key = next(k for k in counted if 'route="/api/v1/oauth2/introspect"' in k and 'status="429"' in k)
+        assert counted[key] == 1
+        key = next(k for k in counted if 'route="/api/v1/oauth2/introspect"' in k and 'status="401"' in k)
+        assert counted[key] == 5
+    finally:
+        stop_server(process)
+        backend.drop_database(database_url)
