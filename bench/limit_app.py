@@ -1,5 +1,7 @@
-"""The limit: a raw ASGI app that answers every request with the same JSON body as
-GET /api/v1/users/@me, served by granian exactly like the real server."""
+"""The limit: a raw app that answers every request with the same JSON body as
+GET /api/v1/users/@me, served by granian like the real server: ``app`` over ASGI (the
+reference the issue names) and ``rsgi_app`` over RSGI, the interface ``fluxer-oauth serve``
+uses, so "of limit" compares like with like."""
 
 import json
 
@@ -20,3 +22,11 @@ async def app(scope, receive, send):
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+RSGI_HEADERS = [(name.decode(), value.decode()) for name, value in HEADERS]
+
+
+async def rsgi_app(scope, proto):
+    await proto()  # the whole request body, as a real endpoint must read it
+    proto.response_bytes(200, RSGI_HEADERS, BODY)

@@ -1,5 +1,5 @@
 """The benchmark: starts each configuration, drives it with wrk, and prints requests/s and
-p50/p99 latency side by side with the limit (a raw ASGI app under the same server) and the
+p50/p99 latency side by side with the limit (raw apps under the same server, over ASGI and RSGI) and the
 peer (oidc-provider, one Node.js process, in-memory store).
 
     .venv/bin/python bench/run.py                 # full run (several minutes)
@@ -73,7 +73,8 @@ class Row:
     config: str
     scenario: str
     ours: list[Result] = field(default_factory=list)
-    limit: list[Result] = field(default_factory=list)
+    limit: list[Result] = field(default_factory=list)  # the raw ASGI app
+    limit_rsgi: list[Result] = field(default_factory=list)  # the raw RSGI app: our interface
     peer: list[Result] = field(default_factory=list)
 
 
@@ -211,11 +212,12 @@ async def _pg(sql: str) -> None:
         await connection.close()
 
 
-def start_limit(workers: int) -> tuple[subprocess.Popen, str]:
+def start_limit(workers: int, interface: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    target = "bench.limit_app:app" if interface == "asgi" else "bench.limit_app:rsgi_app"
     process = subprocess.Popen(
-        [str(VENV_BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--no-ws", "--log-level", "warning", "bench.limit_app:app"],
+        [str(VENV_BIN / "granian"), "--interface", interface, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--no-ws", "--log-level", "warning", target],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/", process)
@@ -298,7 +300,7 @@ def peer_request(name: str, base: str, token: str) -> tuple[str, str, dict]:
 def run(args) -> list[Row]:
     WORK.mkdir(exist_ok=True)
     rows: list[Row] = []
-    limits: dict[int, tuple] = {}
+    limits: dict[tuple[int, str], tuple] = {}
     peer = None if args.no_peer else start_peer()
     peer_access = peer_token(peer[1]) if peer else None
     try:
@@ -307,9 +309,10 @@ def run(args) -> list[Row]:
             workdir = WORK / config.name
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
-            if config.workers not in limits:
-                limits[config.workers] = start_limit(config.workers)
-            limit_base = limits[config.workers][1]
+            for interface in ("asgi", "rsgi"):
+                if (config.workers, interface) not in limits:
+                    limits[config.workers, interface] = start_limit(config.workers, interface)
+            limit_base = {interface: limits[config.workers, interface][1] for interface in ("asgi", "rsgi")}
             ours = Ours(config, workdir)
             single_use = args.single_use * args.rounds
             info = ours.prepare(refresh=single_use, codes=single_use)
@@ -351,8 +354,10 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
             else:
                 url, script, env = scenario_request(scenario, ours.base, info, workdir)
             row.ours.append(wrk(url, script=script, env=env, **common))
-            url, script, env = limit_request(scenario, limit_base)
+            url, script, env = limit_request(scenario, limit_base["asgi"])
             row.limit.append(wrk(url, script=script, env=env, **common))
+            url, script, env = limit_request(scenario, limit_base["rsgi"])
+            row.limit_rsgi.append(wrk(url, script=script, env=env, **common))
             if peer and scenario in PEER_SCENARIOS:
                 url, script, env = peer_request(scenario, peer[1], peer_access)
                 row.peer.append(wrk(url, script=script, env=env, **common))
@@ -402,8 +407,8 @@ def format_row(row: Row) -> str:
     ours = median(row.ours, "rps")
     text = (f"| {row.config} | {row.scenario} | {ours:,.0f} | {median(row.ours, 'p50_ms'):.2f} | "
             f"{median(row.ours, 'p99_ms'):.2f} | {sum(r.errors for r in row.ours)} | ")
-    limit = median(row.limit, "rps")
-    text += f"{limit:,.0f} | {ours / limit:.0%} | "
+    limit, limit_rsgi = median(row.limit, "rps"), median(row.limit_rsgi, "rps")
+    text += f"{limit:,.0f} | {limit_rsgi:,.0f} | {ours / limit_rsgi:.0%} | "
     if row.peer:
         peer = median(row.peer, "rps")
         text += f"{peer:,.0f} | {ours / peer:.2f}× |"
@@ -412,8 +417,8 @@ def format_row(row: Row) -> str:
     return text
 
 
-HEADER = ("| configuration | scenario | ours req/s | p50 ms | p99 ms | errors | limit req/s | of limit | "
-          "peer req/s | vs peer |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| configuration | scenario | ours req/s | p50 ms | p99 ms | errors | limit ASGI req/s | limit RSGI req/s | "
+          "of limit (RSGI) | peer req/s | vs peer |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import pytest
+from sqlalchemy import select
 
 from fluxer_oauth.store.tables import ACCESS, tokens
 from tests.backends import POSTGRES
@@ -165,3 +166,32 @@ async def test_another_connections_commit_is_seen_from_the_next_loop_turn_and_ch
     assert await hot.fetchrow("access_token", _hash(0, "t"), now) is None
     assert await hot.fetchrow("access_token", _hash(1, "t"), now) is None
     assert len(checks) == 2
+
+
+async def test_inserts_of_one_loop_turn_commit_together_all_or_nothing(rt):
+    """Group commit: 150 inserts made in one turn go into one transaction (on SQLite, as
+    statements of 64 rows); one bad row fails them all, and none is stored."""
+    from tests.ops.test_janitor import _hash, _seed
+
+    await _seed(rt, expired_tokens=0, live_tokens=1)  # user 1, application 2, the token _hash(0, "t")
+    hot, now = rt.db.hot, time.time()
+
+    def insert(token_hash, n):
+        return hot.execute("insert_token", token_hash, ACCESS, 2, 1, None, 10**6 + n, 10**6 + n,
+                           "identify", None, now, now + 3600, False)
+
+    hashes = [os.urandom(32) for _ in range(150)]
+    outcomes = await asyncio.gather(*[insert(h, n) for n, h in enumerate(hashes[:149])], insert(_hash(0, "t"), 149),
+                                    return_exceptions=True)
+    assert all(isinstance(outcome, Exception) for outcome in outcomes)  # the duplicate sank the batch
+    assert not any(await asyncio.gather(*[_stored(rt, h) for h in hashes[:149]]))
+
+    outcomes = await asyncio.gather(*[insert(h, n) for n, h in enumerate(hashes)])
+    assert outcomes == [None] * 150
+    assert all(await asyncio.gather(*[_stored(rt, h) for h in hashes]))
+
+
+async def _stored(rt, token_hash: bytes) -> bool:
+    async with rt.db.read() as conn:
+        return (await conn.execute(select(tokens.c.token_hash).where(tokens.c.token_hash == token_hash))).first() \
+            is not None

@@ -96,3 +96,25 @@ def test_bot_tokens_round_trip(bot_id, created):
     assert credentials.verify_bot_token(KEY, token) == bot_id
     tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
     assert credentials.verify_bot_token(KEY, tampered) is None
+
+
+@given(st.text(alphabet="ab=&%+2Fé \x00", max_size=40))
+def test_form_bodies_parse_as_the_standard_parser_does(raw):
+    """The form parser skips unquoting for bodies with nothing to unescape; whatever the
+    body, it gives what urllib's parser gives, or invalid_request where that one fails."""
+    from urllib.parse import parse_qsl
+
+    from fluxer_oauth.web.responses import form_params
+
+    try:
+        expected = parse_qsl(raw, keep_blank_values=True, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        expected = None
+    try:
+        params = form_params("application/x-www-form-urlencoded", raw.encode())
+    except OAuthError as exc:
+        assert expected is None and exc.error == "invalid_request"
+        return
+    assert expected is not None
+    assert {name: params._multi[name] for name in params.names()} == {
+        name: [value for key, value in expected if key == name] for name, _ in expected}

@@ -31,7 +31,9 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     if not sep:
         raise invalid_client("malformed Basic authorization header")
     # The two halves are form-urlencoded before being joined (RFC 6749 §2.3.1).
-    return unquote_plus(client_id), unquote_plus(secret)
+    if "%" in decoded or "+" in decoded:
+        return unquote_plus(client_id), unquote_plus(secret)
+    return client_id, secret
 
 
 def presented_basic(params: Params, authorization: str | None) -> tuple[str, str] | None:

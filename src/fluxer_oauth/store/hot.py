@@ -139,18 +139,29 @@ class _GroupCommit:
         self._pending.setdefault(name, []).append((args, done))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_later(self.WINDOW_SECONDS, lambda: loop.create_task(self._flush()))
+            loop.call_later(self.WINDOW_SECONDS, self._start_flush, loop)
         return await done
 
-    async def _flush(self) -> None:
+    def _start_flush(self, loop) -> None:
+        loop.create_task(self._flush())
+
+    def _take_pending(self) -> dict[str, list]:
         pending, self._pending, self._flush_scheduled = self._pending, {}, False
+        return pending
+
+    async def _flush(self) -> None:
+        pending = self._take_pending()
         results: dict[str, list | None] = {}
         try:
-            results = await self._write_batch({name: [args for args, _ in batch] for name, batch in pending.items()})
+            results = await self._write_batch(_rows_by_statement(pending))
         except Exception as exc:  # every waiter learns what happened to its row
             outcome = exc
         else:
             outcome = None
+        self._settle(pending, results, outcome)
+
+    @staticmethod
+    def _settle(pending: dict[str, list], results: dict[str, list | None], outcome: Exception | None) -> None:
         for name, batch in pending.items():
             row_results = results.get(name)
             for index, (_, done) in enumerate(batch):
@@ -163,6 +174,10 @@ class _GroupCommit:
 
     async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
         raise NotImplementedError
+
+
+def _rows_by_statement(pending: dict[str, list]) -> dict[str, list[tuple]]:
+    return {name: [args for args, _ in batch] for name, batch in pending.items()}
 
 
 class SqliteHot(_GroupCommit):
@@ -192,6 +207,7 @@ class SqliteHot(_GroupCommit):
         self._connection: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         self._sql = {name: _qmarks(sql) for name, sql in _STATEMENTS.items()}
+        self._multi_sql: dict[tuple[str, int], str] = {}
         self._cache: dict[tuple, tuple] = {}
         self._version = None
         self._version_checked = False
@@ -234,26 +250,55 @@ class SqliteHot(_GroupCommit):
     def forget_version_check(self) -> None:
         self._version_checked = False
 
-    async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
+    def _start_flush(self, loop) -> None:
+        # The SQLite write does not wait on anything: done right in the timer's callback,
+        # without a task per batch.
+        pending = self._take_pending()
+        try:
+            self._write_rows(_rows_by_statement(pending))
+        except Exception as exc:  # every waiter learns what happened to its row
+            self._settle(pending, {}, exc)
+        else:
+            self._settle(pending, {}, None)
+
+    # Rows per INSERT statement: one statement of many rows costs less than as many
+    # executions of a one-row statement (~15 % of the write).
+    ROWS_PER_STATEMENT = 64
+
+    def _write_rows(self, pending: dict[str, list[tuple]]) -> None:
         connection = self._conn()
         if self._checkpointer is None and self._path != ":memory:":
             # This connection writes most; it leaves checkpoints to a thread of their own.
             connection.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = _Checkpointer(self._path, self._synchronous)
+        statements = [
+            (self._multi_row_sql(name, len(chunk)), [value for row in chunk for value in row])
+            for name, rows in pending.items()
+            for chunk in (rows[i:i + self.ROWS_PER_STATEMENT] for i in range(0, len(rows), self.ROWS_PER_STATEMENT))
+        ]
         try:
+            if len(statements) == 1:  # one statement is its own transaction
+                connection.execute(*statements[0])
+                return
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for name, rows in pending.items():
-                    connection.executemany(self._sql[name], rows)
+                for statement in statements:
+                    connection.execute(*statement)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            return {}
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
             raise _unavailable() from exc
+
+    def _multi_row_sql(self, name: str, count: int) -> str:
+        sql = self._multi_sql.get((name, count))
+        if sql is None:
+            head, _, values = self._sql[name].partition(" VALUES ")
+            sql = self._multi_sql[name, count] = head + " VALUES " + ", ".join([values] * count)
+        return sql
 
     async def close(self) -> None:
         if self._checkpointer is not None:
