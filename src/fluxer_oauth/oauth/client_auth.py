@@ -12,7 +12,6 @@ from fluxer_oauth.core.errors import OAuthError, invalid_client
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store.hot import APPLICATION_FIELDS, row_of
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -70,8 +69,7 @@ def presented_secret_hash(rt: Runtime, secret: str) -> bytes:
 async def authenticate_client(rt: Runtime, params: Params, authorization: str | None):
     """The authenticated application row; ``invalid_client`` (401) otherwise."""
     application_id, secret = presented_client(params, authorization)
-    row = await rt.db.hot.fetchrow("application", application_id) if application_id is not None else None
-    app = row_of(APPLICATION_FIELDS, row) if row is not None else None
+    app = await rt.db.hot.fetchrow("application", application_id) if application_id is not None else None
     # Hash even for an unknown client, so both paths cost the same.
     presented = presented_secret_hash(rt, secret)
     if app is None or not credentials.constant_time_equal(presented, app.secret_hash):

@@ -48,6 +48,8 @@ APPLICATION_FIELDS = (
     "bot_public", "bot_require_code_grant", "trusted", "disabled_at", "verify_key", "created_at", "updated_at",
 )
 _APPLICATION = f"SELECT {', '.join(APPLICATION_FIELDS)} FROM applications WHERE id = {{0}}"
+# Lookups whose rows come back as Row (shared from the SQLite cache: read, never modify).
+NAMED = {"application": APPLICATION_FIELDS}
 _INSERT_TOKEN = (
     "INSERT INTO tokens (token_hash, kind, application_id, user_id, grant_id, family_id, issue_id, scopes, "
     "guild_id, created_at, expires_at, revoked_at, rotated) "
@@ -240,6 +242,8 @@ class SqliteHot(_GroupCommit):
                     return row
             row = connection.execute(self._sql[name], args).fetchone()
             if row is not None:
+                if name in NAMED:
+                    row = row_of(NAMED[name], row)  # named once, not on every hit
                 if len(self._cache) >= self.MAX_CACHED:
                     self._cache.clear()
                 self._cache[key] = row
@@ -380,7 +384,8 @@ class PostgresHot(_GroupCommit):
     async def fetchrow(self, name: str, *args):
         try:
             pool = await self._acquire_pool()
-            return await pool.fetchrow(self._sql[name], *args)
+            row = await pool.fetchrow(self._sql[name], *args)
+            return row_of(NAMED[name], row) if name in NAMED and row is not None else row
         except _CONNECTION_ERRORS as exc:
             raise _unavailable() from exc
 

@@ -87,13 +87,14 @@ class RsgiEntry:
         if declared is not None and declared > self.max_body:
             return 413, _encode(TOO_LARGE), []
         peer = _host(scope.client)
-        ip = self.resolver.resolve_forwarded(peer, headers.get_all("x-forwarded-for")) \
-            if self.resolver.trusts_proxies else peer
-        state["client_ip"] = ip
-        try:
-            await hit_global(self.limits, scope.path, ip)
-        except RateLimited as exc:
-            return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+        if self.limits.enabled:  # the client's address matters to the rate limits only
+            ip = self.resolver.resolve_forwarded(peer, headers.get_all("x-forwarded-for")) \
+                if self.resolver.trusts_proxies else peer
+            state["client_ip"] = ip
+            try:
+                await hit_global(self.limits, scope.path, ip)
+            except RateLimited as exc:
+                return exc.status, _encode(exc.body()), header_pairs(exc.headers)
         if ready_body is not None:
             return 200, ready_body, []
         body = await proto() if declared is not None else await self._read_limited(proto)
