@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from fluxer_oauth.core.rate_window import Rate, parse_rate, step
+from fluxer_oauth.core.rate_window import Rate, count, parse_rate, step
 from fluxer_oauth.web.ratelimit import MemoryCounters, RedisCounters, StorageDown
 from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
 
@@ -140,3 +140,21 @@ async def test_redis_counters_sent_together_each_get_their_own_answer(redis_coun
     assert [a.allowed for a in busy] == [True] * 5 + [False] * 5  # counted in the order they came
     assert [a.remaining for a in busy[:5]] == [4, 3, 2, 1, 0]
     assert quiet[0].allowed and quiet[0].remaining == 4 and quiet[1].remaining == 4
+
+
+def test_count_agrees_with_step_and_a_refusal_counts_nothing():
+    """``count`` is ``step`` without the numbers for the headers (the global limit's path)."""
+    import random
+
+    generator = random.Random(7)
+    rate, by_step, by_count = Rate(5, 2.0), [None, 0, 0], [None, 0, 0]
+    now = 1000.0
+    for _ in range(2000):
+        now += generator.choice([0.0, 0.01, 0.1, 0.4, 1.3, 2.5])
+        cost = generator.choice([0, 1, 1, 1, 2])
+        before = list(by_count)
+        allowed = count(by_count, rate, now, cost)
+        assert allowed == step(by_step, rate, now, cost).allowed
+        assert by_count == by_step
+        if not allowed:  # only the window's move, never a count
+            assert by_count[2] == (before[2] if before[0] == by_count[0] else 0)

@@ -49,17 +49,23 @@ class Outcome(NamedTuple):  # a tuple: made on every request, and a dataclass co
 def step(state: list, rate: Rate, now: float, cost: int) -> Outcome:
     """Advance ``state`` ([window index, previous count, current count], changed in place)
     to ``now``, then count ``cost`` requests (0 only asks) when they fit under the limit."""
-    period, limit = rate.period, rate.amount
-    window = math.floor(now / period)
+    allowed = count(state, rate, now, cost)
+    return outcome(allowed, state[1], state[2], rate, now - state[0] * rate.period)
+
+
+def count(state: list, rate: Rate, now: float, cost: int) -> bool:
+    """``step`` without the answer for the headers: whether the requests fitted (and were
+    counted). A refusal changes no count, so a step after it gives the same answer."""
+    period = rate.period
+    window = now // period
     if state[0] != window:
         state[1] = state[2] if state[0] == window - 1 else 0
         state[2] = 0
         state[0] = window
-    elapsed = now - window * period
-    allowed = state[1] * (1.0 - elapsed / period) + state[2] + max(cost, 1) <= limit
+    allowed = state[1] * (1.0 - (now - window * period) / period) + state[2] + (cost or 1) <= rate.amount
     if allowed and cost:
         state[2] += cost
-    return outcome(allowed, state[1], state[2], rate, elapsed)
+    return allowed
 
 
 def outcome(allowed: bool, previous: int, current: int, rate: Rate, elapsed: float) -> Outcome:

@@ -19,7 +19,7 @@ from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.core.rate_window import Outcome, Rate, outcome, parse_rate, step
+from fluxer_oauth.core.rate_window import Outcome, Rate, count, outcome, parse_rate, step
 from fluxer_oauth.oauth.client_auth import presented_basic
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.settings import Settings
@@ -40,19 +40,24 @@ class LimitState:
         self.reset_at = reset_at
 
     def headers(self) -> dict[str, str]:
-        """The same headers as text, for a 429 built as an error (header names are case-blind)."""
-        return {name.decode(): value.decode() for name, value in self.raw_headers()}
+        """The headers as a dict, for a 429 built as an error (header names are case-blind)."""
+        return dict(self.text_headers())
 
-    def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """X-RateLimit-* as ASGI header pairs (built directly: this runs on every limited request)."""
+    def text_headers(self) -> list[tuple[str, str]]:
+        """X-RateLimit-* as (name, value) text pairs (built directly: this runs on every
+        limited request)."""
         reset_after = max(0.0, self.reset_at - time.time())
         return [
-            (b"x-ratelimit-limit", str(self.limit).encode()),
-            (b"x-ratelimit-remaining", str(self.remaining).encode()),
-            (b"x-ratelimit-reset", str(math.ceil(self.reset_at)).encode()),
-            (b"x-ratelimit-reset-after", f"{reset_after:.3f}".encode()),
-            (b"x-ratelimit-bucket", self.bucket.encode()),
+            ("x-ratelimit-limit", str(self.limit)),
+            ("x-ratelimit-remaining", str(self.remaining)),
+            ("x-ratelimit-reset", str(math.ceil(self.reset_at))),
+            ("x-ratelimit-reset-after", f"{reset_after:.3f}"),
+            ("x-ratelimit-bucket", self.bucket),
         ]
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The same as ASGI header pairs."""
+        return [(name.encode(), value.encode()) for name, value in self.text_headers()]
 
 
 class RateLimited(ApiError):
@@ -79,6 +84,14 @@ class MemoryCounters:
     def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
         """One step, without a coroutine: memory needs no waiting, and this runs on every request."""
         now = time.time()
+        return step(self._state(bucket, key, rate, now), rate, now, cost)
+
+    def count_now(self, bucket: str, key: str, rate: Rate) -> bool:
+        """One request counted if it fits, without the answer for the headers."""
+        now = time.time()
+        return count(self._state(bucket, key, rate, now), rate, now, 1)
+
+    def _state(self, bucket: str, key: str, rate: Rate, now: float) -> list:
         states = self._states.get(bucket)
         if states is None:
             states = self._states[bucket] = {}
@@ -89,7 +102,7 @@ class MemoryCounters:
         state = states.get(key)
         if state is None:
             state = states[key] = [None, 0, 0]
-        return step(state, rate, now, cost)
+        return state
 
     @staticmethod
     def _sweep(states: dict[str, list], now: float, period: float) -> None:
@@ -181,6 +194,7 @@ class RateLimits:
         self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
                          else MemoryCounters())
         self._memory = self.counters if isinstance(self.counters, MemoryCounters) else None
+        self.in_memory = self._memory is not None
         self.rates = {
             "authorize": parse_rate(settings.rate_limit_authorize),
             "token": parse_rate(settings.rate_limit_token),
@@ -226,6 +240,9 @@ class RateLimits:
         if self._memory is None:
             return NOT_NOW
         rate = self._rate(bucket, client_id)
+        if not with_state and self._memory.count_now(bucket, key, rate):
+            return None  # counted; nobody needs the numbers
+        # (A refused count changed nothing: this step refuses again and gives the numbers.)
         return self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, 1), with_state)
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
@@ -287,9 +304,15 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
 
 async def hit_global(limits: RateLimits, path: str, ip: str) -> None:
     """Count a request against the client IP's global bucket; raises RateLimited."""
+    if hit_global_now(limits, path, ip) is NOT_NOW:
+        await limits.hit("global", ip, with_state=False)
+
+
+def hit_global_now(limits: RateLimits, path: str, ip: str):
+    """``hit_global`` without a coroutine; ``NOT_NOW`` when it must be awaited (Redis)."""
     if limits.enabled and path not in GlobalLimitMiddleware.EXEMPT:
-        if limits.hit_now("global", ip, with_state=False) is NOT_NOW:
-            await limits.hit("global", ip, with_state=False)
+        return limits.hit_now("global", ip, with_state=False)
+    return None
 
 
 # --- helpers for handlers -------------------------------------------------------------------
@@ -333,11 +356,29 @@ def presented_client_id(authorization: str | None, params) -> str | None:
 
 
 async def limit_by_client(scope, bucket: str, params, authorization: str | None) -> None:
-    if not _limits(scope).enabled:
-        return
+    """Count a token, revocation or introspection request against the client it names (the
+    client IP when it names none)."""
+    if _limits(scope).enabled:
+        key, client_id = _client_key(scope, params, authorization)
+        await limit(scope, bucket, key, client_id=client_id)
+
+
+def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
+    """``limit_by_client`` without a coroutine when the counters are in memory; ``NOT_NOW``
+    when they are in Redis and ``limit_by_client`` must be awaited."""
+    limits = _limits(scope)
+    if not limits.enabled:
+        return None
+    if not limits.in_memory:
+        return NOT_NOW
+    key, client_id = _client_key(scope, params, authorization)
+    state = scope.setdefault("state", {})["rate_limit"] = limits.hit_now(bucket, key, client_id=client_id)
+    return state
+
+
+def _client_key(scope, params, authorization: str | None) -> tuple[str, str | None]:
     client_id = presented_client_id(authorization, params)
-    key = f"client:{client_id}" if client_id else f"ip:{client_ip(scope)}"
-    await limit(scope, bucket, key, client_id=client_id)
+    return (f"client:{client_id}" if client_id else f"ip:{client_ip(scope)}"), client_id
 
 
 def _login_keys(scope, login_name: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import msgspec
 from fluxer_oauth.web.fastpath import ME_PATHS, me_body
 from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
-from fluxer_oauth.web.ratelimit import RateLimited, hit_global
+from fluxer_oauth.web.ratelimit import NOT_NOW, RateLimited, hit_global_now
 from fluxer_oauth.web.responses import header_pairs
 
 _encode = msgspec.json.Encoder().encode
@@ -75,7 +75,7 @@ class RsgiEntry:
         headers = [_JSON, *headers, ("x-request-id", request_id)]
         limit_state = state.get("rate_limit")
         if limit_state is not None:
-            headers += limit_state.headers().items()
+            headers += limit_state.text_headers()
         proto.response_bytes(status, headers, content)
         self.edge.finish(endpoint, scope.method, scope.path, status, start, request_id)
 
@@ -92,7 +92,8 @@ class RsgiEntry:
                 if self.resolver.trusts_proxies else peer
             state["client_ip"] = ip
             try:
-                await hit_global(self.limits, scope.path, ip)
+                if hit_global_now(self.limits, scope.path, ip) is NOT_NOW:
+                    await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 return exc.status, _encode(exc.body()), header_pairs(exc.headers)
         if ready_body is not None:
