@@ -7,7 +7,8 @@ peer (oidc-provider, one Node.js process, in-memory store).
     .venv/bin/python bench/run.py --write         # also writes bench/RESULTS.md
 
 Each scenario is run alternately against ours, the limit and the peer, for several rounds,
-and the median is reported, because this machine is shared and noisy."""
+and the median is reported, because this machine is shared and noisy. The peer is warmed
+up first (its JIT needs tens of seconds), and ours gets one unmeasured run per scenario."""
 
 from __future__ import annotations
 
@@ -303,6 +304,13 @@ def run(args) -> list[Row]:
     limits: dict[tuple[int, str], tuple] = {}
     peer = None if args.no_peer else start_peer()
     peer_access = peer_token(peer[1]) if peer else None
+    if peer and args.warmup:
+        # Node's JIT needs tens of seconds of load to reach its pace (measured: 2.1k req/s
+        # in the first 5 s of client_credentials, ~2.9k from the fifth run on): without this
+        # the first configuration would be compared with a cold peer.
+        for scenario in PEER_SCENARIOS:
+            url, script, env = peer_request(scenario, peer[1], peer_access)
+            wrk(url, script=script, env=env, duration=args.warmup, connections=args.connections, threads=args.threads)
     try:
         for config_name in args.configs:
             config = CONFIGS[config_name]
@@ -342,6 +350,9 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
     common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
     for scenario in scenarios:
         row = Row(label, scenario)
+        if args.warmup and scenario not in ("refresh", "code"):  # those consume what they send
+            url, script, env = scenario_request(scenario, ours.base, info, workdir)
+            wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
         for round_number in range(args.rounds):
             if scenario in ("refresh", "code"):
                 # each round uses its own slice of the pre-issued credentials
@@ -433,12 +444,14 @@ def main() -> None:
     parser.add_argument("--single-use", type=int, default=40_000, help="codes / refresh tokens per round")
     parser.add_argument("--growth", action="store_true", help="also measure with 1k and 1M stored tokens")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--warmup", type=float, default=20.0,
+                        help="seconds of load on the peer per scenario before measuring (ours: at most one run)")
     parser.add_argument("--write", action="store_true", help="write bench/RESULTS-latest.md")
     parser.add_argument("--rl-cost-rounds", type=int, default=0,
                         help="also measure rate limiting's cost with paired, alternating runs (this many rounds)")
     args = parser.parse_args()
     if args.quick:
-        args.configs, args.rounds, args.duration, args.single_use = ["sqlite-1w"], 1, 1, 3000
+        args.configs, args.rounds, args.duration, args.single_use, args.warmup = ["sqlite-1w"], 1, 1, 3000, 0.5
     print(HEADER, flush=True)
     rows = run(args)
     report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
