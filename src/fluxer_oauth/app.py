@@ -169,7 +169,7 @@ class FluxerApp(Starlette):
     runtime = None
     limits = None
     resolver = None
-    form_endpoints: dict = {}
+    form_endpoints = None
 
     async def framework(self, scope, receive, send) -> None:
         if self.middleware_stack is None:

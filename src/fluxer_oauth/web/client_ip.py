@@ -20,14 +20,10 @@ class ClientIpResolver:
     def resolve(self, scope) -> str:
         """From an ASGI scope."""
         peer = (scope.get("client") or ("unknown", 0))[0]
-        if not self._networks or not self._trusted(peer):
+        if not self._networks:
             return peer
         return self.resolve_forwarded(
             peer, [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"])
-
-    @property
-    def trusts_proxies(self) -> bool:
-        return bool(self._networks)
 
     def resolve_forwarded(self, peer: str, header_values: list[str]) -> str:
         """``peer``, or the hop of X-Forwarded-For (all its header lines, in order) that

@@ -194,7 +194,6 @@ class RateLimits:
         self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
                          else MemoryCounters())
         self._memory = self.counters if isinstance(self.counters, MemoryCounters) else None
-        self.in_memory = self._memory is not None
         self.rates = {
             "authorize": parse_rate(settings.rate_limit_authorize),
             "token": parse_rate(settings.rate_limit_token),
@@ -204,6 +203,10 @@ class RateLimits:
         }
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
+
+    @property
+    def counted_in_redis(self) -> bool:
+        return self._memory is None
 
     def _rate(self, bucket: str, client_id: str | None) -> Rate:
         if client_id is not None and bucket in ("token", "revoke") and client_id in self.overrides:
@@ -332,10 +335,20 @@ async def limit(scope, bucket: str, key: str, *, client_id: str | None = None) -
     """Count this request against ``bucket``; the response (whatever it is) carries the
     X-RateLimit-* headers, added by the edge middleware from the request state. Once per
     request: a refusal raises before the state is set, and its 429 carries the headers."""
-    limits = _limits(scope)
-    state = limits.hit_now(bucket, key, client_id=client_id)
-    if state is NOT_NOW:
-        state = await limits.hit(bucket, key, client_id=client_id)
+    if limit_now(scope, bucket, key, client_id=client_id) is NOT_NOW:
+        _keep_state(scope, await _limits(scope).hit(bucket, key, client_id=client_id))
+
+
+def limit_now(scope, bucket: str, key: str, *, client_id: str | None = None):
+    """``limit`` without a coroutine when the counters are in memory; ``NOT_NOW`` when they
+    are in Redis and ``limit`` must be awaited."""
+    state = _limits(scope).hit_now(bucket, key, client_id=client_id)
+    if state is not NOT_NOW:
+        _keep_state(scope, state)
+    return state
+
+
+def _keep_state(scope, state: LimitState | None) -> None:
     if state is not None:
         scope.setdefault("state", {})["rate_limit"] = state
 
@@ -369,11 +382,10 @@ def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
     limits = _limits(scope)
     if not limits.enabled:
         return None
-    if not limits.in_memory:
-        return NOT_NOW
+    if limits.counted_in_redis:
+        return NOT_NOW  # before the key, which limit_by_client works out itself
     key, client_id = _client_key(scope, params, authorization)
-    state = scope.setdefault("state", {})["rate_limit"] = limits.hit_now(bucket, key, client_id=client_id)
-    return state
+    return limit_now(scope, bucket, key, client_id=client_id)
 
 
 def _client_key(scope, params, authorization: str | None) -> tuple[str, str | None]:

@@ -88,8 +88,7 @@ class RsgiEntry:
             return 413, _encode(TOO_LARGE), []
         peer = _host(scope.client)
         if self.limits.enabled:  # the client's address matters to the rate limits only
-            ip = self.resolver.resolve_forwarded(peer, headers.get_all("x-forwarded-for")) \
-                if self.resolver.trusts_proxies else peer
+            ip = self.resolver.resolve_forwarded(peer, headers.get_all("x-forwarded-for"))
             state["client_ip"] = ip
             try:
                 if hit_global_now(self.limits, scope.path, ip) is NOT_NOW:
