@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from fluxer_oauth.store.tables import ACCESS, tokens
 from tests.backends import POSTGRES
+from tests.ops.test_janitor import _hash, _seed
 
 sqlite_only = pytest.mark.skipif(POSTGRES, reason="the WAL checkpointer belongs to the SQLite store")
 postgres_only = pytest.mark.skipif(not POSTGRES, reason="the connection pool belongs to the PostgreSQL store")
@@ -38,8 +39,6 @@ async def test_a_connection_returned_inside_a_transaction_comes_back_clean(rt):
 
 @sqlite_only
 async def test_wal_stays_small_under_inserts_and_nothing_is_lost(rt, tmp_path):
-    from tests.ops.test_janitor import _seed
-
     await _seed(rt, expired_tokens=0, live_tokens=1)  # user 1 and application 2
     hot = rt.db.hot
     path = hot._path
@@ -133,8 +132,6 @@ async def test_requests_arriving_before_the_pool_exists_share_one(rt):
 
 @sqlite_only
 async def test_a_cached_token_is_refused_as_soon_as_this_process_revokes_it(rt):
-    from tests.ops.test_janitor import _hash, _seed
-
     await _seed(rt, expired_tokens=0, live_tokens=1)
     hot, now = rt.db.hot, time.time()
     assert await hot.fetchrow("access_token", _hash(0, "t"), now) is not None  # now in the cache
@@ -147,8 +144,6 @@ async def test_a_cached_token_is_refused_as_soon_as_this_process_revokes_it(rt):
 
 @sqlite_only
 async def test_another_connections_commit_is_seen_from_the_next_loop_turn_and_checked_once_a_turn(rt):
-    from tests.ops.test_janitor import _hash, _seed
-
     await _seed(rt, expired_tokens=0, live_tokens=2)
     hot, now = rt.db.hot, time.time()
     checks = []
@@ -171,8 +166,6 @@ async def test_another_connections_commit_is_seen_from_the_next_loop_turn_and_ch
 async def test_inserts_of_one_loop_turn_commit_together_all_or_nothing(rt):
     """Group commit: 150 inserts made in one turn go into one transaction (on SQLite, as
     statements of 64 rows); one bad row fails them all, and none is stored."""
-    from tests.ops.test_janitor import _hash, _seed
-
     await _seed(rt, expired_tokens=0, live_tokens=1)  # user 1, application 2, the token _hash(0, "t")
     hot, now = rt.db.hot, time.time()
 
