@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,9 @@ async def seed(settings: Settings, workdir: Path, *, refresh: int, codes: int) -
         now = time.time()
         async with rt.db.write() as conn:
             grant_id = await oauth_store.upsert_grant(conn, rt.ids.next(), user.id, app_id, "identify guilds", now)
-        access = credentials.new_opaque_token()
+        access = credentials.new_stored_token()
         rows = [_token_row(rt, access, ACCESS, user.id, app_id, grant_id, now, settings.access_token_ttl)]
-        refresh_tokens = [credentials.new_opaque_token() for _ in range(refresh)]
+        refresh_tokens = [credentials.new_stored_token() for _ in range(refresh)]
         rows += [_token_row(rt, t, REFRESH, user.id, app_id, grant_id, now, settings.refresh_token_ttl)
                  for t in refresh_tokens]
         await _insert(rt, tokens, rows)
@@ -69,7 +68,7 @@ async def add_filler_tokens(settings: Settings, info: dict, count: int) -> None:
         now = time.time()
         for start in range(0, count, CHUNK):
             batch = [
-                dict(token_hash=secrets.token_bytes(32), kind=ACCESS, application_id=int(info["application_id"]),
+                dict(token_hash=credentials.stored_token_key(credentials.new_stored_token()), kind=ACCESS, application_id=int(info["application_id"]),
                      user_id=int(info["user_id"]), grant_id=None, family_id=n, issue_id=n, scopes="identify",
                      created_at=now, expires_at=now + 86400, rotated=False)
                 for n in range(start, min(count, start + CHUNK))
@@ -82,7 +81,7 @@ async def add_filler_tokens(settings: Settings, info: dict, count: int) -> None:
 
 def _token_row(rt, token, kind, user_id, app_id, grant_id, now, ttl) -> dict:
     issue = rt.ids.next()
-    return dict(token_hash=credentials.sha256(token), kind=kind, application_id=app_id, user_id=user_id,
+    return dict(token_hash=credentials.stored_token_key(token), kind=kind, application_id=app_id, user_id=user_id,
                 grant_id=grant_id, family_id=issue, issue_id=issue, scopes="identify guilds", created_at=now,
                 expires_at=now + ttl, rotated=False)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import time
 
 import pytest
 from sqlalchemy import select
 
+from fluxer_oauth.core import credentials
 from fluxer_oauth.store.tables import audit_log, authorization_codes, tokens
 from tests.conftest import bearer, create_app, exchange, get_code, pkce_pair, register, tokens_for
 
@@ -270,3 +273,46 @@ async def test_client_credentials_after_a_secret_reset_and_error_order(client, s
     assert both.status_code == 401 and both.json()["error"] == "invalid_client"
     unknown = await client.post("/api/v1/oauth2/token", data=cc, auth=("1" * 19, new_secret))
     assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"
+
+
+# --- the stored form of access and refresh tokens ---------------------------------------------
+
+async def test_tokens_are_stored_under_their_issue_time_then_their_hash(client, setup, rt):
+    owner, app = setup
+    before_ms = int(time.time() * 1000)
+    body = await tokens_for(client, owner, app)
+    after_ms = int(time.time() * 1000)
+    async with rt.db.read() as conn:
+        stored = set((await conn.execute(select(tokens.c.token_hash))).scalars().all())
+    for token in (body["access_token"], body["refresh_token"]):
+        assert len(token) == 51 and len(credentials.b64url_decode(token)) == 6 + 32
+        key = credentials.stored_token_key(token)
+        issued_ms = int.from_bytes(key[:6], "big")
+        assert before_ms <= issued_ms <= after_ms
+        assert key == key[:6] + hashlib.sha256(token.encode()).digest() and key in stored
+    # A token whose time was altered keys elsewhere: the hash covers the whole token.
+    forged = credentials.b64url(b"\xff" * 6) + body["access_token"][8:]
+    assert (await client.get("/api/v1/users/@me", headers=bearer(forged))).status_code == 401
+
+
+async def test_tokens_stored_before_the_issue_time_was_added_still_work(client, setup, rt):
+    """Tokens from before the time prefix are 43 characters and keyed by their SHA-256 alone:
+    every endpoint still finds them, and a refresh hands out the current form."""
+    owner, app = setup
+    body = await tokens_for(client, owner, app)
+    old_access, old_refresh = credentials.new_opaque_token(), credentials.new_opaque_token()
+    async with rt.db.write() as conn:
+        for new, old in ((body["access_token"], old_access), (body["refresh_token"], old_refresh)):
+            await conn.execute(tokens.update().where(tokens.c.token_hash == credentials.stored_token_key(new))
+                               .values(token_hash=hashlib.sha256(old.encode()).digest()))
+    assert (await client.get("/api/v1/users/@me", headers=bearer(old_access))).status_code == 200
+    assert (await client.get("/api/v1/users/@me", headers=bearer(body["access_token"]))).status_code == 401
+    introspected = await client.post("/api/v1/oauth2/introspect", data={"token": old_access}, auth=app.basic)
+    assert introspected.json()["active"] is True
+    rotated = await refresh(client, app, old_refresh)
+    assert rotated.status_code == 200 and len(rotated.json()["refresh_token"]) == 51
+    assert (await client.get("/api/v1/users/@me", headers=bearer(old_access))).status_code == 401
+    new_access = rotated.json()["access_token"]
+    revoked = await client.post("/api/v1/oauth2/token/revoke", data={"token": new_access}, auth=app.basic)
+    assert revoked.status_code == 200
+    assert (await client.get("/api/v1/users/@me", headers=bearer(new_access))).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -112,6 +113,22 @@ class TestCredentials:
     def test_opaque_tokens_have_256_bits(self):
         token = credentials.new_opaque_token()
         assert len(credentials.b64url_decode(token)) == 32
+
+    def test_stored_token_keys_grow_with_issue_time(self):
+        # The tokens index relies on it: a later token's key sorts after every earlier one's.
+        keys = []
+        for _ in range(3):
+            token = credentials.new_stored_token()
+            assert len(token) == credentials.STORED_TOKEN_LENGTH and len(credentials.b64url_decode(token)) == 38
+            keys.append(credentials.stored_token_key(token))
+            time.sleep(0.002)
+        assert keys == sorted(keys) and len(set(keys)) == 3
+
+    def test_stored_token_key_of_anything_else_is_the_plain_hash(self):
+        legacy = credentials.new_opaque_token()
+        assert credentials.stored_token_key(legacy) == hashlib.sha256(legacy.encode()).digest()
+        for odd in ("é" * 51, "!" * 51, "=" * 51):  # the right length, not base64url: no crash, no match
+            assert hashlib.sha256(odd.encode()).digest() in credentials.stored_token_key(odd)
 
     def test_session_token_format(self):
         token = credentials.new_session_token()

@@ -37,7 +37,7 @@ async def access_token_row(rt: Runtime, token: str):
     and application, or None. One indexed query: the token, its user and its application."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    return await rt.db.hot.fetchrow("access_token", credentials.sha256(token), now())
+    return await rt.db.hot.fetchrow("access_token", credentials.stored_token_key(token), now())
 
 
 async def lookup_access_token(rt: Runtime, token: str):

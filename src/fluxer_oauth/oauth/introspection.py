@@ -14,7 +14,7 @@ INACTIVE = {"active": False}
 
 async def introspect(rt: Runtime, params: Params, authorization: str | None) -> dict:
     app, token = await authenticate_token_request(rt, params, authorization)
-    row = await rt.db.hot.fetchrow("live_token", credentials.sha256(token), now())
+    row = await rt.db.hot.fetchrow("live_token", credentials.stored_token_key(token), now())
     if row is None:
         return INACTIVE
     application_id, user_id, scopes, kind, expires_at, created_at = row

@@ -18,7 +18,7 @@ async def revoke(rt: Runtime, params: Params, authorization: str | None) -> None
     app, token = await authenticate_token_request(rt, params, authorization)
     at = now()
     async with rt.db.write() as conn:
-        row = await oauth_store.get_token(conn, credentials.sha256(token))
+        row = await oauth_store.get_token(conn, credentials.stored_token_key(token))
         if row is None or row.application_id != app.id:
             return
         await end_grant(rt, conn, user_id=row.user_id, application_id=app.id, by="application", actor_id=None, at=at)

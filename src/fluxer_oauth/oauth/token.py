@@ -65,17 +65,17 @@ class _Issued:
 
 def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: str, guild_id, refresh: bool, at: float):
     issue_id = rt.ids.next()
-    access = credentials.new_opaque_token()
+    access = credentials.new_stored_token()
     common = dict(
         application_id=app_id, user_id=user_id, grant_id=grant_id, family_id=family_id, issue_id=issue_id,
         scopes=scopes, guild_id=guild_id, created_at=at, rotated=False,
     )
-    rows = [dict(common, token_hash=credentials.sha256(access), kind=ACCESS, expires_at=at + rt.settings.access_token_ttl)]
+    rows = [dict(common, token_hash=credentials.stored_token_key(access), kind=ACCESS, expires_at=at + rt.settings.access_token_ttl)]
     refresh_token = None
     if refresh:
-        refresh_token = credentials.new_opaque_token()
+        refresh_token = credentials.new_stored_token()
         rows.append(
-            dict(common, token_hash=credentials.sha256(refresh_token), kind=REFRESH,
+            dict(common, token_hash=credentials.stored_token_key(refresh_token), kind=REFRESH,
                  expires_at=at + rt.settings.refresh_token_ttl)
         )
     return _Issued(access, refresh_token, rows)
@@ -159,7 +159,7 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             requested = parse_scopes(raw_scope)
         except ScopeError as exc:
             raise OAuthError("invalid_scope", str(exc)) from exc
-    token_hash = credentials.sha256(token)
+    token_hash = credentials.stored_token_key(token)
     at = now()
     failure: OAuthError | None = None
     async with rt.db.write() as conn:
@@ -227,7 +227,7 @@ async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
     scope_text = _client_credentials_scope(raw_scope)
     access, issue_id, at, expires_at = _new_client_token(rt)
     await rt.db.hot.execute(
-        "insert_token", credentials.sha256(access), ACCESS, app.id, app.bot_id, None,
+        "insert_token", credentials.stored_token_key(access), ACCESS, app.id, app.bot_id, None,
         issue_id, issue_id, scope_text, None, at, expires_at, False,
     )
     return _response(rt, access, scope_text)
@@ -248,7 +248,7 @@ async def _client_credentials_checked_on_insert(rt: Runtime, params: Params, aut
         return None
     access, issue_id, at, expires_at = _new_client_token(rt)
     written = await rt.db.hot.execute(
-        "issue_client_token", credentials.sha256(access), application_id, presented_secret_hash(rt, secret),
+        "issue_client_token", credentials.stored_token_key(access), application_id, presented_secret_hash(rt, secret),
         issue_id, scope_text, at, expires_at,
     )
     return _response(rt, access, scope_text) if written else None
@@ -258,7 +258,7 @@ def _new_client_token(rt: Runtime) -> tuple[str, int, float, float]:
     """A client-credentials access token: (token, issue id, created, expires). One access
     token, no refresh token, no grant: its own issuance is its family."""
     at = now()
-    return credentials.new_opaque_token(), rt.ids.next(), at, at + rt.settings.access_token_ttl
+    return credentials.new_stored_token(), rt.ids.next(), at, at + rt.settings.access_token_ttl
 
 
 _GRANTS = {

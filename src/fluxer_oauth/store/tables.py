@@ -35,6 +35,9 @@ metadata = MetaData(
 
 Id = BigInteger  # snowflakes
 Hash = LargeBinary(32)
+# Access and refresh tokens: their issue time, then their SHA-256 (credentials.stored_token_key).
+# Neither backend enforces a binary column's length (BLOB, bytea), so no migration changes it.
+TokenKey = LargeBinary(38)
 Time = Float
 
 users = Table(
@@ -127,7 +130,7 @@ ACCESS, REFRESH = 1, 2
 
 tokens = Table(
     "tokens", metadata,
-    Column("token_hash", Hash, primary_key=True),
+    Column("token_hash", TokenKey, primary_key=True),
     Column("kind", SmallInteger, nullable=False),  # ACCESS or REFRESH
     Column("application_id", Id, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
     Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
