@@ -39,6 +39,12 @@ class LimitState:
         self.remaining = remaining
         self.reset_at = reset_at
 
+    @classmethod
+    def after_count(cls, bucket: str, rate: Rate, state: list, now: float) -> LimitState:
+        """Where a key stands right after ``count`` let a request in."""
+        result = outcome(True, state[1], state[2], rate, now - state[0] * rate.period)
+        return cls(bucket, rate.amount, result.remaining, now + result.reset_after)
+
     def headers(self) -> dict[str, str]:
         """The headers as a dict, for a 429 built as an error (header names are case-blind)."""
         return dict(self.text_headers())
@@ -84,14 +90,10 @@ class MemoryCounters:
     def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
         """One step, without a coroutine: memory needs no waiting, and this runs on every request."""
         now = time.time()
-        return step(self._state(bucket, key, rate, now), rate, now, cost)
+        return step(self.state(bucket, key, rate, now), rate, now, cost)
 
-    def count_now(self, bucket: str, key: str, rate: Rate) -> bool:
-        """One request counted if it fits, without the answer for the headers."""
-        now = time.time()
-        return count(self._state(bucket, key, rate, now), rate, now, 1)
-
-    def _state(self, bucket: str, key: str, rate: Rate, now: float) -> list:
+    def state(self, bucket: str, key: str, rate: Rate, now: float) -> list:
+        """The counter of ``key`` in ``bucket`` (made on first use), for the core's arithmetic."""
         states = self._states.get(bucket)
         if states is None:
             states = self._states[bucket] = {}
@@ -240,13 +242,16 @@ class RateLimits:
         every request); ``NOT_NOW`` when they are in Redis and ``hit`` must be awaited."""
         if not self.enabled:
             return None
-        if self._memory is None:
+        memory = self._memory
+        if memory is None:
             return NOT_NOW
         rate = self._rate(bucket, client_id)
-        if not with_state and self._memory.count_now(bucket, key, rate):
-            return None  # counted; nobody needs the numbers
-        # (A refused count changed nothing: this step refuses again and gives the numbers.)
-        return self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, 1), with_state)
+        now = time.time()
+        state = memory.state(bucket, key, rate, now)
+        if count(state, rate, now, 1):
+            return LimitState.after_count(bucket, rate, state, now) if with_state else None
+        # Refused (which changed no count): the full step gives the numbers for the 429.
+        return self._settle(bucket, rate, step(state, rate, now, 0), with_state)
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
                   with_state: bool = True) -> LimitState | None:
@@ -385,7 +390,9 @@ def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
     if limits.counted_in_redis:
         return NOT_NOW  # before the key, which limit_by_client works out itself
     key, client_id = _client_key(scope, params, authorization)
-    return limit_now(scope, bucket, key, client_id=client_id)
+    state = limits.hit_now(bucket, key, client_id=client_id)
+    _keep_state(scope, state)
+    return state
 
 
 def _client_key(scope, params, authorization: str | None) -> tuple[str, str | None]:
