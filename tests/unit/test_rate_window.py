@@ -158,3 +158,29 @@ def test_count_agrees_with_step_and_a_refusal_counts_nothing():
         assert by_count == by_step
         if not allowed:  # only the window's move, never a count
             assert by_count[2] == (before[2] if before[0] == by_count[0] else 0)
+
+
+def test_an_allowed_memory_hit_states_what_the_full_step_would(monkeypatch):
+    """RateLimits.hit_now answers an allowed request from the counter directly; its numbers
+    must be step()'s, through a window change and the previous window's decay."""
+    from fluxer_oauth.web.ratelimit import LimitState, RateLimited, RateLimits
+    from tests.conftest import make_settings
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr("fluxer_oauth.web.ratelimit.time.time", lambda: clock[0])
+    limits = RateLimits(make_settings("sqlite://", rate_limits="on", rate_limit_token="5/10seconds"))
+    rate, reference, refused = Rate(5, 10.0), [None, 0, 0], 0
+    for at in (1_000_000.0, 1_000_001.0, 1_000_004.5, 1_000_012.0, 1_000_013.0, 1_000_019.9, 1_000_019.95,
+               1_000_019.97):
+        clock[0] = at
+        expected = step(reference, rate, at, 1)
+        if not expected.allowed:
+            with pytest.raises(RateLimited):
+                limits.hit_now("token", "client:1")
+            refused += 1
+            continue
+        state = limits.hit_now("token", "client:1")
+        assert isinstance(state, LimitState)
+        assert (state.limit, state.remaining) == (5, expected.remaining)
+        assert state.reset_at == pytest.approx(at + expected.reset_after)
+    assert refused == 1  # the last one: the sequence reaches the limit
