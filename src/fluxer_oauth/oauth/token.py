@@ -70,7 +70,8 @@ def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: st
         application_id=app_id, user_id=user_id, grant_id=grant_id, family_id=family_id, issue_id=issue_id,
         scopes=scopes, guild_id=guild_id, created_at=at, rotated=False,
     )
-    rows = [dict(common, token_hash=credentials.stored_token_key(access), kind=ACCESS, expires_at=at + rt.settings.access_token_ttl)]
+    rows = [dict(common, token_hash=credentials.stored_token_key(access), kind=ACCESS,
+                 expires_at=at + rt.settings.access_token_ttl)]
     refresh_token = None
     if refresh:
         refresh_token = credentials.new_stored_token()
