@@ -68,9 +68,9 @@ async def add_filler_tokens(settings: Settings, info: dict, count: int) -> None:
         now = time.time()
         for start in range(0, count, CHUNK):
             batch = [
-                dict(token_hash=credentials.stored_token_key(credentials.new_stored_token()), kind=ACCESS, application_id=int(info["application_id"]),
-                     user_id=int(info["user_id"]), grant_id=None, family_id=n, issue_id=n, scopes="identify",
-                     created_at=now, expires_at=now + 86400, rotated=False)
+                dict(token_hash=credentials.stored_token_key(credentials.new_stored_token()), kind=ACCESS,
+                     application_id=int(info["application_id"]), user_id=int(info["user_id"]), grant_id=None,
+                     family_id=n, issue_id=n, scopes="identify", created_at=now, expires_at=now + 86400, rotated=False)
                 for n in range(start, min(count, start + CHUNK))
             ]
             async with rt.db.write() as conn:

@@ -88,7 +88,8 @@ class MemoryCounters:
         self._next_sweep: dict[str, float] = {}
 
     def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        """One step, without a coroutine: memory needs no waiting, and this runs on every request."""
+        """One step, without a coroutine: memory needs no waiting. (An allowed request on the
+        hot path is counted through ``state`` and the core's ``count`` instead.)"""
         now = time.time()
         return step(self.state(bucket, key, rate, now), rate, now, cost)
 
@@ -390,9 +391,7 @@ def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
     if limits.counted_in_redis:
         return NOT_NOW  # before the key, which limit_by_client works out itself
     key, client_id = _client_key(scope, params, authorization)
-    state = limits.hit_now(bucket, key, client_id=client_id)
-    _keep_state(scope, state)
-    return state
+    return limit_now(scope, bucket, key, client_id=client_id)
 
 
 def _client_key(scope, params, authorization: str | None) -> tuple[str, str | None]:
