@@ -451,7 +451,7 @@ def main() -> None:
                         help="also measure rate limiting's cost with paired, alternating runs (this many rounds)")
     args = parser.parse_args()
     if args.quick:
-        args.configs, args.rounds, args.duration, args.single_use, args.warmup = ["sqlite-1w"], 1, 1, 3000, 0.5
+        args.configs, args.rounds, args.duration, args.single_use, args.warmup = ["sqlite-1w"], 1, 1, 10_000, 0.5
     print(HEADER, flush=True)
     rows = run(args)
     report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
