@@ -171,3 +171,85 @@ def test_the_global_limit_counts_the_direct_paths_per_forwarded_client(tmp_path,
     finally:
         stop_server(process)
         backend.drop_database(database_url)
+
+
+def test_with_the_counters_in_redis_each_direct_request_takes_one_call(tmp_path, backend):
+    """Counters in Redis: a token request counts the global and the client limit in one
+    script call (the global first: refused there, the client's counter is not touched);
+    ``GET /users/@me`` counts the global while the token is looked up, and once, also when
+    the lookup fails and the request goes on to the application. What is refused, and in
+    which order, is as with one call after the other."""
+    import redis
+
+    from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
+
+    database_url = backend.new_database(tmp_path)
+    prefix = new_redis_prefix()
+    process, base = start_server(tmp_path, database_url, FLUXER_RATE_LIMITS="on", FLUXER_RATE_LIMIT_GLOBAL="8/minute",
+                                 FLUXER_RATE_LIMIT_TOKEN="3/minute", FLUXER_TRUSTED_PROXIES="127.0.0.1/32",
+                                 FLUXER_REDIS_URL=REDIS_URL, FLUXER_REDIS_PREFIX=prefix)
+    counters = redis.Redis.from_url(REDIS_URL)
+
+    def script_calls() -> int:
+        stats = counters.info("commandstats")
+        return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    try:  # set up from the proxy's own address; the client below is 203.0.113.7
+        account = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+            "username": "counted", "email": "counted@example.com", "password": PASSWORD}).json()
+        app = requests.post(f"{base}/api/v1/oauth2/applications", timeout=10,
+                            headers={"Authorization": account["token"]},
+                            json={"name": "Counted", "redirect_uris": ["https://c.example/cb"]}).json()
+        auth = (app["id"], app["client_secret"])
+        grant = {"grant_type": "client_credentials", "scope": "identify"}
+        bearer = requests.post(f"{base}/api/v1/oauth2/token", auth=auth, data=grant, timeout=10).json()["access_token"]
+        hop = {"X-Forwarded-For": "203.0.113.7"}
+
+        def counted(send):
+            before = script_calls()
+            response = send()
+            return response, script_calls() - before
+
+        def token(**extra):
+            return requests.post(f"{base}/api/v1/oauth2/token", auth=auth, data=grant, headers=hop, timeout=10, **extra)
+
+        def me(value):
+            return requests.get(f"{base}/api/v1/users/@me", headers={**hop, "Authorization": f"Bearer {value}"},
+                                timeout=10)
+
+        def revoke():
+            return requests.post(f"{base}/api/v1/oauth2/token/revoke", auth=auth, data={"token": "x"}, headers=hop,
+                                 timeout=10)
+
+        first = token()  # global 1; the client's second token of three
+        assert first.status_code == 200 and first.headers["x-ratelimit-remaining"] == "1"
+        second, calls = counted(token)  # global 2
+        assert second.status_code == 200 and second.headers["x-ratelimit-remaining"] == "0" and calls == 1
+        refused = token()  # global 3: the client's own limit refuses
+        assert refused.status_code == 429 and refused.json()["global"] is False
+        assert refused.headers["x-ratelimit-bucket"] == "token"
+        malformed = requests.post(f"{base}/api/v1/oauth2/token", data=b"x", headers={**hop, "Content-Type": "text/plain"},
+                                  timeout=10)
+        assert malformed.status_code == 400  # global 4: counted though it never named a client
+        missed, calls = counted(lambda: me("not-a-token"))  # global 5, once, then the application's 401
+        assert missed.status_code == 401 and calls == 1
+        found, calls = counted(lambda: me(bearer))  # global 6
+        assert found.status_code == 200 and found.json()["id"] == app["bot"]["id"] and calls == 1
+        assert requests.post(f"{base}/api/v1/oauth2/introspect", auth=auth, data={"token": bearer}, headers=hop,
+                             timeout=10).json()["active"] is True  # global 7
+        assert revoke().status_code == 200  # global 8: the last
+        assert int(counters.hget(f"{prefix}:rl:revoke:client:{app['id']}", "c")) == 1
+        over = revoke()
+        assert over.status_code == 429 and over.json()["global"] is True
+        assert int(counters.hget(f"{prefix}:rl:revoke:client:{app['id']}", "c")) == 1  # not counted
+        assert me(bearer).status_code == 429
+        late = requests.post(f"{base}/api/v1/oauth2/token", data=b"x", headers={**hop, "Content-Type": "text/plain"},
+                             timeout=10)
+        assert late.status_code == 429 and late.json()["global"] is True  # the global limit before the 400
+        assert requests.get(f"{base}/api/v1/users/@me", headers={"Authorization": f"Bearer {bearer}"},
+                            timeout=10).status_code == 200  # the proxy's own address has its own count
+    finally:
+        stop_server(process)
+        counters.close()
+        drop_redis_prefix(prefix)
+        backend.drop_database(database_url)

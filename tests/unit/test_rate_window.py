@@ -184,3 +184,35 @@ def test_an_allowed_memory_hit_states_what_the_full_step_would(monkeypatch):
         assert (state.limit, state.remaining) == (5, expected.remaining)
         assert state.reset_at == pytest.approx(at + expected.reset_after)
     assert refused == 1  # the last one: the sequence reaches the limit
+
+
+async def test_redis_pair_counts_the_second_only_when_the_first_allows(redis_counters):
+    """The global and an endpoint's counter in one script call: global first; refused there,
+    the endpoint's counter is left as it was; allowed, the endpoint's own step answers."""
+    counters, prefix = redis_counters
+    global_rate, token_rate = Rate(4, 60.0), Rate(2, 60.0)
+
+    def pair(client: str):
+        return counters.step_pair(("global", "ip-1", global_rate), ("token", client, token_rate))
+
+    answers = [await pair("client:a") for _ in range(3)]
+    assert [(which, a.allowed, a.remaining) for which, a in answers] == [(1, True, 1), (1, True, 0), (1, False, 0)]
+    which, fourth = await pair("client:b")  # the global's fourth and last
+    assert (which, fourth.allowed, fourth.remaining) == (1, True, 1)
+    which, refused = await pair("client:c")
+    assert which == 0 and not refused.allowed and refused.remaining == 0  # the global refused
+    assert 0 < refused.reset_after <= 60 + 60 / 4
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert not client.exists(f"{prefix}:rl:token:client:c")  # never counted
+        assert int(client.hget(f"{prefix}:rl:token:client:a", "c")) == 2  # its refusal counted nothing
+        assert int(client.hget(f"{prefix}:rl:global:ip-1", "c")) == 4  # a refusal by the second did count here
+    finally:
+        client.close()
+    # Single steps and pairs of one turn share the pipeline, and each gets its own answer.
+    import asyncio
+
+    single, (which, paired) = await asyncio.gather(counters.step("token", "client:d", token_rate, 1),
+                                                   counters.step_pair(("global", "ip-2", global_rate),
+                                                                      ("token", "client:d", token_rate)))
+    assert single.remaining == 1 and which == 1 and paired.remaining == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.web.ratelimit import NOT_NOW, limit_by_client, limit_by_client_now
+from fluxer_oauth.web.ratelimit import NOT_NOW, count_pending_global, limit_by_client, limit_by_client_now
 from fluxer_oauth.web.responses import NO_STORE, form_params, header_pairs
 
 _encode = msgspec.json.Encoder().encode
@@ -28,7 +28,11 @@ class FormEndpoint:
         """(status, JSON body, headers besides content-type and -length) for one request;
         ``scope`` needs only ``app`` and ``state`` (for the rate limits)."""
         try:
-            params = form_params(content_type or "", body)
+            try:
+                params = form_params(content_type or "", body)
+            except OAuthError:
+                await count_pending_global(scope)  # counted all the same, and its 429 comes first
+                raise
             if self.bucket is not None and limit_by_client_now(scope, self.bucket, params, authorization) is NOT_NOW:
                 await limit_by_client(scope, self.bucket, params, authorization)
             result = await self.handler(scope["app"].runtime, params, authorization)

@@ -118,28 +118,42 @@ class MemoryCounters:
         pass
 
 
-# KEYS[1]: the counter (a hash of window index, previous and current count).
-# ARGV: limit, period in seconds, cost. Returns allowed (0/1), previous, current, and the
-# seconds elapsed in the window as text (Lua numbers become integers on the way out).
-_STEP_SCRIPT = """
-local limit, period, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local window = math.floor(now / period)
-local saved = redis.call('HMGET', KEYS[1], 'w', 'p', 'c')
-local w, p, c = tonumber(saved[1]), tonumber(saved[2]) or 0, tonumber(saved[3]) or 0
-if w ~= window then
-  if w == window - 1 then p = c else p = 0 end
-  c = 0
+# One step of a counter (a hash of window index, previous and current count) on Redis's
+# clock: allowed, previous, current, and the seconds elapsed in the window as text (Lua
+# numbers become integers on the way out).
+_STEP_FUNCTION = """
+local function step(key, limit, period, cost)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local window = math.floor(now / period)
+  local saved = redis.call('HMGET', key, 'w', 'p', 'c')
+  local w, p, c = tonumber(saved[1]), tonumber(saved[2]) or 0, tonumber(saved[3]) or 0
+  if w ~= window then
+    if w == window - 1 then p = c else p = 0 end
+    c = 0
+  end
+  local elapsed = now - window * period
+  local allowed = p * (1 - elapsed / period) + c + math.max(cost, 1) <= limit
+  if allowed and cost > 0 then
+    c = c + cost
+    redis.call('HSET', key, 'w', string.format('%d', window), 'p', p, 'c', c)
+    redis.call('PEXPIRE', key, math.ceil(period * 2000))
+  end
+  return {allowed and 1 or 0, p, c, string.format('%.6f', elapsed)}
 end
-local elapsed = now - window * period
-local allowed = p * (1 - elapsed / period) + c + math.max(cost, 1) <= limit
-if allowed and cost > 0 then
-  c = c + cost
-  redis.call('HSET', KEYS[1], 'w', string.format('%d', window), 'p', p, 'c', c)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(period * 2000))
-end
-return {allowed and 1 or 0, p, c, string.format('%.6f', elapsed)}
+"""
+# KEYS[1]: the counter. ARGV: limit, period in seconds, cost.
+_STEP_SCRIPT = _STEP_FUNCTION + """
+return step(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+"""
+# One request against two counters in one call, the first (the global one) before the
+# second: KEYS[1], ARGV[1..2] its limit and period; KEYS[2], ARGV[3..4] the second's. Each
+# counts 1; a refusal by the first leaves the second untouched. Returns which counter
+# answered (1 or 2), then that counter's step.
+_PAIR_SCRIPT = _STEP_FUNCTION + """
+local first = step(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), 1)
+if first[1] == 0 then return {1, first} end
+return {2, step(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]), 1)}
 """
 
 
@@ -152,40 +166,60 @@ class RedisCounters:
 
     def __init__(self, url: str, prefix: str) -> None:
         self._client = redis_from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._script = self._client.register_script(_STEP_SCRIPT)
+        self._step_script = self._client.register_script(_STEP_SCRIPT)
+        self._pair_script = self._client.register_script(_PAIR_SCRIPT)
         self._prefix = f"{prefix}:rl:"
-        self._pending: list[tuple[str, list, asyncio.Future]] = []
+        self._pending: list[tuple] = []
 
     async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
+        answer = await self._call(self._step_script, [f"{self._prefix}{bucket}:{key}"], [rate.amount, rate.period, cost])
+        return _outcome(answer, rate)
+
+    async def step_pair(self, first: tuple[str, str, Rate], second: tuple[str, str, Rate]) -> tuple[int, Outcome]:
+        """One request (cost 1) against two (bucket, key, rate) counters in one call: which of
+        them answered (0: the first refused, and the second was not counted; 1: the first
+        allowed it, and this is the second's step) and that step."""
+        (first_bucket, first_key, first_rate), (second_bucket, second_key, second_rate) = first, second
+        which, answer = await self._call(
+            self._pair_script, [f"{self._prefix}{first_bucket}:{first_key}", f"{self._prefix}{second_bucket}:{second_key}"],
+            [first_rate.amount, first_rate.period, second_rate.amount, second_rate.period])
+        which = int(which) - 1
+        return which, _outcome(answer, second_rate if which else first_rate)
+
+    async def _call(self, script, keys: list[str], args: list):
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         if not self._pending:
             loop.call_soon(lambda: loop.create_task(self._send_pending()))
-        self._pending.append((f"{self._prefix}{bucket}:{key}", [rate.amount, rate.period, cost], done))
-        allowed, previous, current, elapsed = await done
-        return outcome(bool(allowed), int(previous), int(current), rate, float(elapsed))
+        self._pending.append((script, keys, args, done))
+        return await done
 
     async def _send_pending(self) -> None:
         pending, self._pending = self._pending, []
         try:
             pipeline = self._client.pipeline(transaction=False)
-            for key, args, _ in pending:
-                await self._script(keys=[key], args=args, client=pipeline)  # queues the call
+            for script, keys, args, _ in pending:
+                await script(keys=keys, args=args, client=pipeline)  # queues the call
             answers = await pipeline.execute()
             if len(answers) != len(pending):
                 raise RedisError(f"{len(answers)} answers to {len(pending)} rate-limit steps")
         except Exception as exc:  # every waiter learns of it: none may wait for ever
             failure = StorageDown(str(exc)) if isinstance(exc, (RedisError, OSError)) else exc
-            for _, _, done in pending:
+            for *_, done in pending:
                 if not done.done():
                     done.set_exception(failure)
             return
-        for (_, _, done), answer in zip(pending, answers):
+        for (*_, done), answer in zip(pending, answers):
             if not done.done():
                 done.set_result(answer)
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _outcome(answer, rate: Rate) -> Outcome:
+    allowed, previous, current, elapsed = answer
+    return outcome(bool(allowed), int(previous), int(current), rate, float(elapsed))
 
 
 NOT_NOW = object()  # RateLimits.hit_now: the counters are remote, await hit() instead
@@ -263,6 +297,20 @@ class RateLimits:
             return None
         return await self._step(bucket, key, self._rate(bucket, client_id), 1, with_state)
 
+    async def hit_global_and(self, ip: str, bucket: str, key: str, *, client_id: str | None = None) -> LimitState | None:
+        """``hit("global", ip)`` then ``hit(bucket, key)`` in one call to Redis (only for
+        counters there): refused globally, the bucket is not counted, as when the two are
+        made one after the other. The bucket's state, for the headers."""
+        rate, global_rate = self._rate(bucket, client_id), self.rates["global"]
+        try:
+            which, result = await self.counters.step_pair(("global", ip, global_rate), (bucket, key, rate))
+        except StorageDown:
+            self._storage_down()
+            return None
+        if which == 0:
+            return self._settle("global", global_rate, result, False)
+        return self._settle(bucket, rate, result, True)
+
     async def check(self, bucket: str, key: str) -> None:
         """Raises ``RateLimited`` when ``key`` has no request left in ``bucket``; counts nothing."""
         if self.enabled:
@@ -301,9 +349,11 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         ip = self.resolver.resolve(scope)
-        scope.setdefault("state", {})["client_ip"] = ip
+        state = scope.setdefault("state", {})
+        state["client_ip"] = ip
         try:
-            await hit_global(self.limits, scope["path"], ip)
+            if not state.get("global_counted"):  # the RSGI entry counted it already
+                await hit_global(self.limits, scope["path"], ip)
         except RateLimited as exc:
             from fluxer_oauth.web.responses import json_response
 
@@ -376,10 +426,29 @@ def presented_client_id(authorization: str | None, params) -> str | None:
 
 async def limit_by_client(scope, bucket: str, params, authorization: str | None) -> None:
     """Count a token, revocation or introspection request against the client it names (the
-    client IP when it names none)."""
-    if _limits(scope).enabled:
+    client IP when it names none), and against the global limit when the request's global
+    count was left to this call (``GLOBAL_PENDING``)."""
+    limits = _limits(scope)
+    if limits.enabled:
         key, client_id = _client_key(scope, params, authorization)
-        await limit(scope, bucket, key, client_id=client_id)
+        state = scope.get("state", {})
+        if state.pop(GLOBAL_PENDING, False):
+            _keep_state(scope, await limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id))
+        else:
+            await limit(scope, bucket, key, client_id=client_id)
+
+
+# Set in a request's state by the RSGI entry when the counters are in Redis: the global count
+# of this form request is made together with the endpoint's own limit, one round trip for
+# both, once the body says which client it is.
+GLOBAL_PENDING = "global_pending"
+
+
+async def count_pending_global(scope) -> None:
+    """The global count left pending, alone: the request stops before its endpoint's limit."""
+    state = scope.get("state", {})
+    if state.pop(GLOBAL_PENDING, False):
+        await _limits(scope).hit("global", state["client_ip"], with_state=False)
 
 
 def limit_by_client_now(scope, bucket: str, params, authorization: str | None):

@@ -12,6 +12,7 @@ request id, and one metrics count and access-log line per request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -19,7 +20,7 @@ import msgspec
 from fluxer_oauth.web.fastpath import ME_PATHS, me_body
 from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
-from fluxer_oauth.web.ratelimit import NOT_NOW, RateLimited, hit_global_now
+from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, NOT_NOW, RateLimited, hit_global_now
 from fluxer_oauth.web.responses import header_pairs
 
 _encode = msgspec.json.Encoder().encode
@@ -56,19 +57,35 @@ class RsgiEntry:
         elif method == "GET" and scope.path in ME_PATHS:
             # The lookup has no side effect; only a hit is answered here, anything else
             # (no token, a bad one, a missing scope, the database down) takes the full path.
+            # With the counters in Redis, the global count goes at the same time as the lookup
+            # instead of after it: two round trips side by side.
+            counting = self._count_global_meanwhile(scope)
             body = await me_body(self.app.runtime, scope.headers.get("authorization"))
+            if counting is not None:
+                if body is None and not await _refused(counting):
+                    return await self._through_asgi(scope, proto, global_counted=True)
+                return await self._direct(scope, proto, None, body, counting)
             if body is not None:
                 return await self._direct(scope, proto, None, body)  # metrics name the route by path
         await self._through_asgi(scope, proto)
 
+    def _count_global_meanwhile(self, scope):
+        """A task counting the request against the global limit, when that takes a round trip."""
+        if not (self.limits.enabled and self.limits.counted_in_redis):
+            return None
+        return asyncio.ensure_future(self.limits.hit("global", self._client_ip(scope), with_state=False))
+
+    def _client_ip(self, scope) -> str:
+        return self.resolver.resolve_forwarded(_host(scope.client), scope.headers.get_all("x-forwarded-for"))
+
     # --- answered here -------------------------------------------------------------------------
 
-    async def _direct(self, scope, proto, endpoint, ready_body: bytes | None) -> None:
+    async def _direct(self, scope, proto, endpoint, ready_body: bytes | None, counting=None) -> None:
         start = time.perf_counter()
         request_id = new_request_id()
         state = {"request_id": request_id}
         try:
-            status, content, headers = await self._respond(scope, proto, endpoint, ready_body, state)
+            status, content, headers = await self._respond(scope, proto, endpoint, ready_body, state, counting)
         except Exception:
             log_unhandled(request_id, scope.path)
             status, content, headers = 500, _encode(internal_error(request_id)), []
@@ -79,20 +96,26 @@ class RsgiEntry:
         proto.response_bytes(status, headers, content)
         self.edge.finish(endpoint, scope.method, scope.path, status, start, request_id)
 
-    async def _respond(self, scope, proto, endpoint, ready_body, state):
+    async def _respond(self, scope, proto, endpoint, ready_body, state, counting):
         """(status, body, headers) in the order of the ASGI layers: declared size, global
-        limit, then the endpoint (which reads the body under the same size limit)."""
+        limit, then the endpoint (which reads the body under the same size limit). With the
+        counters in Redis, an endpoint with a limit of its own makes the global count with
+        it, in one round trip (GLOBAL_PENDING); ``counting`` is a global count under way."""
         headers = scope.headers
         declared = parse_length(headers.get("content-length"))
         if declared is not None and declared > self.max_body:
             return 413, _encode(TOO_LARGE), []
         peer = _host(scope.client)
         if self.limits.enabled:  # the client's address matters to the rate limits only
-            ip = self.resolver.resolve_forwarded(peer, headers.get_all("x-forwarded-for"))
-            state["client_ip"] = ip
+            ip = state["client_ip"] = self._client_ip(scope)
             try:
-                if hit_global_now(self.limits, scope.path, ip) is NOT_NOW:
-                    await self.limits.hit("global", ip, with_state=False)
+                if counting is not None:
+                    await counting
+                elif hit_global_now(self.limits, scope.path, ip) is NOT_NOW:
+                    if endpoint is not None and endpoint.bucket is not None:
+                        state[GLOBAL_PENDING] = True
+                    else:
+                        await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 return exc.status, _encode(exc.body()), header_pairs(exc.headers)
         if ready_body is not None:
@@ -115,7 +138,7 @@ class RsgiEntry:
 
     # --- everything else: the ASGI application -------------------------------------------------
 
-    async def _through_asgi(self, scope, proto) -> None:
+    async def _through_asgi(self, scope, proto, global_counted: bool = False) -> None:
         asgi_scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -128,7 +151,7 @@ class RsgiEntry:
             "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],
             "client": (_host(scope.client), _port(scope.client)),
             "server": (_host(scope.server), _port(scope.server)),
-            "state": {},
+            "state": {"global_counted": True} if global_counted else {},
         }
         body = proto.__aiter__()
         body_done = False
@@ -181,6 +204,16 @@ class _AsgiResponse:
     def finish(self) -> None:
         if self.stream is None and not self.done:  # the edge always answers; this is a guard
             self.proto.response_empty(self.status or 500, self.headers)
+
+
+async def _refused(counting) -> bool:
+    """Whether a global count under way refused the request (or failed: the caller then
+    answers through ``_direct``, which reports it)."""
+    try:
+        await counting
+    except Exception:
+        return True
+    return False
 
 
 def _host(address: str) -> str:
