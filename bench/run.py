@@ -382,8 +382,8 @@ RL_COST_HEADER = ("| scenario | rate limits off req/s | on req/s | cost |\n|---|
 
 def measure_rate_limit_cost(args) -> list[str]:
     """Rate limiting's cost, paired: sqlite-1w with limits off and on (raised above the load)
-    run side by side, and each round drives one then the other, so drift of this shared
-    machine between the two configurations' turns does not pass for a cost."""
+    run side by side, and each round drives one then the other, in turns (off-on, on-off,
+    ...), so neither drift of this shared machine nor going first passes for a cost."""
     servers = {}
     try:
         for name in ("sqlite-1w", "sqlite-1w-rl"):
@@ -397,8 +397,10 @@ def measure_rate_limit_cost(args) -> list[str]:
         lines = []
         for scenario in ("client_credentials", "me"):
             runs = {name: [] for name in servers}
-            for _ in range(args.rl_cost_rounds):
-                for name, (ours, info, workdir) in servers.items():
+            for round_number in range(args.rl_cost_rounds):
+                order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    ours, info, workdir = servers[name]
                     url, script, env = scenario_request(scenario, ours.base, info, workdir)
                     runs[name].append(wrk(url, script=script, env=env, **common))
             off, on = median(runs["sqlite-1w"], "rps"), median(runs["sqlite-1w-rl"], "rps")
