@@ -230,28 +230,35 @@ async def test_lookups_of_one_loop_turn_go_as_one_statement_each_answered_as_if_
 
 
 @postgres_only
-async def test_a_batch_of_token_lookups_finds_each_token_by_its_own_index(rt):
-    """Given ``= ANY(keys)`` the planner walked every token of the client through the
-    (user, application) index: 60 ms a batch at 100k tokens. Each key must use the primary key."""
-    from fluxer_oauth.store.hot import _POSTGRES_LOOKUPS, _dollars
+async def test_the_hot_statements_are_planned_once_and_find_each_token_by_its_own_index(rt):
+    """The hot pool plans each statement once per connection (a generic plan; planning at
+    each execution stalled for up to 600 ms after bulk inserts), so that one plan must be
+    right: each token through the primary key, also in a batch and right after a bulk load
+    of 100k tokens of one client (given ``= ANY(keys)``, or the lateral lookup merged into
+    the outer query, the planner walked all of them through the (user, application) index)."""
+    from fluxer_oauth.store.hot import _POSTGRES_LOOKUPS, _STATEMENTS, _dollars
 
     await _seed(rt, expired_tokens=0, live_tokens=2)
     pool = await rt.db.hot._acquire_pool()
     async with pool.acquire() as connection:
-        # As right after a bulk load (a benchmark's): 100k tokens of one client, no table
-        # analyzed yet.
+        assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
         await connection.execute(
             f"INSERT INTO tokens (token_hash, kind, application_id, user_id, family_id, issue_id, scopes, created_at, "
             f"expires_at, rotated) SELECT sha256(n::text::bytea), {ACCESS}, 2, 1, n + 10, n + 10, 'identify', "
             f"{time.time()}, {time.time() + 3600}, false FROM generate_series(1, 100000) AS n")
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            for name in ("access_token", "live_token"):
-                plan = "\n".join(row[0] for row in await connection.fetch(
-                    "EXPLAIN " + _dollars(_POSTGRES_LOOKUPS[name]), [_hash(1, "t"), _hash(2, "t")], time.time()))
-                assert "Index Scan using pk_tokens on tokens" in plan, plan
-        finally:
-            await connection.execute("RESET plan_cache_mode")
+        for name, sql, types, args in [
+            (name, _STATEMENTS[name], "bytea, float8", r"'\x00', 0") for name in ("access_token", "live_token")
+        ] + [
+            (f"{name} batch", _POSTGRES_LOOKUPS[name], "bytea[], float8", r"ARRAY['\x00'::bytea], 0")
+            for name in ("access_token", "live_token")
+        ]:
+            await connection.execute(f"PREPARE probe ({types}) AS {_dollars(sql)}")
+            try:
+                plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN EXECUTE probe ({args})"))
+            finally:
+                await connection.execute("DEALLOCATE probe")
+            assert "$1" in plan or "k.key" in plan, plan  # the generic plan, not one for these values
+            assert "Index Scan using pk_tokens on tokens" in plan, (name, plan)
 
 
 @postgres_only
