@@ -83,6 +83,20 @@ def running_server(tmp_path: Path, backend, **options):
         backend.drop_database(url)
 
 
+def register_with_app(base: str, name: str, app_base: str | None = None) -> tuple[dict, dict]:
+    """A new account (registered at ``base``) and an application of it (created at
+    ``app_base``, the same server unless given): their JSON as the API returns it."""
+    username = name.lower().replace(" ", "")
+    account = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+        "username": username, "email": f"{username}@example.com", "password": PASSWORD})
+    assert account.status_code == 201, account.text
+    app = requests.post(f"{app_base or base}/api/v1/oauth2/applications", timeout=10,
+                        headers={"Authorization": account.json()["token"]},
+                        json={"name": name, "redirect_uris": [f"https://{username}.example/cb"]})
+    assert app.status_code == 201, app.text
+    return account.json(), app.json()
+
+
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, backend):
     with running_server(tmp_path_factory.mktemp("live"), backend) as base:

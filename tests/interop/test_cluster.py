@@ -6,8 +6,7 @@ from __future__ import annotations
 import requests
 
 from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
-from tests.conftest import PASSWORD
-from tests.interop.conftest import running_server, start_server, stop_server
+from tests.interop.conftest import register_with_app, running_server, start_server, stop_server
 
 
 def test_two_processes_share_rate_limits_and_revocation(tmp_path, backend):
@@ -19,11 +18,7 @@ def test_two_processes_share_rate_limits_and_revocation(tmp_path, backend):
     first, first_url = start_server(tmp_path / "a", database_url, **shared)
     second, second_url = start_server(tmp_path / "b", database_url, **shared)
     try:
-        account = requests.post(f"{first_url}/api/v1/auth/register", timeout=10, json={
-            "username": "cluster", "email": "cluster@example.com", "password": PASSWORD}).json()
-        app = requests.post(f"{second_url}/api/v1/oauth2/applications", timeout=10,
-                            headers={"Authorization": account["token"]},
-                            json={"name": "Cluster", "redirect_uris": ["https://c.example/cb"]}).json()
+        _, app = register_with_app(first_url, "Cluster", app_base=second_url)
         auth = (app["id"], app["client_secret"])
 
         # eleven token requests within ten seconds, alternating processes: the eleventh is refused

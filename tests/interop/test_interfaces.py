@@ -12,8 +12,7 @@ import socket
 import pytest
 import requests
 
-from tests.conftest import PASSWORD
-from tests.interop.conftest import start_server, stop_server
+from tests.interop.conftest import register_with_app, start_server, stop_server
 
 VARYING_HEADERS = {"date", "x-request-id", "x-ratelimit-reset", "x-ratelimit-reset-after"}
 VARYING_FIELDS = {"access_token", "refresh_token", "exp", "iat"}
@@ -39,10 +38,7 @@ def both(tmp_path_factory, backend):
 @pytest.fixture(scope="module")
 def client(both):
     base = both["rsgi"]
-    account = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
-        "username": "interfaces", "email": "interfaces@example.com", "password": PASSWORD}).json()
-    app = requests.post(f"{base}/api/v1/oauth2/applications", timeout=10, headers={"Authorization": account["token"]},
-                        json={"name": "Interfaces", "redirect_uris": ["https://i.example/cb"]}).json()
+    account, app = register_with_app(base, "Interfaces")
     token = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
                           data={"grant_type": "client_credentials", "scope": "identify"}).json()["access_token"]
     return {"auth": (app["id"], app["client_secret"]), "id": app["id"], "bot": app["bot"]["token"],
@@ -195,11 +191,7 @@ def test_with_the_counters_in_redis_each_direct_request_takes_one_call(tmp_path,
         return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
 
     try:  # set up from the proxy's own address; the client below is 203.0.113.7
-        account = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
-            "username": "counted", "email": "counted@example.com", "password": PASSWORD}).json()
-        app = requests.post(f"{base}/api/v1/oauth2/applications", timeout=10,
-                            headers={"Authorization": account["token"]},
-                            json={"name": "Counted", "redirect_uris": ["https://c.example/cb"]}).json()
+        _, app = register_with_app(base, "Counted")
         auth = (app["id"], app["client_secret"])
         grant = {"grant_type": "client_credentials", "scope": "identify"}
         bearer = requests.post(f"{base}/api/v1/oauth2/token", auth=auth, data=grant, timeout=10).json()["access_token"]
