@@ -62,7 +62,7 @@ class RsgiEntry:
             counting = self._count_global_meanwhile(scope)
             body = await me_body(self.app.runtime, scope.headers.get("authorization"))
             if counting is not None:
-                if body is None and not await _refused(counting):
+                if not await _refused(counting) and body is None:  # the count is always awaited
                     return await self._through_asgi(scope, proto, global_counted=True)
                 return await self._direct(scope, proto, None, body, counting)
             if body is not None:
