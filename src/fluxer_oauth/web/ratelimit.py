@@ -356,7 +356,7 @@ class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
         state = scope.setdefault("state", {})
         state["client_ip"] = ip
         try:
-            if not state.get("global_counted"):  # the RSGI entry counted it already
+            if not state.get(GLOBAL_COUNTED):  # the RSGI entry counted it already
                 await hit_global(self.limits, scope["path"], ip)
         except RateLimited as exc:
             from fluxer_oauth.web.responses import json_response
@@ -446,6 +446,9 @@ async def limit_by_client(scope, bucket: str, params, authorization: str | None)
 # of this form request is made together with the endpoint's own limit, one round trip for
 # both, once the body says which client it is.
 GLOBAL_PENDING = "global_pending"
+# Set in an ASGI scope's state by the RSGI entry when it has counted the request globally
+# already (GET /users/@me, while looking up the token), so the middleware does not again.
+GLOBAL_COUNTED = "global_counted"
 
 
 async def count_pending_global(scope) -> None:

@@ -20,7 +20,7 @@ import msgspec
 from fluxer_oauth.web.fastpath import ME_PATHS, me_body
 from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
-from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, NOT_NOW, RateLimited, hit_global_now
+from fluxer_oauth.web.ratelimit import GLOBAL_COUNTED, GLOBAL_PENDING, NOT_NOW, RateLimited, hit_global_now
 from fluxer_oauth.web.responses import header_pairs
 
 _encode = msgspec.json.Encoder().encode
@@ -73,10 +73,11 @@ class RsgiEntry:
         """A task counting the request against the global limit, when that takes a round trip."""
         if not (self.limits.enabled and self.limits.counted_in_redis):
             return None
-        return asyncio.ensure_future(self.limits.hit("global", self._client_ip(scope), with_state=False))
+        ip = self._client_ip(scope, _host(scope.client))
+        return asyncio.ensure_future(self.limits.hit("global", ip, with_state=False))
 
-    def _client_ip(self, scope) -> str:
-        return self.resolver.resolve_forwarded(_host(scope.client), scope.headers.get_all("x-forwarded-for"))
+    def _client_ip(self, scope, peer: str) -> str:
+        return self.resolver.resolve_forwarded(peer, scope.headers.get_all("x-forwarded-for"))
 
     # --- answered here -------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class RsgiEntry:
             return 413, _encode(TOO_LARGE), []
         peer = _host(scope.client)
         if self.limits.enabled:  # the client's address matters to the rate limits only
-            ip = state["client_ip"] = self._client_ip(scope)
+            ip = state["client_ip"] = self._client_ip(scope, peer)
             try:
                 if counting is not None:
                     await counting
@@ -151,7 +152,7 @@ class RsgiEntry:
             "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],
             "client": (_host(scope.client), _port(scope.client)),
             "server": (_host(scope.server), _port(scope.server)),
-            "state": {"global_counted": True} if global_counted else {},
+            "state": {GLOBAL_COUNTED: True} if global_counted else {},
         }
         body = proto.__aiter__()
         body_done = False
