@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.backends import POSTGRES, REDIS_URL
+from tests.backends import POSTGRES, REDIS_URL, new_redis_prefix
 from tests.conftest import PASSWORD, SECRET_KEY
 
 BIN = Path(sys.executable).parent / "fluxer-oauth"
@@ -40,7 +40,9 @@ def start_server(tmp_path: Path, database_url: str, *, port: int | None = None, 
         "FLUXER_ARGON2_TIME_COST": "1",
         "FLUXER_ARGON2_PARALLELISM": "1",
         "FLUXER_LOG_LEVEL": "WARNING",
-        **({"FLUXER_REDIS_URL": REDIS_URL} if POSTGRES else {}),
+        # A key prefix of its own, so counts left in Redis by an earlier run (limits keep
+        # them for two periods) do not carry over; servers that must share pass theirs.
+        **({"FLUXER_REDIS_URL": REDIS_URL, "FLUXER_REDIS_PREFIX": new_redis_prefix()} if POSTGRES else {}),
         **env_overrides,
     }
     subprocess.run([str(BIN), "migrate"], env=env, check=True, capture_output=True)
