@@ -150,6 +150,24 @@ async def test_authorized_apps_list_and_revoke(client, setup):
                              headers=bearer(body["access_token"]))).status_code == 401
 
 
+async def test_last_used_is_kept_to_the_minute(client, setup, monkeypatch):
+    owner, app = setup
+    user = await register(client)
+    body = await tokens_for(client, user, app, scope="identify")
+
+    async def last_used() -> str:
+        listed = (await client.get("/api/v1/oauth2/@me/authorizations", headers=user.headers)).json()
+        return listed[0]["last_used_at"]
+
+    first = await last_used()
+    body = (await refresh(client, app, body["refresh_token"])).json()
+    assert await last_used() == first  # within the minute: the grant's row is left alone
+    from fluxer_oauth.core.timefmt import now as real_now
+    monkeypatch.setattr("fluxer_oauth.oauth.token.now", lambda: real_now() + 61)
+    assert (await refresh(client, app, body["refresh_token"])).status_code == 200
+    assert await last_used() > first  # a minute on, the refresh marks it used again
+
+
 async def test_settings_page_lists_and_revokes_with_csrf(client, setup):
     owner, app = setup
     user = await register(client, "settingsuser")

@@ -7,7 +7,7 @@ building a statement costs more than running it."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,7 +19,18 @@ from fluxer_oauth.store.tables import REFRESH, authorization_codes, grants, toke
 _GET_GRANT = select(grants).where(
     grants.c.user_id == bindparam("p_user_id"), grants.c.application_id == bindparam("p_application_id")
 )
-_TOUCH_GRANT = update(grants).where(grants.c.id == bindparam("p_grant_id")).values(last_used_at=bindparam("p_now"))
+# "Last used" is kept to the minute: a grant's row is written at most once a minute, because
+# every token issuance of the grant would otherwise update that one row, and on PostgreSQL
+# each such transaction waits for the previous one's commit to take the row lock (a busy
+# application's refreshes for one user ran one commit at a time). The condition is checked
+# on the committed row first, so a fresh touch makes the others skip without waiting.
+GRANT_TOUCH_INTERVAL = 60.0
+_TOUCH_GRANT = (
+    update(grants)
+    .where(grants.c.id == bindparam("p_grant_id"),
+           or_(grants.c.last_used_at.is_(None), grants.c.last_used_at <= bindparam("p_stale_before")))
+    .values(last_used_at=bindparam("p_now"))
+)
 
 
 async def get_grant(conn: AsyncConnection, user_id: int, application_id: int):
@@ -39,7 +50,9 @@ async def upsert_grant(conn: AsyncConnection, grant_id: int, user_id: int, appli
 
 
 async def touch_grant(conn: AsyncConnection, grant_id: int, now: float) -> None:
-    await conn.execute(_TOUCH_GRANT, {"p_grant_id": grant_id, "p_now": now})
+    """Record that the grant was used now, unless it was within the last minute."""
+    await conn.execute(_TOUCH_GRANT, {"p_grant_id": grant_id, "p_now": now,
+                                      "p_stale_before": now - GRANT_TOUCH_INTERVAL})
 
 
 async def revoke_grant(conn: AsyncConnection, user_id: int, application_id: int, now: float) -> bool:
