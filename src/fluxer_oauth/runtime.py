@@ -86,7 +86,8 @@ class Runtime:
             worker_id, _lock_fd = claim_worker_id(settings.worker_id)  # held until the process exits
         return cls(
             settings=settings,
-            db=Database(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous),
+            db=Database(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous,
+                        pool_size=settings.database_pool_size),
             ids=SnowflakeGenerator(worker_id),
             passwords=Passwords(settings),
         )

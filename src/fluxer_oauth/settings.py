@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     # Storage. A bare SQLite path or sqlite:/// URL selects the embedded default.
     database_url: str = "sqlite:///./fluxer.db"
     redis_url: str | None = None
+    # PostgreSQL connections each worker keeps open for transactions (the hot lookups have a
+    # pool of their own, 1-10). A fixed size: a request beyond it waits for a connection
+    # rather than opening one, because opening and closing connections under load (what an
+    # overflow does) cost more than the wait.
+    database_pool_size: int = Field(default=20, ge=1, le=200)
 
     # Keys every HMAC (client secrets, bot tokens, CSRF tokens) with this secret.
     # Required unless dev mode is on; dev mode keeps a generated one in a local file.

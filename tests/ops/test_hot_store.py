@@ -2,7 +2,8 @@
 by a thread, not by the commits of the event loop; under a stream of token inserts the WAL
 stays small, every inserted row is there afterwards, and closing the store stops the
 thread. PostgreSQL: a connection given back to the pool inside a transaction (a cancelled
-request) comes out of it clean, without asyncpg's reset round trip after every query."""
+request) comes out of it clean, without asyncpg's reset round trip after every query, and
+transactions beyond the general pool wait for one of its connections rather than open more."""
 
 from __future__ import annotations
 
@@ -274,3 +275,25 @@ async def test_every_lookup_of_a_batch_learns_that_the_database_is_down():
         assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes), outcomes
     finally:
         await hot.close()
+
+
+@postgres_only
+async def test_transactions_beyond_the_pool_wait_for_a_connection_instead_of_opening_more(rt):
+    from sqlalchemy import text
+
+    from fluxer_oauth.store.database import Database
+
+    db = Database(rt.settings.sqlalchemy_url, pool_size=3)
+    backends = []
+
+    async def transaction():
+        async with db.write() as connection:
+            backends.append((await connection.execute(text("SELECT pg_backend_pid()"))).scalar())
+            await asyncio.sleep(0.02)  # held, so the others queue up behind the pool
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*[transaction() for _ in range(12)]), 10)
+        assert len(backends) == 12  # every one ran
+        assert len(set(backends)) == 3  # on the pool's three connections, none opened beyond it
+    finally:
+        await db.close()

@@ -81,7 +81,7 @@ def _sqlite_engine(url: str, synchronous: str):
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 20) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -89,7 +89,7 @@ class Database:
             self._async_engine = None
             self.hot = SqliteHot(self.sync_engine.url.database or ":memory:", sqlite_synchronous)
         else:
-            self._async_engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self._async_engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
             self.sync_engine = self._async_engine.sync_engine
             self.hot = PostgresHot(self.sync_engine.url.set(drivername="postgresql").render_as_string(False))
         self.dialect = self.sync_engine.dialect.name
