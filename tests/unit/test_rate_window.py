@@ -132,10 +132,20 @@ async def test_redis_counters_sent_together_each_get_their_own_answer(redis_coun
 
     counters, _prefix = redis_counters
     rate = Rate(5, 10.0)
-    # one turn of the event loop: one pipeline to Redis, twelve answers
+    client = redis.Redis.from_url(REDIS_URL)
+
+    def script_calls() -> int:
+        stats = client.info("commandstats")
+        return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    await counters.step("token", "warm-up", rate, 0)  # the script is loaded (a first call may load it)
+    before = script_calls()
+    # one turn of the event loop: one script call to Redis, twelve answers
     answers = await asyncio.gather(*[counters.step("token", "client:busy", rate, 1) for _ in range(10)],
                                    counters.step("token", "client:quiet", rate, 1),
                                    counters.step("token", "client:quiet", rate, 0))
+    assert script_calls() - before == 1
+    client.close()
     busy, quiet = answers[:10], answers[10:]
     assert [a.allowed for a in busy] == [True] * 5 + [False] * 5  # counted in the order they came
     assert [a.remaining for a in busy[:5]] == [4, 3, 2, 1, 0]
@@ -209,10 +219,14 @@ async def test_redis_pair_counts_the_second_only_when_the_first_allows(redis_cou
         assert int(client.hget(f"{prefix}:rl:global:ip-1", "c")) == 4  # a refusal by the second did count here
     finally:
         client.close()
-    # Single steps and pairs of one turn share the pipeline, and each gets its own answer.
+    # Single steps and pairs of one turn share one script call, and each gets its own answer,
+    # also after a pair the global refused (its second key is skipped, not shifted).
     import asyncio
 
-    single, (which, paired) = await asyncio.gather(counters.step("token", "client:d", token_rate, 1),
-                                                   counters.step_pair(("global", "ip-2", global_rate),
-                                                                      ("token", "client:d", token_rate)))
+    single, (which, paired), (refused_which, _), after = await asyncio.gather(
+        counters.step("token", "client:d", token_rate, 1),
+        counters.step_pair(("global", "ip-2", global_rate), ("token", "client:d", token_rate)),
+        counters.step_pair(("global", "ip-1", global_rate), ("token", "client:e", token_rate)),
+        counters.step("token", "client:f", token_rate, 1))
     assert single.remaining == 1 and which == 1 and paired.remaining == 0
+    assert refused_which == 0 and after.allowed and after.remaining == 1

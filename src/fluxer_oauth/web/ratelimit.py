@@ -122,13 +122,22 @@ class MemoryCounters:
         pass
 
 
-# One step of a counter (a hash of window index, previous and current count) on Redis's
-# clock: allowed, previous, current, and the seconds elapsed in the window as text (Lua
-# numbers become integers on the way out).
-_STEP_FUNCTION = """
+# Every rate-limit step one worker makes in one turn of its event loop, as one Lua call on
+# Redis's clock (read once for the batch). ARGV is a sequence of entries, each taking its
+# keys from KEYS in order:
+#   's', limit, period, cost                  one step of one counter (1 key);
+#   'p', limit1, period1, limit2, period2     one request against two counters (2 keys),
+#                                             the first (the global one) before the second;
+#                                             refused by the first, the second is untouched.
+# A step answers {allowed, previous, current, seconds elapsed in the window as text} (Lua
+# numbers become integers on the way out); a pair answers {which counter answered (1 or 2),
+# that counter's step}. Steps run in order, so several hits of one key in a batch count
+# exactly as they would one call each. Each counter is a hash: window index, previous and
+# current count.
+_BATCH_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local function step(key, limit, period, cost)
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
   local window = math.floor(now / period)
   local saved = redis.call('HMGET', key, 'w', 'p', 'c')
   local w, p, c = tonumber(saved[1]), tonumber(saved[2]) or 0, tonumber(saved[3]) or 0
@@ -145,38 +154,42 @@ local function step(key, limit, period, cost)
   end
   return {allowed and 1 or 0, p, c, string.format('%.6f', elapsed)}
 end
-"""
-# KEYS[1]: the counter. ARGV: limit, period in seconds, cost.
-_STEP_SCRIPT = _STEP_FUNCTION + """
-return step(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-"""
-# One request against two counters in one call, the first (the global one) before the
-# second: KEYS[1], ARGV[1..2] its limit and period; KEYS[2], ARGV[3..4] the second's. Each
-# counts 1; a refusal by the first leaves the second untouched. Returns which counter
-# answered (1 or 2), then that counter's step.
-_PAIR_SCRIPT = _STEP_FUNCTION + """
-local first = step(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), 1)
-if first[1] == 0 then return {1, first} end
-return {2, step(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]), 1)}
+local answers, k, a = {}, 1, 1
+while a <= #ARGV do
+  if ARGV[a] == 's' then
+    answers[#answers + 1] = step(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+    k, a = k + 1, a + 4
+  else
+    local first = step(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), 1)
+    if first[1] == 0 then
+      answers[#answers + 1] = {1, first}
+    else
+      answers[#answers + 1] = {2, step(KEYS[k + 1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), 1)}
+    end
+    k, a = k + 2, a + 5
+  end
+end
+return answers
 """
 
 
 class RedisCounters:
     """Counters in Redis, shared by every worker and node.
 
-    The hits of one turn of the event loop go to Redis as one pipeline: one write, one
-    read and one wait for all of them, instead of a round trip each (the way group commit
-    shares a commit)."""
+    The hits of one turn of the event loop go to Redis as one script call: one command to
+    write, run and read for all of them, instead of a round trip each (the way group
+    commit shares a commit)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self._client = redis_from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._step_script = self._client.register_script(_STEP_SCRIPT)
-        self._pair_script = self._client.register_script(_PAIR_SCRIPT)
+        self._batch_script = self._client.register_script(_BATCH_SCRIPT)
         self._prefix = f"{prefix}:rl:"
-        self._pending: list[tuple] = []
+        self._pending_keys: list[str] = []
+        self._pending_args: list = []
+        self._waiters: list[asyncio.Future] = []
 
     async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        answer = await self._call(self._step_script, [f"{self._prefix}{bucket}:{key}"], [rate.amount, rate.period, cost])
+        answer = await self._queue((f"{self._prefix}{bucket}:{key}",), ("s", rate.amount, rate.period, cost))
         return _outcome(answer, rate)
 
     async def step_pair(self, first: tuple[str, str, Rate], second: tuple[str, str, Rate]) -> tuple[int, Outcome]:
@@ -184,36 +197,38 @@ class RedisCounters:
         them answered (0: the first refused, and the second was not counted; 1: the first
         allowed it, and this is the second's step) and that step."""
         (first_bucket, first_key, first_rate), (second_bucket, second_key, second_rate) = first, second
-        which, answer = await self._call(
-            self._pair_script, [f"{self._prefix}{first_bucket}:{first_key}", f"{self._prefix}{second_bucket}:{second_key}"],
-            [first_rate.amount, first_rate.period, second_rate.amount, second_rate.period])
+        which, answer = await self._queue(
+            (f"{self._prefix}{first_bucket}:{first_key}", f"{self._prefix}{second_bucket}:{second_key}"),
+            ("p", first_rate.amount, first_rate.period, second_rate.amount, second_rate.period))
         which = int(which) - 1
         return which, _outcome(answer, second_rate if which else first_rate)
 
-    async def _call(self, script, keys: list[str], args: list):
+    def _queue(self, keys: tuple, args: tuple) -> asyncio.Future:
+        """Add an entry to this turn's batch (sent once the turn's other requests have added
+        theirs); the future gets the entry's answer."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        if not self._pending:
+        if not self._waiters:
             loop.call_soon(lambda: loop.create_task(self._send_pending()))
-        self._pending.append((script, keys, args, done))
-        return await done
+        self._pending_keys += keys
+        self._pending_args += args
+        self._waiters.append(done)
+        return done
 
     async def _send_pending(self) -> None:
-        pending, self._pending = self._pending, []
+        keys, args, waiters = self._pending_keys, self._pending_args, self._waiters
+        self._pending_keys, self._pending_args, self._waiters = [], [], []
         try:
-            pipeline = self._client.pipeline(transaction=False)
-            for script, keys, args, _ in pending:
-                await script(keys=keys, args=args, client=pipeline)  # queues the call
-            answers = await pipeline.execute()
-            if len(answers) != len(pending):
-                raise RedisError(f"{len(answers)} answers to {len(pending)} rate-limit steps")
+            answers = await self._batch_script(keys=keys, args=args)
+            if len(answers) != len(waiters):
+                raise RedisError(f"{len(answers)} answers to {len(waiters)} rate-limit steps")
         except Exception as exc:  # every waiter learns of it: none may wait for ever
             failure = StorageDown(str(exc)) if isinstance(exc, (RedisError, OSError)) else exc
-            for *_, done in pending:
+            for done in waiters:
                 if not done.done():
                     done.set_exception(failure)
             return
-        for (*_, done), answer in zip(pending, answers):
+        for done, answer in zip(waiters, answers):
             if not done.done():
                 done.set_result(answer)
 
