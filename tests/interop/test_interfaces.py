@@ -169,6 +169,48 @@ def test_the_global_limit_counts_the_direct_paths_per_forwarded_client(tmp_path,
         backend.drop_database(database_url)
 
 
+@pytest.mark.parametrize("counters", ["memory", "redis"])
+def test_a_token_request_is_counted_globally_whatever_its_body(tmp_path, backend, counters):
+    """The global count of a token request waits for the body (to go with the client's
+    count), but every request is counted: one whose body outgrows the limit while read, or
+    names no client, as well; over the global limit the 429 comes before the 413 or 400."""
+    from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
+
+    database_url = backend.new_database(tmp_path)
+    prefix = new_redis_prefix()
+    redis_env = {"FLUXER_REDIS_URL": REDIS_URL, "FLUXER_REDIS_PREFIX": prefix} if counters == "redis" else {}
+    process, base = start_server(tmp_path, database_url, FLUXER_RATE_LIMITS="on", FLUXER_RATE_LIMIT_GLOBAL="5/minute",
+                                 FLUXER_TRUSTED_PROXIES="127.0.0.1/32", **redis_env)
+    try:  # set up from the proxy's own address; the client below is 203.0.113.8
+        _, app = register_with_app(base, "Counted")
+        auth = (app["id"], app["client_secret"])
+        head = (b"POST /api/v1/oauth2/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.8\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n")
+        piece = b"a=" + b"x" * 30_000 + b"&"
+        oversized = head + b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(3)) + b"0\r\n\r\n"
+
+        def token():
+            return requests.post(f"{base}/api/v1/oauth2/token", auth=auth, timeout=10,
+                                 data={"grant_type": "client_credentials"}, headers={"X-Forwarded-For": "203.0.113.8"})
+
+        def malformed():
+            return requests.post(f"{base}/api/v1/oauth2/token", data=b"x", timeout=10,
+                                 headers={"X-Forwarded-For": "203.0.113.8", "Content-Type": "text/plain"})
+
+        assert _raw(base, oversized).startswith(b"HTTP/1.1 413")  # global 1
+        assert malformed().status_code == 400  # global 2
+        assert token().status_code == 200  # global 3
+        assert _raw(base, oversized).startswith(b"HTTP/1.1 413")  # global 4
+        assert token().status_code == 200  # global 5: the last
+        for late in (token(), malformed()):
+            assert late.status_code == 429 and late.json()["global"] is True
+        assert _raw(base, oversized).startswith(b"HTTP/1.1 429")
+    finally:
+        stop_server(process)
+        backend.drop_database(database_url)
+        drop_redis_prefix(prefix)
+
+
 def test_with_the_counters_in_redis_each_direct_request_takes_one_call(tmp_path, backend):
     """Counters in Redis: a token request counts the global and the client limit in one
     script call (the global first: refused there, the client's counter is not touched);

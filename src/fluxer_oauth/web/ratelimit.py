@@ -28,6 +28,18 @@ logger = logging.getLogger("fluxer.ratelimit")
 ROUTE_BUCKETS = ("authorize", "token", "revoke")
 
 
+_FIXED_HEADERS: dict[tuple[str, int], tuple[tuple[str, str], tuple[str, str]]] = {}
+
+
+def _fixed_headers(bucket: str, limit: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The limit and bucket header pairs, which only the bucket and its rate decide (made
+    once each instead of on every limited request)."""
+    pairs = _FIXED_HEADERS.get((bucket, limit))
+    if pairs is None:
+        pairs = _FIXED_HEADERS[bucket, limit] = (("x-ratelimit-limit", str(limit)), ("x-ratelimit-bucket", bucket))
+    return pairs
+
+
 class LimitState:
     """Where a key stands in a bucket after a request, for the X-RateLimit-* headers."""
 
@@ -56,13 +68,15 @@ class LimitState:
     def text_headers(self) -> list[tuple[str, str]]:
         """X-RateLimit-* as (name, value) text pairs (built directly: this runs on every
         limited request)."""
-        reset_after = max(0.0, self.reset_at - time.time())
+        reset_at = self.reset_at
+        reset_after = reset_at - time.time()
+        limit, bucket = _fixed_headers(self.bucket, self.limit)
         return [
-            ("x-ratelimit-limit", str(self.limit)),
+            limit,
             ("x-ratelimit-remaining", str(self.remaining)),
-            ("x-ratelimit-reset", str(math.ceil(self.reset_at))),
-            ("x-ratelimit-reset-after", f"{reset_after:.3f}"),
-            ("x-ratelimit-bucket", self.bucket),
+            ("x-ratelimit-reset", str(math.ceil(reset_at))),
+            ("x-ratelimit-reset-after", "%.3f" % (reset_after if reset_after > 0.0 else 0.0)),
+            bucket,
         ]
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
@@ -299,8 +313,20 @@ class RateLimits:
         memory = self._memory
         if memory is None:
             return NOT_NOW
-        rate = self._rate(bucket, client_id)
+        return self._count_now(memory, bucket, key, self._rate(bucket, client_id), time.time(), with_state)
+
+    def hit_global_and_now(self, ip: str, bucket: str, key: str, *, client_id: str | None = None):
+        """``hit_global_and`` without a coroutine when the counters are in memory (one clock
+        reading for both counts); ``NOT_NOW`` when they are in Redis."""
+        memory = self._memory
+        if memory is None:
+            return NOT_NOW
         now = time.time()
+        self._count_now(memory, "global", ip, self.rates["global"], now, False)
+        return self._count_now(memory, bucket, key, self._rate(bucket, client_id), now, True)
+
+    def _count_now(self, memory: MemoryCounters, bucket: str, key: str, rate: Rate, now: float,
+                   with_state: bool) -> LimitState | None:
         state = memory.state(bucket, key, rate, now)
         if count(state, rate, now, 1):
             return LimitState.after_count(bucket, rate, state, now) if with_state else None
@@ -447,19 +473,20 @@ async def limit_by_client(scope, bucket: str, params, authorization: str | None)
     """Count a token, revocation or introspection request against the client it names (the
     client IP when it names none), and against the global limit when the request's global
     count was left to this call (``GLOBAL_PENDING``)."""
+    if limit_by_client_now(scope, bucket, params, authorization) is not NOT_NOW:
+        return
     limits = _limits(scope)
-    if limits.enabled:
-        key, client_id = _client_key(scope, params, authorization)
-        state = scope.get("state", {})
-        if state.pop(GLOBAL_PENDING, False):
-            _keep_state(scope, await limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id))
-        else:
-            await limit(scope, bucket, key, client_id=client_id)
+    key, client_id = _client_key(scope, params, authorization)
+    state = scope.get("state", {})
+    if state.pop(GLOBAL_PENDING, False):
+        _keep_state(scope, await limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id))
+    else:
+        await limit(scope, bucket, key, client_id=client_id)
 
 
-# Set in a request's state by the RSGI entry when the counters are in Redis: the global count
-# of this form request is made together with the endpoint's own limit, one round trip for
-# both, once the body says which client it is.
+# Set in a request's state by the RSGI entry: the global count of this form request is made
+# together with the endpoint's own limit once the body says which client it is (one round
+# trip for both with Redis, one clock reading in memory).
 GLOBAL_PENDING = "global_pending"
 # Set in an ASGI scope's state by the RSGI entry when it has counted the request globally
 # already (GET /users/@me, while looking up the token), so the middleware does not again.
@@ -482,6 +509,11 @@ def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
     if limits.counted_in_redis:
         return NOT_NOW  # before the key, which limit_by_client works out itself
     key, client_id = _client_key(scope, params, authorization)
+    state = scope.get("state", {})
+    if state.pop(GLOBAL_PENDING, False):
+        limit_state = limits.hit_global_and_now(state["client_ip"], bucket, key, client_id=client_id)
+        _keep_state(scope, limit_state)
+        return limit_state
     return limit_now(scope, bucket, key, client_id=client_id)
 
 

@@ -20,7 +20,8 @@ import msgspec
 from fluxer_oauth.web.fastpath import ME_PATHS, me_body
 from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
-from fluxer_oauth.web.ratelimit import GLOBAL_COUNTED, GLOBAL_PENDING, NOT_NOW, RateLimited, hit_global_now
+from fluxer_oauth.web.ratelimit import (GLOBAL_COUNTED, GLOBAL_PENDING, NOT_NOW, RateLimited, count_pending_global,
+                                        hit_global_now)
 from fluxer_oauth.web.responses import header_pairs
 
 _encode = msgspec.json.Encoder().encode
@@ -99,9 +100,10 @@ class RsgiEntry:
 
     async def _respond(self, scope, proto, endpoint, ready_body, state, counting):
         """(status, body, headers) in the order of the ASGI layers: declared size, global
-        limit, then the endpoint (which reads the body under the same size limit). With the
-        counters in Redis, an endpoint with a limit of its own makes the global count with
-        it, in one round trip (GLOBAL_PENDING); ``counting`` is a global count under way."""
+        limit, then the endpoint (which reads the body under the same size limit). An
+        endpoint with a limit of its own makes the global count with it once the body names
+        the client (GLOBAL_PENDING: one round trip for both with Redis); ``counting`` is a
+        global count under way."""
         headers = scope.headers
         declared = parse_length(headers.get("content-length"))
         if declared is not None and declared > self.max_body:
@@ -112,20 +114,28 @@ class RsgiEntry:
             try:
                 if counting is not None:
                     await counting
+                elif endpoint is not None and endpoint.bucket is not None:
+                    state[GLOBAL_PENDING] = True
                 elif hit_global_now(self.limits, scope.path, ip) is NOT_NOW:
-                    if endpoint is not None and endpoint.bucket is not None:
-                        state[GLOBAL_PENDING] = True
-                    else:
-                        await self.limits.hit("global", ip, with_state=False)
+                    await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
                 return exc.status, _encode(exc.body()), header_pairs(exc.headers)
         if ready_body is not None:
             return 200, ready_body, []
         body = await proto() if declared is not None else await self._read_limited(proto)
         if body is None or len(body) > self.max_body:
-            return 413, _encode(TOO_LARGE), []
+            return await self._too_large(state)
         return await endpoint.respond({"app": self.app, "state": state, "client": (peer, 0)},
                                       headers.get("content-type"), headers.get("authorization"), body)
+
+    async def _too_large(self, state):
+        """A 413 for a body that outgrew the limit while read; a global count left pending is
+        made first (such a request counts like any other, and its 429 comes first)."""
+        try:
+            await count_pending_global({"app": self.app, "state": state})
+        except RateLimited as exc:
+            return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+        return 413, _encode(TOO_LARGE), []
 
     async def _read_limited(self, proto) -> bytes | None:
         """A body of undeclared length, or None once it passes the limit."""
