@@ -10,6 +10,11 @@ class ClientIpResolver:
     def __init__(self, trusted: str) -> None:
         self._networks = [ipaddress.ip_network(item.strip(), strict=False) for item in trusted.split(",") if item.strip()]
 
+    @property
+    def trusts_proxies(self) -> bool:
+        """Whether any X-Forwarded-For can be believed (else the peer is the client)."""
+        return bool(self._networks)
+
     def _trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)

@@ -35,6 +35,7 @@ class RsgiEntry:
         self.max_body = app.edge.max_body
         self.limits = app.limits
         self.resolver = app.resolver
+        self._behind_proxies = app.resolver.trusts_proxies
         self.form_endpoints: dict[str, FormEndpoint] = app.form_endpoints
         self._lifespan = None
 
@@ -78,6 +79,8 @@ class RsgiEntry:
         return asyncio.ensure_future(self.limits.hit("global", ip, with_state=False))
 
     def _client_ip(self, scope, peer: str) -> str:
+        if not self._behind_proxies:  # the header is not even read
+            return peer
         return self.resolver.resolve_forwarded(peer, scope.headers.get_all("x-forwarded-for"))
 
     # --- answered here -------------------------------------------------------------------------
