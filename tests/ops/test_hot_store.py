@@ -3,7 +3,8 @@ by a thread, not by the commits of the event loop; under a stream of token inser
 stays small, every inserted row is there afterwards, and closing the store stops the
 thread. PostgreSQL: a connection given back to the pool inside a transaction (a cancelled
 request) comes out of it clean, without asyncpg's reset round trip after every query, and
-transactions beyond the general pool wait for one of its connections rather than open more."""
+transactions beyond the general pool wait for one of its connections rather than open more,
+and outlive the database dropping every connection."""
 
 from __future__ import annotations
 
@@ -295,5 +296,35 @@ async def test_transactions_beyond_the_pool_wait_for_a_connection_instead_of_ope
         await asyncio.wait_for(asyncio.gather(*[transaction() for _ in range(12)]), 10)
         assert len(backends) == 12  # every one ran
         assert len(set(backends)) == 3  # on the pool's three connections, none opened beyond it
+    finally:
+        await db.close()
+
+
+@postgres_only
+async def test_transactions_survive_the_database_dropping_every_connection(rt):
+    """After a restart of PostgreSQL (here: every connection of the database terminated) the
+    pool's pre-ping finds each dead connection before it is used, so the next transactions
+    go through on new ones instead of failing."""
+    import asyncpg
+    from sqlalchemy import text
+
+    from fluxer_oauth.store.database import Database
+
+    db = Database(rt.settings.sqlalchemy_url, pool_size=2)
+
+    async def backend_pid() -> int:
+        async with db.write() as connection:
+            return (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+
+    try:
+        before = set(await asyncio.gather(backend_pid(), backend_pid()))
+        admin = await asyncpg.connect(rt.settings.database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            for pid in before:
+                await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        after = set(await asyncio.gather(backend_pid(), backend_pid()))
+        assert after and not after & before  # new connections, and no request failed
     finally:
         await db.close()
