@@ -11,7 +11,7 @@ import msgspec
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.web.ratelimit import NOT_NOW, count_pending_global, limit_by_client, limit_by_client_now
-from fluxer_oauth.web.responses import NO_STORE, form_params, header_pairs
+from fluxer_oauth.web.responses import NO_STORE, error_answer, form_params
 
 _encode = msgspec.json.Encoder().encode
 NO_STORE_HEADERS = [(name.lower(), value) for name, value in NO_STORE.items()]
@@ -38,9 +38,9 @@ class FormEndpoint:
             result = await self.handler(scope["app"].runtime, params, authorization)
             return 200, _encode(result), NO_STORE_HEADERS
         except OAuthError as exc:
-            return exc.status, _encode(exc.body()), NO_STORE_HEADERS + header_pairs(exc.headers)
+            return error_answer(exc, NO_STORE_HEADERS)
         except ApiError as exc:  # rate limited, or the database is unreachable
-            return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+            return error_answer(exc)
 
     async def __call__(self, scope, receive, send) -> None:
         authorization = content_type = None

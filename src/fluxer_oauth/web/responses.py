@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -32,6 +33,11 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> JSONR
 def header_pairs(headers: dict | None) -> list[tuple[str, str]]:
     """Response headers as (lower-case name, text) pairs."""
     return [(name.lower(), str(value)) for name, value in headers.items()] if headers else []
+
+
+def error_answer(exc: ApiError | OAuthError, first_headers: Sequence[tuple[str, str]] = ()) -> tuple[int, bytes, list]:
+    """An error as the (status, JSON body, header pairs) the raw endpoints answer with."""
+    return exc.status, _encoder.encode(exc.body()), [*first_headers, *header_pairs(exc.headers)]
 
 
 def no_content() -> Response:

@@ -22,7 +22,7 @@ from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
 from fluxer_oauth.web.ratelimit import (GLOBAL_COUNTED, GLOBAL_PENDING, NOT_NOW, RateLimited, count_pending_global,
                                         hit_global_now)
-from fluxer_oauth.web.responses import header_pairs
+from fluxer_oauth.web.responses import error_answer
 
 _encode = msgspec.json.Encoder().encode
 _JSON = ("content-type", "application/json")
@@ -122,7 +122,7 @@ class RsgiEntry:
                 elif hit_global_now(self.limits, scope.path, ip) is NOT_NOW:
                     await self.limits.hit("global", ip, with_state=False)
             except RateLimited as exc:
-                return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+                return error_answer(exc)
         if ready_body is not None:
             return 200, ready_body, []
         body = await proto() if declared is not None else await self._read_limited(proto)
@@ -137,7 +137,7 @@ class RsgiEntry:
         try:
             await count_pending_global({"app": self.app, "state": state})
         except RateLimited as exc:
-            return exc.status, _encode(exc.body()), header_pairs(exc.headers)
+            return error_answer(exc)
         return 413, _encode(TOO_LARGE), []
 
     async def _read_limited(self, proto) -> bytes | None:
