@@ -1,13 +1,15 @@
-"""The sliding-window counter (core/rate_window.py) and its two storages: process memory and
-a Lua script on a real Redis. The arithmetic is checked at chosen instants; the storages are
-checked to count, refuse, ask without counting and forget what is stale."""
+"""The sliding-window counter (core/rate_window.py) and its two storages: process memory (a
+table in Python and its compiled twin, held to the same answers) and a Lua script on a real
+Redis. The arithmetic is checked at chosen instants; the storages are checked to count,
+refuse, ask without counting and forget what is stale."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from fluxer_oauth.core.rate_window import Rate, count, parse_rate, step
+from fluxer_oauth.core import rate_window
+from fluxer_oauth.core.rate_window import PyWindowTable, Rate, parse_rate, step
 from fluxer_oauth.web.ratelimit import MemoryCounters, RedisCounters, StorageDown
 from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
 
@@ -26,48 +28,136 @@ def test_parse_rate_refuses_what_it_cannot_read(text):
         parse_rate(text)
 
 
-def test_counts_up_to_the_limit_within_a_window():
-    rate, state = Rate(3, 10.0), [None, 0, 0]
-    answers = [step(state, rate, 1000.0 + n * 0.1, 1) for n in range(4)]
+# Every table test runs on both: the pure-Python reference and the compiled one (the one
+# the server uses when it is built; see test_the_compiled_table_is_built).
+@pytest.fixture(params=["python", "compiled"])
+def table_type(request):
+    if request.param == "python":
+        return PyWindowTable
+    if rate_window.WindowTable is PyWindowTable:
+        pytest.skip("the compiled table is not built here (no C compiler at install)")
+    return rate_window.WindowTable
+
+
+def counts(table, key: str, period: float, now: float) -> tuple[int, int]:
+    """The key's (previous, current) counts at ``now``, asking without counting."""
+    _, previous, current, _ = table.step(key, 1, period, now, 0)
+    return previous, current
+
+
+def seeded(table_type, period: float, previous: int, current: int, at: float):
+    """A table whose key "k" has these counts in the window of ``at`` and the one before."""
+    table, window_start = table_type(), (at // period) * period
+    if previous:
+        table.step("k", 10**9, period, window_start - period, previous)
+    if current:
+        table.step("k", 10**9, period, window_start, current)
+    return table
+
+
+def test_counts_up_to_the_limit_within_a_window(table_type):
+    rate, table = Rate(3, 10.0), table_type()
+    answers = [step(table, "k", rate, 1000.0 + n * 0.1, 1) for n in range(4)]
     assert [a.allowed for a in answers] == [True, True, True, False]
     assert [a.remaining for a in answers[:3]] == [2, 1, 0]
-    assert state == [100, 0, 3]  # the refused request was not counted
+    assert counts(table, "k", 10.0, 1000.5) == (0, 3)  # the refused request was not counted
     assert answers[0].reset_after == pytest.approx(10.0)  # until the window ends
 
 
-def test_previous_window_weighs_by_its_part_still_in_the_span():
-    rate, state = Rate(10, 10.0), [None, 0, 0]
+def test_previous_window_weighs_by_its_part_still_in_the_span(table_type):
+    rate, table = Rate(10, 10.0), table_type()
     for _ in range(10):
-        assert step(state, rate, 1005.0, 1).allowed
+        assert step(table, "k", rate, 1005.0, 1).allowed
     # 2.5 s into the next window, 75 % of the previous 10 still count: 7.5, so 2 more fit.
-    answers = [step(state, rate, 1012.5, 1) for _ in range(3)]
+    answers = [step(table, "k", rate, 1012.5, 1) for _ in range(3)]
     assert [a.allowed for a in answers] == [True, True, False]
     assert answers[0].remaining == 1  # 10 - (7.5 + 1) = 1.5, rounded down
 
 
-def test_a_skipped_window_forgets_everything():
-    rate, state = Rate(2, 1.0), [None, 0, 0]
-    step(state, rate, 50.2, 1), step(state, rate, 50.3, 1)
-    assert not step(state, rate, 50.4, 1).allowed
-    assert step(state, rate, 52.1, 1).allowed and state == [52, 0, 1]
+def test_a_skipped_window_forgets_everything(table_type):
+    rate, table = Rate(2, 1.0), table_type()
+    step(table, "k", rate, 50.2, 1), step(table, "k", rate, 50.3, 1)
+    assert not step(table, "k", rate, 50.4, 1).allowed
+    assert step(table, "k", rate, 52.1, 1).allowed and counts(table, "k", 1.0, 52.1) == (0, 1)
 
 
-def test_retry_after_is_exactly_when_the_next_request_fits():
+def test_retry_after_is_exactly_when_the_next_request_fits(table_type):
     rate = Rate(10, 10.0)
     for previous, current, at in [(0, 10, 1001.0), (10, 5, 1013.0), (4, 9, 1011.0), (10, 8, 1012.0), (10, 0, 1010.1)]:
-        state = [int(at // 10), previous, current]
-        refused = step(list(state), rate, at, 1)
+        refused = step(seeded(table_type, 10.0, previous, current, at), "k", rate, at, 1)
         assert not refused.allowed
         wait = refused.reset_after
-        assert not step(list(state), rate, at + wait - 0.01, 0).allowed
-        assert step(list(state), rate, at + wait + 0.01, 0).allowed
+        assert not step(seeded(table_type, 10.0, previous, current, at), "k", rate, at + wait - 0.01, 0).allowed
+        assert step(seeded(table_type, 10.0, previous, current, at), "k", rate, at + wait + 0.01, 0).allowed
 
 
-def test_asking_counts_nothing():
-    rate, state = Rate(1, 60.0), [None, 0, 0]
-    assert step(state, rate, 120.0, 0).allowed and state[2] == 0
-    assert step(state, rate, 120.0, 1).allowed
-    assert not step(state, rate, 120.0, 0).allowed and state[2] == 1
+def test_asking_counts_nothing(table_type):
+    rate, table = Rate(1, 60.0), table_type()
+    assert step(table, "k", rate, 120.0, 0).allowed and counts(table, "k", 60.0, 120.0) == (0, 0)
+    assert step(table, "k", rate, 120.0, 1).allowed
+    assert not step(table, "k", rate, 120.0, 0).allowed and counts(table, "k", 60.0, 120.0) == (0, 1)
+
+
+def test_tables_forget_keys_once_their_counts_have_decayed(table_type):
+    table = table_type()
+    for n in range(100):
+        table.hit(f"ip-{n}", 5, 1.0, 1000.0)
+    table.hit("fresh", 5, 1.0, 1001.5)  # the window after: the old counts still weigh
+    assert len(table) == 101
+    table.hit("fresh", 5, 1.0, 1002.5)  # two windows later: those keys count nothing
+    assert len(table) == 1
+
+
+def test_a_key_counted_at_a_longer_rate_outlives_the_buckets_sweeps(table_type):
+    """An application's own limit (an override) may have another period than its bucket's
+    default; sweeps made at the default's pace keep its counts while they still weigh."""
+    table = table_type()
+    assert table.hit("client:big", 3, 3600.0, 36_000.0) == (2, 39_600.0)
+    for second in range(1, 200, 7):  # the default's keys come and go, sweeping every 10 s
+        table.hit(f"ip:{second}", 10, 10.0, 36_000.0 + second)
+    assert counts(table, "client:big", 3600.0, 36_200.0) == (0, 1)
+    assert table.hit("client:big", 3, 3600.0, 36_200.0) == (1, 39_600.0)
+
+
+def test_tables_refuse_what_they_cannot_count(table_type):
+    table = table_type()
+    with pytest.raises(ValueError):
+        table.step("k", 1, 1.0, 10.0, -1)
+    with pytest.raises(TypeError):
+        table.hit(["unhashable"], 1, 1.0, 10.0)
+
+
+def test_the_compiled_table_is_built():
+    """Where the project was installed with a C compiler, the server counts with the compiled
+    table: a failed build would otherwise go unnoticed (the extension is optional)."""
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the pure-Python table is the one in use")
+    assert rate_window.WindowTable is not PyWindowTable
+    assert rate_window.WindowTable.__module__ == "fluxer_oauth.core._window"
+
+
+def test_the_compiled_table_answers_as_the_reference():
+    """Random traffic on a few keys at two rates, through hits, counted steps and asks: the
+    compiled table's every answer (floats included) and size equal the Python table's."""
+    import random
+
+    if rate_window.WindowTable is PyWindowTable:
+        pytest.skip("the compiled table is not built here")
+    generator = random.Random(11)
+    reference, compiled = PyWindowTable(), rate_window.WindowTable()
+    now = 1_000_000.0
+    for _ in range(20_000):
+        now += generator.choice([0.0, 0.001, 0.01, 0.1, 0.4, 1.3, 2.5, 7.0, 25.0])
+        key = generator.choice(["a", "b", "c", "d"])
+        amount, period = (5, 2.0) if key in "ab" else (50, 30.0)
+        if generator.random() < 0.5:
+            assert compiled.hit(key, amount, period, now) == reference.hit(key, amount, period, now)
+        else:
+            cost = generator.choice([0, 1, 1, 3])
+            assert compiled.step(key, amount, period, now, cost) == reference.step(key, amount, period, now, cost)
+        assert len(compiled) == len(reference)
 
 
 async def test_memory_counters_sweep_keys_of_ended_windows(monkeypatch):
@@ -78,7 +168,7 @@ async def test_memory_counters_sweep_keys_of_ended_windows(monkeypatch):
         counters.step_now("global", f"ip-{n}", rate, 1)
     clock[0] = 1003.5  # two windows later: those keys count nothing
     counters.step_now("global", "fresh", rate, 1)
-    assert list(counters._states["global"]) == ["fresh"]
+    assert len(counters.tables["global"]) == 1
 
 
 @pytest.fixture
@@ -152,24 +242,6 @@ async def test_redis_counters_sent_together_each_get_their_own_answer(redis_coun
     assert quiet[0].allowed and quiet[0].remaining == 4 and quiet[1].remaining == 4
 
 
-def test_count_agrees_with_step_and_a_refusal_counts_nothing():
-    """``count`` is ``step`` without the numbers for the headers (the global limit's path)."""
-    import random
-
-    generator = random.Random(7)
-    rate, by_step, by_count = Rate(5, 2.0), [None, 0, 0], [None, 0, 0]
-    now = 1000.0
-    for _ in range(2000):
-        now += generator.choice([0.0, 0.01, 0.1, 0.4, 1.3, 2.5])
-        cost = generator.choice([0, 1, 1, 1, 2])
-        before = list(by_count)
-        allowed = count(by_count, rate, now, cost)
-        assert allowed == step(by_step, rate, now, cost).allowed
-        assert by_count == by_step
-        if not allowed:  # only the window's move, never a count
-            assert by_count[2] == (before[2] if before[0] == by_count[0] else 0)
-
-
 def test_an_allowed_memory_hit_states_what_the_full_step_would(monkeypatch):
     """RateLimits.hit_now answers an allowed request from the counter directly; its numbers
     must be step()'s, through a window change and the previous window's decay."""
@@ -179,11 +251,11 @@ def test_an_allowed_memory_hit_states_what_the_full_step_would(monkeypatch):
     clock = [1_000_000.0]
     monkeypatch.setattr("fluxer_oauth.web.ratelimit.time.time", lambda: clock[0])
     limits = RateLimits(make_settings("sqlite://", rate_limits="on", rate_limit_token="5/10seconds"))
-    rate, reference, refused = Rate(5, 10.0), [None, 0, 0], 0
+    rate, reference, refused = Rate(5, 10.0), PyWindowTable(), 0
     for at in (1_000_000.0, 1_000_001.0, 1_000_004.5, 1_000_012.0, 1_000_013.0, 1_000_019.9, 1_000_019.95,
                1_000_019.97):
         clock[0] = at
-        expected = step(reference, rate, at, 1)
+        expected = step(reference, "client:1", rate, at, 1)
         if not expected.allowed:
             with pytest.raises(RateLimited):
                 limits.hit_now("token", "client:1")
@@ -230,3 +302,23 @@ async def test_redis_pair_counts_the_second_only_when_the_first_allows(redis_cou
         counters.step("token", "client:f", token_rate, 1))
     assert single.remaining == 1 and which == 1 and paired.remaining == 0
     assert refused_which == 0 and after.allowed and after.remaining == 1
+
+
+def test_an_application_limited_per_hour_keeps_its_count_in_a_per_second_bucket(monkeypatch):
+    """A trusted application's own limit (an override) over a longer period than its bucket's
+    default: the sweeps made for the default's short-lived keys leave its count alone."""
+    from fluxer_oauth.web.ratelimit import RateLimited, RateLimits
+    from tests.conftest import make_settings
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr("fluxer_oauth.web.ratelimit.time.time", lambda: clock[0])
+    limits = RateLimits(make_settings("sqlite://", rate_limits="on", rate_limit_token="10/10seconds",
+                                      rate_limit_overrides={"42": "3/hour"}))
+    limits.hit_now("token", "ip:0")  # the bucket's first key: its sweeps come every ten seconds
+    for _ in range(3):
+        limits.hit_now("token", "client:42", client_id="42")
+    for second in range(1, 120, 5):  # other clients come and go
+        clock[0] = 1_000_000.0 + second
+        limits.hit_now("token", f"ip:{second}")
+    with pytest.raises(RateLimited):
+        limits.hit_now("token", "client:42", client_id="42")

@@ -1,5 +1,5 @@
-"""Rate-limit arithmetic: the limit format of the settings and one step of a sliding-window
-counter, with no storage and no clock of its own (the callers pass both in).
+"""Rate-limit arithmetic: the limit format of the settings, a sliding-window counter and
+the in-memory table of them that a process keeps (no clock of its own: callers pass it in).
 
 A sliding-window counter keeps two numbers per key: the requests counted in the current
 fixed window and in the one before. The estimate of the last ``period`` seconds weighs the
@@ -8,7 +8,8 @@ previous window by the part of it still inside that span:
     estimate = previous * (1 - elapsed / period) + current
 
 Constant work and memory per hit whatever the limit, unlike a log of timestamps. The Redis
-storage runs the same step in a Lua script (web/ratelimit.py); the tests run both.
+storage runs the same step in a Lua script (web/ratelimit.py); the tests run both, and the
+table both in Python and compiled.
 """
 
 from __future__ import annotations
@@ -46,26 +47,76 @@ class Outcome(NamedTuple):  # a tuple: made on every request, and a dataclass co
     reset_after: float  # allowed: until the current window ends; refused: until one more fits
 
 
-def step(state: list, rate: Rate, now: float, cost: int) -> Outcome:
-    """Advance ``state`` ([window index, previous count, current count], changed in place)
-    to ``now``, then count ``cost`` requests (0 only asks) when they fit under the limit."""
-    allowed = count(state, rate, now, cost)
-    return outcome(allowed, state[1], state[2], rate, now - state[0] * rate.period)
+class PyWindowTable:
+    """The sliding-window counters of one bucket in process memory: key -> [window index,
+    previous count, current count, period]. The reference implementation; ``WindowTable`` is
+    its compiled twin (_window.c) when built, and the tests hold the two to the same answers.
+
+    Keys whose counts have all decayed are dropped once a period (each by its own period:
+    a bucket's keys may be counted at different rates, per-application overrides)."""
+
+    __slots__ = ("_slots", "_next_sweep")
+
+    def __init__(self) -> None:
+        self._slots: dict[str, list] = {}
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def hit(self, key: str, amount: int, period: float, now: float) -> tuple[int, float] | None:
+        """Count one request of ``key`` when it fits under ``amount`` per ``period``: how many
+        more fit, and when the window ends. None when it does not fit (nothing counted)."""
+        slot = self._slot_at(key, period, now)
+        elapsed = now - slot[0] * period
+        weight = 1.0 - elapsed / period
+        if slot[1] * weight + slot[2] + 1 > amount:
+            return None
+        slot[2] += 1
+        remaining = math.floor(amount - (slot[1] * weight + slot[2]))
+        return (remaining if remaining > 0 else 0), now + period - elapsed
+
+    def step(self, key: str, amount: int, period: float, now: float, cost: int) -> tuple[bool, int, int, float]:
+        """Count ``cost`` requests of ``key`` when they fit (0 only asks): whether they did,
+        the previous and current counts after the step and the seconds elapsed in the window."""
+        if cost < 0:
+            raise ValueError("the cost cannot be negative")
+        slot = self._slot_at(key, period, now)
+        elapsed = now - slot[0] * period
+        allowed = slot[1] * (1.0 - elapsed / period) + slot[2] + (cost or 1) <= amount
+        if allowed:
+            slot[2] += cost
+        return allowed, slot[1], slot[2], elapsed
+
+    def _slot_at(self, key: str, period: float, now: float) -> list:
+        """The key's counts moved to the window of ``now`` (made on first use)."""
+        if now >= self._next_sweep:
+            stale = [key for key, (window, _, _, its_period) in self._slots.items() if (window + 2) * its_period <= now]
+            for old in stale:
+                del self._slots[old]
+            self._next_sweep = now + period
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = [-1, 0, 0, period]
+        slot[3] = period
+        window = math.floor(now / period)
+        if slot[0] != window:
+            slot[1] = slot[2] if slot[0] == window - 1 else 0
+            slot[2] = 0
+            slot[0] = window
+        return slot
 
 
-def count(state: list, rate: Rate, now: float, cost: int) -> bool:
-    """``step`` without the answer for the headers: whether the requests fitted (and were
-    counted). A refusal changes no count, so a step after it gives the same answer."""
-    period = rate.period
-    window = now // period
-    if state[0] != window:
-        state[1] = state[2] if state[0] == window - 1 else 0
-        state[2] = 0
-        state[0] = window
-    allowed = state[1] * (1.0 - (now - window * period) / period) + state[2] + (cost or 1) <= rate.amount
-    if allowed and cost:
-        state[2] += cost
-    return allowed
+try:
+    from fluxer_oauth.core._window import WindowTable
+except ImportError:  # not built (no C compiler where it was installed): the same, slower
+    WindowTable = PyWindowTable
+
+
+def step(table, key: str, rate: Rate, now: float, cost: int) -> Outcome:
+    """One step of ``key``'s counter in ``table`` with the answer for the headers."""
+    allowed, previous, current, elapsed = table.step(key, rate.amount, rate.period, now, cost)
+    return outcome(allowed, previous, current, rate, elapsed)
 
 
 def outcome(allowed: bool, previous: int, current: int, rate: Rate, elapsed: float) -> Outcome:

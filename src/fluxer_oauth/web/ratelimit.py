@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 import math
 import time
 
@@ -19,7 +20,7 @@ from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.core.rate_window import Outcome, Rate, count, outcome, parse_rate, step
+from fluxer_oauth.core.rate_window import Outcome, Rate, WindowTable, outcome, parse_rate, step
 from fluxer_oauth.oauth.client_auth import presented_basic
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.settings import Settings
@@ -50,16 +51,6 @@ class LimitState:
         self.limit = limit
         self.remaining = remaining
         self.reset_at = reset_at
-
-    @classmethod
-    def after_count(cls, bucket: str, rate: Rate, state: list, now: float) -> LimitState:
-        """Where a key stands right after ``count`` let a request in: the core's ``outcome``
-        of an allowed step, worked out here without the intermediate tuple (this runs on
-        every limited request: 0.34 against 0.86 µs; a unit test holds the two equal)."""
-        period = rate.period
-        elapsed = now - state[0] * period
-        remaining = math.floor(rate.amount - (state[1] * (1.0 - elapsed / period) + state[2]))
-        return cls(bucket, rate.amount, remaining if remaining > 0 else 0, now + period - elapsed)
 
     def headers(self) -> dict[str, str]:
         """The headers as a dict, for a 429 built as an error (header names are case-blind)."""
@@ -99,38 +90,15 @@ class StorageDown(Exception):
 
 
 class MemoryCounters:
-    """Counters of this process. Keys of windows that ended are dropped once a period."""
+    """Counters of this process: a table per bucket (rate_window.WindowTable)."""
 
     def __init__(self) -> None:
-        self._states: dict[str, dict[str, list]] = {}
-        self._next_sweep: dict[str, float] = {}
+        self.tables: defaultdict[str, WindowTable] = defaultdict(WindowTable)
 
     def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
         """One step, without a coroutine: memory needs no waiting. (An allowed request on the
-        hot path is counted through ``state`` and the core's ``count`` instead.)"""
-        now = time.time()
-        return step(self.state(bucket, key, rate, now), rate, now, cost)
-
-    def state(self, bucket: str, key: str, rate: Rate, now: float) -> list:
-        """The counter of ``key`` in ``bucket`` (made on first use), for the core's arithmetic."""
-        states = self._states.get(bucket)
-        if states is None:
-            states = self._states[bucket] = {}
-            self._next_sweep[bucket] = now + rate.period
-        elif now >= self._next_sweep[bucket]:
-            self._sweep(states, now, rate.period)
-            self._next_sweep[bucket] = now + rate.period
-        state = states.get(key)
-        if state is None:
-            state = states[key] = [None, 0, 0]
-        return state
-
-    @staticmethod
-    def _sweep(states: dict[str, list], now: float, period: float) -> None:
-        # Keys whose last window ended more than a window ago count nothing any more.
-        oldest_useful = math.floor(now / period) - 1
-        for key in [key for key, state in states.items() if state[0] is None or state[0] < oldest_useful]:
-            del states[key]
+        hot path is counted by the table's ``hit`` instead.)"""
+        return step(self.tables[bucket], key, rate, time.time(), cost)
 
     async def close(self) -> None:
         pass
@@ -327,11 +295,11 @@ class RateLimits:
 
     def _count_now(self, memory: MemoryCounters, bucket: str, key: str, rate: Rate, now: float,
                    with_state: bool) -> LimitState | None:
-        state = memory.state(bucket, key, rate, now)
-        if count(state, rate, now, 1):
-            return LimitState.after_count(bucket, rate, state, now) if with_state else None
-        # Refused (which changed no count): the full step gives the numbers for the 429.
-        return self._settle(bucket, rate, step(state, rate, now, 0), with_state)
+        counted = memory.tables[bucket].hit(key, rate.amount, rate.period, now)
+        if counted is not None:
+            return LimitState(bucket, rate.amount, *counted) if with_state else None
+        # Refused (which changed no count): asking gives the numbers for the 429.
+        return self._settle(bucket, rate, step(memory.tables[bucket], key, rate, now, 0), with_state)
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
                   with_state: bool = True) -> LimitState | None:
