@@ -232,6 +232,7 @@ class RateLimits:
         self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
                          else MemoryCounters())
         self._memory = self.counters if isinstance(self.counters, MemoryCounters) else None
+        self.counted_in_redis = self._memory is None
         self.rates = {
             "authorize": parse_rate(settings.rate_limit_authorize),
             "token": parse_rate(settings.rate_limit_token),
@@ -241,10 +242,6 @@ class RateLimits:
         }
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
-
-    @property
-    def counted_in_redis(self) -> bool:
-        return self._memory is None
 
     def _rate(self, bucket: str, client_id: str | None) -> Rate:
         if client_id is not None and bucket in ("token", "revoke") and client_id in self.overrides:
@@ -470,19 +467,22 @@ async def count_pending_global(scope) -> None:
 
 def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
     """``limit_by_client`` without a coroutine when the counters are in memory; ``NOT_NOW``
-    when they are in Redis and ``limit_by_client`` must be awaited."""
+    when they are in Redis and ``limit_by_client`` must be awaited. (Written out rather than
+    through ``limit_now``: every token request with limits on comes this way.)"""
     limits = _limits(scope)
     if not limits.enabled:
         return None
     if limits.counted_in_redis:
         return NOT_NOW  # before the key, which limit_by_client works out itself
     key, client_id = _client_key(scope, params, authorization)
-    state = scope.get("state", {})
+    state = scope.setdefault("state", {})
     if state.pop(GLOBAL_PENDING, False):
         limit_state = limits.hit_global_and_now(state["client_ip"], bucket, key, client_id=client_id)
-        _keep_state(scope, limit_state)
-        return limit_state
-    return limit_now(scope, bucket, key, client_id=client_id)
+    else:
+        limit_state = limits.hit_now(bucket, key, client_id=client_id)
+    if limit_state is not None:
+        state["rate_limit"] = limit_state
+    return limit_state
 
 
 def _client_key(scope, params, authorization: str | None) -> tuple[str, str | None]:
