@@ -67,6 +67,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 @dataclass
@@ -141,7 +142,27 @@ def _parse_wrk(output: str) -> Result:
     count = int(errors.group(1)) if errors else 0
     if socket_errors:
         count += sum(int(n) for n in socket_errors.groups())
-    return Result(rps, p50, p99, count)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return Result(rps, p50, p99, count, requests)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU spent so far by a process and every process under it (granian's
+    workers), from /proc."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone meanwhile
+    return total
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- the servers ---------------------------------------------------------------------------------
@@ -298,9 +319,11 @@ def peer_request(name: str, base: str, token: str) -> tuple[str, str, dict]:
 
 # --- the run ---------------------------------------------------------------------------------------
 
-def run(args) -> list[Row]:
+def run(args) -> tuple[list[Row], list[str]]:
+    """The rows of the main table, and the paired growth table's lines (with ``--growth``)."""
     WORK.mkdir(exist_ok=True)
     rows: list[Row] = []
+    growth_lines: list[str] = []
     limits: dict[tuple[int, str], tuple] = {}
     peer = None if args.no_peer else start_peer()
     peer_access = peer_token(peer[1]) if peer else None
@@ -327,22 +350,17 @@ def run(args) -> list[Row]:
             ours.start()
             try:
                 rows += measure(args, config.name, args.scenarios, ours, info, workdir, limit_base, peer, peer_access)
-                if args.growth and config.name == "sqlite-1w":
-                    for stored, label in ((1_000, "1k"), (1_000_000, "1M")):
-                        ours.stop()
-                        already = 0 if label == "1k" else 1_000
-                        ours.add_filler(stored - already)
-                        ours.start()
-                        rows += measure(args, f"{config.name} {label} tokens", ("me", "client_credentials"), ours,
-                                        info, workdir, limit_base, None, None)
             finally:
                 ours.cleanup()
+            if args.growth and config.name == "sqlite-1w":
+                growth_rows, growth_lines = measure_growth(args, limit_base)
+                rows += growth_rows
     finally:
         for process, _ in limits.values():
             stop(process)
         if peer:
             stop(peer[0])
-    return rows
+    return rows, growth_lines
 
 
 def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_access) -> list[Row]:
@@ -377,13 +395,71 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
     return rows
 
 
-RL_COST_HEADER = ("| scenario | rate limits off req/s | on req/s | cost |\n|---|---:|---:|---:|")
+GROWTH = (1_000, 1_000_000)  # live tokens stored: the small and the big table (--quick: smaller)
+
+
+def count_label(count: int) -> str:
+    return f"{count // 1_000_000}M" if count >= 1_000_000 else f"{count // 1_000}k"
+
+
+
+
+def measure_growth(args, limit_base) -> tuple[list[Row], list[str]]:
+    """``me`` and ``client_credentials`` with 1k and with 1M live tokens stored, paired: two
+    sqlite-1w servers up side by side, each round driving both in turns (1k-1M, 1M-1k, ...)
+    and then the limit, so that the machine slowing down between the two cannot pass for
+    the cost of a bigger table."""
+    servers = []
+    try:
+        for stored in args.growth_sizes:
+            label = count_label(stored)
+            workdir = WORK / f"growth-{label}"
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            ours = Ours(CONFIGS["sqlite-1w"], workdir)
+            info = ours.prepare(refresh=0, codes=0)
+            ours.add_filler(stored)
+            ours.start()
+            servers.append((ours, info, workdir, label))
+        common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+        rows, lines = [], []
+        for scenario in ("me", "client_credentials"):
+            pair = {label: Row(f"sqlite-1w {label} tokens", scenario) for _, _, _, label in servers}
+            for ours, info, workdir, _ in servers:  # one unmeasured run each, as in measure()
+                url, script, env = scenario_request(scenario, ours.base, info, workdir)
+                wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
+            for round_number in range(args.rounds):
+                for ours, info, workdir, label in (servers if round_number % 2 == 0 else servers[::-1]):
+                    url, script, env = scenario_request(scenario, ours.base, info, workdir)
+                    pair[label].ours.append(wrk(url, script=script, env=env, **common))
+                for interface, attribute in (("asgi", "limit"), ("rsgi", "limit_rsgi")):
+                    url, script, env = limit_request(scenario, limit_base[interface])
+                    result = wrk(url, script=script, env=env, **common)
+                    for row in pair.values():  # the same reference for both
+                        getattr(row, attribute).append(result)
+            for row in pair.values():
+                rows.append(row)
+                print(format_row(row), flush=True)
+            small, big = (pair[count_label(stored)] for stored in args.growth_sizes)
+            ratios = [b.rps / a.rps for a, b in zip(small.ours, big.ours)]
+            lines.append(f"| {scenario} | {median(small.ours, 'rps'):,.0f} | {median(big.ours, 'rps'):,.0f} | "
+                         f"{statistics.median(ratios) - 1:+.0%} |")
+        return rows, lines
+    finally:
+        for ours, _, _, _ in servers:
+            ours.cleanup()
+
+
+RL_COST_HEADER = ("| scenario | rate limits off req/s | on req/s | cost (median of the rounds' ratios) "
+                  "| server CPU off µs a request | on | CPU cost |\n|---|---:|---:|---:|---:|---:|---:|")
 
 
 def measure_rate_limit_cost(args) -> list[str]:
     """Rate limiting's cost, paired: sqlite-1w with limits off and on (raised above the load)
     run side by side, and each round drives one then the other, in turns (off-on, on-off,
-    ...), so neither drift of this shared machine nor going first passes for a cost."""
+    ...), so neither drift of this shared machine nor going first passes for a cost. Beside
+    the throughput, the server's CPU time a request (from /proc), which other tenants of the
+    machine disturb less."""
     servers = {}
     try:
         for name in ("sqlite-1w", "sqlite-1w-rl"):
@@ -397,14 +473,25 @@ def measure_rate_limit_cost(args) -> list[str]:
         lines = []
         for scenario in ("client_credentials", "me"):
             runs = {name: [] for name in servers}
+            cpu = {name: [] for name in servers}  # µs a request, each run
             for round_number in range(args.rl_cost_rounds):
                 order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
                 for name in order:
                     ours, info, workdir = servers[name]
                     url, script, env = scenario_request(scenario, ours.base, info, workdir)
-                    runs[name].append(wrk(url, script=script, env=env, **common))
+                    before = cpu_seconds(ours.process.pid)
+                    result = wrk(url, script=script, env=env, **common)
+                    cpu[name].append((cpu_seconds(ours.process.pid) - before) / max(1, result.requests) * 1e6)
+                    runs[name].append(result)
             off, on = median(runs["sqlite-1w"], "rps"), median(runs["sqlite-1w-rl"], "rps")
-            lines.append(f"| {scenario} | {off:,.0f} | {on:,.0f} | {1 - on / off:.0%} |")
+            # The cost is the median of the rounds' own ratios: a round's two runs are
+            # seconds apart, so the machine's drift over minutes cancels within each.
+            ratios = [with_limits.rps / without.rps for without, with_limits in zip(runs["sqlite-1w"],
+                                                                                     runs["sqlite-1w-rl"])]
+            cpu_off, cpu_on = statistics.median(cpu["sqlite-1w"]), statistics.median(cpu["sqlite-1w-rl"])
+            print("  rounds, on/off: " + " ".join(f"{ratio:.2f}" for ratio in ratios), flush=True)
+            lines.append(f"| {scenario} | {off:,.0f} | {on:,.0f} | {1 - statistics.median(ratios):.0%} | "
+                         f"{cpu_off:.1f} | {cpu_on:.1f} | {cpu_on / cpu_off - 1:+.0%} |")
             print(lines[-1], flush=True)
         return lines
     finally:
@@ -436,7 +523,8 @@ HEADER = ("| configuration | scenario | ours req/s | p50 ms | p99 ms | errors | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one short round of every scenario on sqlite-1w")
+    parser.add_argument("--quick", action="store_true",
+                        help="one short round of every scenario on sqlite-1w, of growth (1k/10k) and of the rate-limit pair")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--rounds", type=int, default=3)
@@ -452,11 +540,19 @@ def main() -> None:
     parser.add_argument("--rl-cost-rounds", type=int, default=0,
                         help="also measure rate limiting's cost with paired, alternating runs (this many rounds)")
     args = parser.parse_args()
-    if args.quick:
+    args.growth_sizes = GROWTH
+    if args.quick:  # every part of the harness once, small
         args.configs, args.rounds, args.duration, args.single_use, args.warmup = ["sqlite-1w"], 1, 1, 10_000, 0.5
+        args.growth, args.growth_sizes, args.rl_cost_rounds = True, (1_000, 10_000), 1
     print(HEADER, flush=True)
-    rows = run(args)
+    rows, growth_lines = run(args)
     report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
+    if growth_lines:
+        small, big = (count_label(stored) for stored in args.growth_sizes)
+        header = (f"| scenario | {small} tokens req/s | {big} tokens req/s | {big} against {small} "
+                  "(median of the rounds' ratios) |\n|---|---:|---:|---:|")
+        print("\n" + header + "\n" + "\n".join(growth_lines), flush=True)
+        report += "\n" + header + "\n" + "\n".join(growth_lines) + "\n"
     if args.rl_cost_rounds:
         print("\n" + RL_COST_HEADER, flush=True)
         report += "\n" + RL_COST_HEADER + "\n" + "\n".join(measure_rate_limit_cost(args)) + "\n"
