@@ -428,7 +428,7 @@ def measure_growth(args, limit_base) -> tuple[list[Row], list[str]]:
             for ours, info, workdir, _ in servers:  # one unmeasured run each, as in measure()
                 url, script, env = scenario_request(scenario, ours.base, info, workdir)
                 wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
-            for round_number in range(args.rounds):
+            for round_number in range(args.growth_rounds):
                 for ours, info, workdir, label in (servers if round_number % 2 == 0 else servers[::-1]):
                     url, script, env = scenario_request(scenario, ours.base, info, workdir)
                     pair[label].ours.append(wrk(url, script=script, env=env, **common))
@@ -533,6 +533,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--single-use", type=int, default=40_000, help="codes / refresh tokens per round")
     parser.add_argument("--growth", action="store_true", help="also measure with 1k and 1M stored tokens")
+    parser.add_argument("--growth-rounds", type=int, default=9,
+                        help="rounds of the paired growth measurement (each drives both servers and the limit)")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--warmup", type=float, default=20.0,
                         help="seconds of load on the peer per scenario before measuring (ours: at most one run)")
@@ -543,7 +545,7 @@ def main() -> None:
     args.growth_sizes = GROWTH
     if args.quick:  # every part of the harness once, small
         args.configs, args.rounds, args.duration, args.single_use, args.warmup = ["sqlite-1w"], 1, 1, 10_000, 0.5
-        args.growth, args.growth_sizes, args.rl_cost_rounds = True, (1_000, 10_000), 1
+        args.growth, args.growth_sizes, args.growth_rounds, args.rl_cost_rounds = True, (1_000, 10_000), 1, 1
     print(HEADER, flush=True)
     rows, growth_lines = run(args)
     report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 import math
 import time
+from collections import defaultdict
 
 from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
