@@ -122,9 +122,15 @@ slot_at(WindowTable *self, PyObject *key, double period, double now)
     return slot;
 }
 
+/* hit()'s and step()'s first arguments: key, amount, period, now. */
 static int
-parse_common(PyObject *const *args, long long *amount, double *period, double *now)
+parse_arguments(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected, const char *usage,
+                long long *amount, double *period, double *now)
 {
+    if (nargs != expected) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
     *amount = PyLong_AsLongLong(args[1]);
     if (*amount == -1 && PyErr_Occurred())
         return -1;
@@ -151,11 +157,7 @@ table_hit(WindowTable *self, PyObject *const *args, Py_ssize_t nargs)
 {
     long long amount;
     double period, now;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "hit() takes key, amount, period and now");
-        return NULL;
-    }
-    if (parse_common(args, &amount, &period, &now) < 0)
+    if (parse_arguments(args, nargs, 4, "hit() takes key, amount, period and now", &amount, &period, &now) < 0)
         return NULL;
     Slot *slot = slot_at(self, args[0], period, now);
     if (slot == NULL)
@@ -179,11 +181,7 @@ table_step(WindowTable *self, PyObject *const *args, Py_ssize_t nargs)
 {
     long long amount, cost;
     double period, now;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "step() takes key, amount, period, now and cost");
-        return NULL;
-    }
-    if (parse_common(args, &amount, &period, &now) < 0)
+    if (parse_arguments(args, nargs, 5, "step() takes key, amount, period, now and cost", &amount, &period, &now) < 0)
         return NULL;
     cost = PyLong_AsLongLong(args[4]);
     if (cost == -1 && PyErr_Occurred())
