@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,11 +320,11 @@ def peer_request(name: str, base: str, token: str) -> tuple[str, str, dict]:
 
 # --- the run ---------------------------------------------------------------------------------------
 
-def run(args) -> tuple[list[Row], list[str]]:
-    """The rows of the main table, and the paired growth table's lines (with ``--growth``)."""
+def run(args) -> tuple[list[Row], str]:
+    """The rows of the main table, and the paired growth table (with ``--growth``)."""
     WORK.mkdir(exist_ok=True)
     rows: list[Row] = []
-    growth_lines: list[str] = []
+    growth_table = ""
     limits: dict[tuple[int, str], tuple] = {}
     peer = None if args.no_peer else start_peer()
     peer_access = peer_token(peer[1]) if peer else None
@@ -353,14 +354,14 @@ def run(args) -> tuple[list[Row], list[str]]:
             finally:
                 ours.cleanup()
             if args.growth and config.name == "sqlite-1w":
-                growth_rows, growth_lines = measure_growth(args, limit_base)
+                growth_rows, growth_table = measure_growth(args, limit_base)
                 rows += growth_rows
     finally:
         for process, _ in limits.values():
             stop(process)
         if peer:
             stop(peer[0])
-    return rows, growth_lines
+    return rows, growth_table
 
 
 def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_access) -> list[Row]:
@@ -402,34 +403,59 @@ def count_label(count: int) -> str:
     return f"{count // 1_000_000}M" if count >= 1_000_000 else f"{count // 1_000}k"
 
 
-
-
-def measure_growth(args, limit_base) -> tuple[list[Row], list[str]]:
-    """``me`` and ``client_credentials`` with 1k and with 1M live tokens stored, paired: two
-    sqlite-1w servers up side by side, each round driving both in turns (1k-1M, 1M-1k, ...)
-    and then the limit, so that the machine slowing down between the two cannot pass for
-    the cost of a bigger table."""
-    servers = []
+@contextmanager
+def side_by_side(servers: list[tuple[str, str, int]]):
+    """Servers up at once for paired rounds, each (label, configuration, filler tokens
+    stored); yields label -> (ours, info, workdir), and stops and cleans them all up."""
+    started = {}
     try:
-        for stored in args.growth_sizes:
-            label = count_label(stored)
-            workdir = WORK / f"growth-{label}"
+        for label, config_name, filler in servers:
+            workdir = WORK / label
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
-            ours = Ours(CONFIGS["sqlite-1w"], workdir)
+            ours = Ours(CONFIGS[config_name], workdir)
             info = ours.prepare(refresh=0, codes=0)
-            ours.add_filler(stored)
+            if filler:
+                ours.add_filler(filler)
             ours.start()
-            servers.append((ours, info, workdir, label))
-        common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
-        rows, lines = [], []
+            started[label] = (ours, info, workdir)
+        yield started
+    finally:
+        for ours, _, _ in started.values():
+            ours.cleanup()
+
+
+def in_turns(labels: list[str], round_number: int) -> list[str]:
+    """The order of a paired round: each goes first every other round, so going first (or
+    the machine drifting within a round) does not pass for a difference between them."""
+    return labels if round_number % 2 == 0 else labels[::-1]
+
+
+def median_ratio(base: list[Result], other: list[Result]) -> float:
+    """The median of the rounds' own ratios of two paired series: a round's runs are seconds
+    apart, so the machine's drift over minutes cancels within each."""
+    return statistics.median(b.rps / a.rps for a, b in zip(base, other))
+
+
+def measure_growth(args, limit_base) -> tuple[list[Row], str]:
+    """``me`` and ``client_credentials`` with 1k and with 1M live tokens stored, paired: two
+    sqlite-1w servers up side by side, each round driving both in turns and then the limit,
+    so that the machine slowing down between the two cannot pass for the cost of a bigger
+    table. The rows, and the table of the rounds' ratios."""
+    small, big = labels = [count_label(stored) for stored in args.growth_sizes]
+    servers = [(f"growth-{label}", "sqlite-1w", stored) for label, stored in zip(labels, args.growth_sizes)]
+    common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+    rows, lines = [], []
+    with side_by_side(servers) as started:
+        by_label = dict(zip(labels, started.values()))
         for scenario in ("me", "client_credentials"):
-            pair = {label: Row(f"sqlite-1w {label} tokens", scenario) for _, _, _, label in servers}
-            for ours, info, workdir, _ in servers:  # one unmeasured run each, as in measure()
+            pair = {label: Row(f"sqlite-1w {label} tokens", scenario) for label in labels}
+            for ours, info, workdir in by_label.values():  # one unmeasured run each, as in measure()
                 url, script, env = scenario_request(scenario, ours.base, info, workdir)
                 wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
             for round_number in range(args.growth_rounds):
-                for ours, info, workdir, label in (servers if round_number % 2 == 0 else servers[::-1]):
+                for label in in_turns(labels, round_number):
+                    ours, info, workdir = by_label[label]
                     url, script, env = scenario_request(scenario, ours.base, info, workdir)
                     pair[label].ours.append(wrk(url, script=script, env=env, **common))
                 for interface, attribute in (("asgi", "limit"), ("rsgi", "limit_rsgi")):
@@ -440,14 +466,11 @@ def measure_growth(args, limit_base) -> tuple[list[Row], list[str]]:
             for row in pair.values():
                 rows.append(row)
                 print(format_row(row), flush=True)
-            small, big = (pair[count_label(stored)] for stored in args.growth_sizes)
-            ratios = [b.rps / a.rps for a, b in zip(small.ours, big.ours)]
-            lines.append(f"| {scenario} | {median(small.ours, 'rps'):,.0f} | {median(big.ours, 'rps'):,.0f} | "
-                         f"{statistics.median(ratios) - 1:+.0%} |")
-        return rows, lines
-    finally:
-        for ours, _, _, _ in servers:
-            ours.cleanup()
+            lines.append(f"| {scenario} | {median(pair[small].ours, 'rps'):,.0f} | {median(pair[big].ours, 'rps'):,.0f} "
+                         f"| {median_ratio(pair[small].ours, pair[big].ours) - 1:+.0%} |")
+    header = (f"| scenario | {small} tokens req/s | {big} tokens req/s | {big} against {small} "
+              "(median of the rounds' ratios) |\n|---|---:|---:|---:|")
+    return rows, header + "\n" + "\n".join(lines)
 
 
 RL_COST_HEADER = ("| scenario | rate limits off req/s | on req/s | cost (median of the rounds' ratios) "
@@ -456,47 +479,31 @@ RL_COST_HEADER = ("| scenario | rate limits off req/s | on req/s | cost (median 
 
 def measure_rate_limit_cost(args) -> list[str]:
     """Rate limiting's cost, paired: sqlite-1w with limits off and on (raised above the load)
-    run side by side, and each round drives one then the other, in turns (off-on, on-off,
-    ...), so neither drift of this shared machine nor going first passes for a cost. Beside
-    the throughput, the server's CPU time a request (from /proc), which other tenants of the
-    machine disturb less."""
-    servers = {}
-    try:
-        for name in ("sqlite-1w", "sqlite-1w-rl"):
-            workdir = WORK / f"rl-cost-{name}"
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            ours = Ours(CONFIGS[name], workdir)
-            servers[name] = (ours, ours.prepare(refresh=0, codes=0), workdir)
-            ours.start()
-        common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
-        lines = []
+    run side by side and driven in turns each round. Beside the throughput, the server's CPU
+    time a request (from /proc), which other tenants of the machine disturb less."""
+    names = ["sqlite-1w", "sqlite-1w-rl"]
+    common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+    lines = []
+    with side_by_side([(f"rl-cost-{name}", name, 0) for name in names]) as started:
+        servers = dict(zip(names, started.values()))
         for scenario in ("client_credentials", "me"):
-            runs = {name: [] for name in servers}
-            cpu = {name: [] for name in servers}  # µs a request, each run
+            runs = {name: [] for name in names}
+            cpu = {name: [] for name in names}  # µs a request, each run
             for round_number in range(args.rl_cost_rounds):
-                order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
-                for name in order:
+                for name in in_turns(names, round_number):
                     ours, info, workdir = servers[name]
                     url, script, env = scenario_request(scenario, ours.base, info, workdir)
                     before = cpu_seconds(ours.process.pid)
                     result = wrk(url, script=script, env=env, **common)
                     cpu[name].append((cpu_seconds(ours.process.pid) - before) / max(1, result.requests) * 1e6)
                     runs[name].append(result)
-            off, on = median(runs["sqlite-1w"], "rps"), median(runs["sqlite-1w-rl"], "rps")
-            # The cost is the median of the rounds' own ratios: a round's two runs are
-            # seconds apart, so the machine's drift over minutes cancels within each.
-            ratios = [with_limits.rps / without.rps for without, with_limits in zip(runs["sqlite-1w"],
-                                                                                     runs["sqlite-1w-rl"])]
+            off, on = runs["sqlite-1w"], runs["sqlite-1w-rl"]
             cpu_off, cpu_on = statistics.median(cpu["sqlite-1w"]), statistics.median(cpu["sqlite-1w-rl"])
-            print("  rounds, on/off: " + " ".join(f"{ratio:.2f}" for ratio in ratios), flush=True)
-            lines.append(f"| {scenario} | {off:,.0f} | {on:,.0f} | {1 - statistics.median(ratios):.0%} | "
-                         f"{cpu_off:.1f} | {cpu_on:.1f} | {cpu_on / cpu_off - 1:+.0%} |")
+            print("  rounds, on/off: " + " ".join(f"{b.rps / a.rps:.2f}" for a, b in zip(off, on)), flush=True)
+            lines.append(f"| {scenario} | {median(off, 'rps'):,.0f} | {median(on, 'rps'):,.0f} | "
+                         f"{1 - median_ratio(off, on):.0%} | {cpu_off:.1f} | {cpu_on:.1f} | {cpu_on / cpu_off - 1:+.0%} |")
             print(lines[-1], flush=True)
-        return lines
-    finally:
-        for ours, _, _ in servers.values():
-            ours.cleanup()
+    return lines
 
 
 def median(results: list[Result], attr: str) -> float:
@@ -547,14 +554,11 @@ def main() -> None:
         args.configs, args.rounds, args.duration, args.single_use, args.warmup = ["sqlite-1w"], 1, 1, 10_000, 0.5
         args.growth, args.growth_sizes, args.growth_rounds, args.rl_cost_rounds = True, (1_000, 10_000), 1, 1
     print(HEADER, flush=True)
-    rows, growth_lines = run(args)
+    rows, growth_table = run(args)
     report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
-    if growth_lines:
-        small, big = (count_label(stored) for stored in args.growth_sizes)
-        header = (f"| scenario | {small} tokens req/s | {big} tokens req/s | {big} against {small} "
-                  "(median of the rounds' ratios) |\n|---|---:|---:|---:|")
-        print("\n" + header + "\n" + "\n".join(growth_lines), flush=True)
-        report += "\n" + header + "\n" + "\n".join(growth_lines) + "\n"
+    if growth_table:
+        print("\n" + growth_table, flush=True)
+        report += "\n" + growth_table + "\n"
     if args.rl_cost_rounds:
         print("\n" + RL_COST_HEADER, flush=True)
         report += "\n" + RL_COST_HEADER + "\n" + "\n".join(measure_rate_limit_cost(args)) + "\n"

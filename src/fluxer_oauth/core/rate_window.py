@@ -91,7 +91,8 @@ class PyWindowTable:
     def _slot_at(self, key: str, period: float, now: float) -> list:
         """The key's counts moved to the window of ``now`` (made on first use)."""
         if now >= self._next_sweep:
-            stale = [key for key, (window, _, _, its_period) in self._slots.items() if (window + 2) * its_period <= now]
+            stale = [other for other, (window, _, _, its_period) in self._slots.items()
+                     if (window + 2) * its_period <= now]
             for old in stale:
                 del self._slots[old]
             self._next_sweep = now + period

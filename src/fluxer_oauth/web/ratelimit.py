@@ -292,11 +292,12 @@ class RateLimits:
 
     def _count_now(self, memory: MemoryCounters, bucket: str, key: str, rate: Rate, now: float,
                    with_state: bool) -> LimitState | None:
-        counted = memory.tables[bucket].hit(key, rate.amount, rate.period, now)
+        table = memory.tables[bucket]
+        counted = table.hit(key, rate.amount, rate.period, now)
         if counted is not None:
             return LimitState(bucket, rate.amount, *counted) if with_state else None
         # Refused (which changed no count): asking gives the numbers for the 429.
-        return self._settle(bucket, rate, step(memory.tables[bucket], key, rate, now, 0), with_state)
+        return self._settle(bucket, rate, step(table, key, rate, now, 0), with_state)
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
                   with_state: bool = True) -> LimitState | None:
