@@ -79,6 +79,8 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     page_routes = [
         Route("/login", pages.login_page, methods=["GET"]),
         Route("/login", pages.login_submit, methods=["POST"]),
+        Route("/logout", pages.logout_page, methods=["GET"]),
+        Route("/logout", pages.logout_submit, methods=["POST"]),
         Route("/oauth2/authorize", pages.authorize_page, methods=["GET"]),
         Route("/oauth2/authorize", pages.authorize_submit, methods=["POST"]),
         Route("/oauth2/authorized", pages.bot_added_page, methods=["GET"]),
@@ -131,6 +133,9 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         },
         lifespan=lifespan,
     )
+    # Starlette would answer "/path/" with a 307 to "/path" on the host the Host header names
+    # (an open redirect); such a path is a plain 404 instead.
+    app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.limits = limits
     app.runtime, app.limits = rt, limits  # plain attributes for the hot paths (State lookups cost)

@@ -46,7 +46,16 @@ class Settings(BaseSettings):
     rate_limit_token: str = "10/10seconds"
     rate_limit_revoke: str = "10/10seconds"
     rate_limit_global: str = "50/second"
+    # Failed client authentication at the token and revocation endpoints, per client IP (a
+    # request counts against its client's own bucket only once the client has authenticated).
+    rate_limit_client_auth_failures: str = "10/10seconds"
+    # Failed password checks (login and the confirmations of sensitive actions): per
+    # (account, IP), per IP, and a per-account ceiling that one IP can never reach alone.
     rate_limit_login_failures: str = "10/5minutes"
+    rate_limit_password_ip_failures: str = "30/5minutes"
+    rate_limit_password_account_failures: str = "100/5minutes"
+    # Registrations per client IP (each one is an argon2 hash).
+    rate_limit_registrations: str = "10/hour"
     # Per-application overrides of the token and revoke limits, as JSON:
     # {"<client_id>": "1000/10seconds"} for trusted high-volume applications.
     rate_limit_overrides: dict[str, str] = Field(default_factory=dict)
@@ -108,7 +117,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("rate_limit_authorize", "rate_limit_token", "rate_limit_revoke", "rate_limit_global",
-                     "rate_limit_login_failures")
+                     "rate_limit_client_auth_failures", "rate_limit_login_failures", "rate_limit_password_ip_failures",
+                     "rate_limit_password_account_failures", "rate_limit_registrations")
     @classmethod
     def _limit(cls, value: str) -> str:
         from fluxer_oauth.core.rate_window import parse_rate
@@ -119,14 +129,22 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_overrides")
     @classmethod
     def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        """Keyed by each application's canonical id (the limiter counts an application under
+        that one spelling, whatever the request wrote)."""
+        from fluxer_oauth.core.ids import parse_snowflake
         from fluxer_oauth.core.rate_window import parse_rate
 
+        canonical = {}
         for client_id, rate in value.items():
+            application_id = parse_snowflake(client_id.strip())
+            if application_id is None:
+                raise ValueError(f"FLUXER_RATE_LIMIT_OVERRIDES: {client_id!r} is not an application id")
             try:
                 parse_rate(rate)
             except ValueError as exc:
                 raise ValueError(f"FLUXER_RATE_LIMIT_OVERRIDES[{client_id!r}]: {exc}") from None
-        return value
+            canonical[str(application_id)] = rate
+        return canonical
 
     @property
     def issuer(self) -> str:

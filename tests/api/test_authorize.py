@@ -58,7 +58,7 @@ async def test_full_browser_flow_login_consent_redirect(client, setup):
     assert "Test App" in page.text and "visitor" in page.text and 'data-scope="identify"' in page.text
     assert page.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"  # none to other sites; see pages.PAGE_HEADERS
     fields = form_fields(page.text)
     decided = await client.post("/oauth2/authorize", data={**fields, "request": fields["request"].replace("&amp;", "&"),
                                                            "action": "authorize"})

@@ -126,15 +126,19 @@ def new_csrf_seed() -> str:
     return secrets.token_urlsafe(24)
 
 
-def csrf_token(secret_key: bytes, seed: str) -> str:
-    """The form token for a browser's CSRF cookie seed (signed double submit)."""
-    return b64url(keyed_hash(secret_key, "csrf", seed))
+def csrf_token(secret_key: bytes, seed: str, session_token: str | None = None) -> str:
+    """The form token: an HMAC over the browser's CSRF cookie seed and its session (the
+    session token's hash; nothing before login). A cookie and token pair planted from
+    another session does not match the victim's session."""
+    bound = sha256(session_token).hex() if session_token else ""
+    # The hash is hex (no NUL) and comes first, so the message splits one way only.
+    return b64url(keyed_hash(secret_key, "csrf", bound + "\x00" + seed))
 
 
-def csrf_valid(secret_key: bytes, seed: str | None, token: str | None) -> bool:
+def csrf_valid(secret_key: bytes, seed: str | None, token: str | None, session_token: str | None = None) -> bool:
     if not seed or not token or len(token) > 100 or len(seed) > 100:
         return False
-    return constant_time_equal(csrf_token(secret_key, seed), token)
+    return constant_time_equal(csrf_token(secret_key, seed, session_token), token)
 
 
 # --- Bot tokens (SPEC §2.1) ---------------------------------------------------------------

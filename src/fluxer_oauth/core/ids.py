@@ -40,11 +40,13 @@ def snowflake_time(snowflake: int) -> datetime:
 
 
 def parse_snowflake(text: str | int) -> int | None:
-    """A snowflake from its decimal form, or None when it is not one."""
+    """A snowflake from its canonical decimal form, or None when it is not one. Only one
+    spelling is an id (no sign, space or leading zero), so nothing keyed by an id (a rate
+    limit, a cache) can be told apart by spelling it differently."""
     if isinstance(text, int):
         value = text
     else:
-        if not text.isascii() or not text.isdigit() or len(text) > 20:
+        if not text.isascii() or not text.isdigit() or len(text) > 20 or text[0] == "0":
             return None
         value = int(text)
     return value if 0 < value < (1 << 63) else None

@@ -18,6 +18,12 @@ class RedirectUriError(ValueError):
     pass
 
 
+def _valid_port(port: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes "²", "９" and "١", which int() then
+    # refuses or reads as another number than a browser would.
+    return 0 < len(port) <= 5 and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+
+
 def _host_and_port(netloc: str) -> tuple[str, str | None]:
     if netloc.startswith("["):
         end = netloc.find("]")
@@ -47,7 +53,7 @@ def validate_for_registration(uri: str) -> str:
         raise RedirectUriError("must not contain user information")
     if not host or host == "[]":
         raise RedirectUriError("must have a host")
-    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
+    if port is not None and not _valid_port(port):
         raise RedirectUriError("has an invalid port")
     if parts.scheme == "https":
         return uri
@@ -70,9 +76,13 @@ def matches(registered: str, requested: str) -> bool:
         return False
     if reg.scheme != "http" or req.scheme != "http" or reg_host not in LOOPBACK_IPS:
         return False
+    # Registered URIs are printable ASCII, and only the port may differ: so must this one be
+    # (urlsplit silently drops tabs and newlines, which must not make a match).
+    if not requested.isascii() or not requested.isprintable() or " " in requested or "\\" in requested:
+        return False
     if not requested.startswith("http://") or "@" in req.netloc or "#" in requested:
         return False
-    if req_port is not None and (not req_port.isdigit() or not 0 < int(req_port) < 65536):
+    if req_port is not None and not _valid_port(req_port):
         return False
     # Host literal, path and query must be identical, character for character.
     return reg_host == req_host and reg.path == req.path and reg.query == req.query

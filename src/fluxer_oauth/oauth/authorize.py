@@ -24,7 +24,6 @@ from fluxer_oauth.oauth.redirects import with_query
 from fluxer_oauth.platform import guilds
 from fluxer_oauth.platform.applications import redirect_uris_of
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import oauth as oauth_store
 
@@ -77,8 +76,7 @@ async def identify_client(rt: Runtime, params: Params):
     client_id = parse_snowflake(client_id_text)
     app = None
     if client_id is not None:
-        async with rt.db.read() as conn:
-            app = await app_store.get_application(conn, client_id)
+        app = await rt.db.hot.fetchrow("application", client_id)  # None too when its owner is disabled
     if app is None:
         raise UnsafeRequest("client_id does not name a known application")
     registered = redirect_uris_of(app)

@@ -76,6 +76,10 @@ async def authenticate_client(rt: Runtime, params: Params, authorization: str | 
         raise invalid_client()
     if app.disabled_at is not None:
         raise OAuthError("unauthorized_client", "this application has been disabled")
+    if params.on_client_authenticated is not None:
+        pending = params.on_client_authenticated(app.id)
+        if pending is not None:
+            await pending
     return app
 
 

@@ -17,13 +17,17 @@ class ParamError(ValueError):
 class Params:
     """A read-only view over a multi-valued mapping (query string or form)."""
 
-    __slots__ = ("_multi", "basic")
+    __slots__ = ("_multi", "basic", "on_client_authenticated")
 
     def __init__(self, multi: Mapping[str, Sequence[str]]) -> None:
         self._multi = multi
         # The request's parsed Basic credentials, once read (client_auth.presented_basic):
         # the rate limiter and the authentication both need them.
         self.basic = None
+        # What the edge runs once the request's client has authenticated, before the grant
+        # does any work: its per-client rate limit. ``f(application_id)`` returns None, or an
+        # awaitable to await; it raises to refuse the request.
+        self.on_client_authenticated = None
 
     @classmethod
     def from_pairs(cls, pairs) -> "Params":

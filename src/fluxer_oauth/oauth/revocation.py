@@ -5,9 +5,9 @@ from __future__ import annotations
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_token_request
+from fluxer_oauth.oauth.endings import end_grant
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store import audit
 from fluxer_oauth.store import oauth as oauth_store
 
 
@@ -23,13 +23,3 @@ async def revoke(rt: Runtime, params: Params, authorization: str | None) -> None
             return
         await end_grant(rt, conn, user_id=row.user_id, application_id=app.id, by="application", actor_id=None, at=at)
 
-
-async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by: str, actor_id: int | None,
-                    at: float) -> bool:
-    """Forget the consent and revoke every token of the user for the application; audited."""
-    existed = await oauth_store.revoke_grant(conn, user_id, application_id, at)
-    await audit.record(
-        conn, id=rt.ids.next(), now=at, action="grant.revoked", actor_id=actor_id, application_id=application_id,
-        target_user_id=user_id, details={"by": by},
-    )
-    return existed

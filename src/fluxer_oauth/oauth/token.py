@@ -15,7 +15,7 @@ from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, cove
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client, presented_secret_hash
 from fluxer_oauth.oauth.params import ParamError, Params
-from fluxer_oauth.oauth.revocation import end_grant
+from fluxer_oauth.oauth.endings import end_grant
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
@@ -34,7 +34,10 @@ async def token_endpoint(rt: Runtime, params: Params, authorization: str | None)
         grant_type = params.get("grant_type", required=True)
     except ParamError as exc:
         raise OAuthError("invalid_request", str(exc)) from exc
-    if grant_type == "client_credentials" and rt.db.hot.checks_clients_on_insert:
+    # The store's checked insert authenticates and issues in one statement, which leaves no
+    # moment between for a per-client limit: taken only when there is none to count.
+    if (grant_type == "client_credentials" and rt.db.hot.checks_clients_on_insert
+            and params.on_client_authenticated is None):
         body = await _client_credentials_checked_on_insert(rt, params, authorization)
         if body is not None:
             metrics.count_token_issued(grant_type)
@@ -185,6 +188,11 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             user = await user_store.get_user(conn, row.user_id)
             if user is None or user.disabled_at is not None:
                 failure = invalid_grant("the user is no longer active")
+            elif "admin" in granted and not (app.trusted and user.staff):
+                # Untrusting or removing staff ends such grants; this holds the rule even so.
+                await end_grant(rt, conn, user_id=row.user_id, application_id=app.id, by="admin_no_longer_allowed",
+                                actor_id=None, at=at)
+                failure = invalid_grant("the admin scope is no longer allowed for this grant")
             else:
                 await oauth_store.revoke_issue(conn, row.issue_id, at)
                 scopes = format_scopes(requested if requested is not None else granted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 
@@ -35,7 +36,7 @@ async def create_user(rt: Runtime, username: str, email: str, password: str):
     email = email.strip()
     if len(email) > 254 or not EMAIL.fullmatch(email):
         errors.add("email", "EMAIL_INVALID", "not a valid email address")
-    check_text(errors, "password", password, min_len=8, max_len=128)
+    check_text(errors, "password", password, min_len=8, max_len=128, allow_format_characters=True)
     errors.raise_if_any()
 
     username_key, email_key = username.lower(), email.lower()
@@ -72,22 +73,43 @@ def _raise_taken(what: str):
     errors.raise_if_any()
 
 
-async def login(rt: Runtime, login_name: str, password: str) -> tuple[str, object]:
+class PasswordThrottle(Protocol):
+    """Counts failed password checks per account (the edge's rate limits, web/ratelimit.py)."""
+
+    async def check(self, account: str) -> None: ...  # raises when the account has no failure left
+
+    async def failed(self, account: str) -> None: ...
+
+
+async def login(rt: Runtime, login_name: str, password: str,
+                throttle: PasswordThrottle | None = None) -> tuple[str, object]:
     """A new session for valid credentials. The same error for an unknown account and a
-    wrong password, and the same work (a password verification) for both."""
+    wrong password, and the same work (a password verification) for both. Failures count
+    against the account found (its username and email alike), or the name typed if none."""
     # No account name holds control characters, and PostgreSQL refuses NUL in text outright.
     findable = len(login_name) <= 254 and not has_control_characters(login_name)
     async with rt.db.read() as conn:
         user = await user_store.find_by_login(conn, login_name) if findable else None
+    account = f"user:{user.id}" if user is not None else f"name:{login_name.strip().lower()[:254]}"
+    if throttle is not None:
+        await throttle.check(account)
     stored = user.password_hash if user is not None and user.disabled_at is None and not user.bot else None
     if not await rt.passwords.verify(stored, password[:128]):
+        if throttle is not None:
+            await throttle.failed(account)
         raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
     return await start_session(rt, user.id), user
 
 
-async def check_password(rt: Runtime, user, password: str) -> None:
-    """Confirmation step of sensitive operations (secret and token resets)."""
+async def check_password(rt: Runtime, user, password: str, throttle: PasswordThrottle | None = None) -> None:
+    """Confirmation step of sensitive operations (secret and token resets), throttled like a
+    login: a stolen session must not become an online password guesser."""
+    account = f"user:{user.id}"
+    if throttle is not None:
+        await throttle.check(account)
     if not isinstance(password, str) or not await rt.passwords.verify(user.password_hash, password[:128]):
+        if throttle is not None:
+            await throttle.failed(account)
         raise ApiError(403, "INVALID_PASSWORD", "password confirmation failed")
 
 

@@ -7,7 +7,7 @@ import json
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import iso, now
-from fluxer_oauth.oauth.revocation import end_grant
+from fluxer_oauth.oauth import endings
 from fluxer_oauth.platform.accounts import user_json
 from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION, application_json
 from fluxer_oauth.platform.authorizations import list_authorizations
@@ -57,7 +57,8 @@ async def user_details(rt: Runtime, actor_id: int, user_id: int) -> dict:
 
 
 async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: bool) -> None:
-    """Disabling ends every session, grant and token of the user in the same transaction."""
+    """Disabling ends every session, grant and token of the user, and every grant and token
+    of the applications they own, in the same transaction (endings.end_user)."""
     at = now()
     async with rt.db.write() as conn:
         user = await user_store.get_user(conn, user_id)
@@ -65,7 +66,7 @@ async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: 
             raise UNKNOWN_USER
         await user_store.set_user_fields(conn, user_id, disabled_at=at if disabled else None)
         if disabled:
-            await user_store.end_everything_of_user(conn, user_id, at)
+            await endings.end_user(rt, conn, user_id, by="user_disabled", actor_id=actor_id, at=at)
         await _log(rt, conn, actor_id, "user.disabled" if disabled else "user.enabled", target_user_id=user_id)
 
 
@@ -79,38 +80,64 @@ async def list_applications(rt: Runtime, actor_id: int | None, limit: int) -> li
 
 
 async def set_application_disabled(rt: Runtime, actor_id: int | None, application_id: int, disabled: bool) -> None:
-    """A disabled application's tokens stop working at once (the bearer lookup joins it)."""
-    await _set_application(rt, actor_id, application_id, "disabled" if disabled else "enabled",
-                           disabled_at=now() if disabled else None)
+    """Disabling ends every grant, code and token of the application for good (re-enabling
+    brings none back); its client and bot credentials are refused while it is disabled."""
+    at = now()
+    async with rt.db.write() as conn:
+        found = await app_store.update_application(conn, application_id, disabled_at=at if disabled else None)
+        if found:
+            if disabled:
+                await endings.end_application(rt, conn, application_id, by="application_disabled",
+                                              actor_id=actor_id, at=at)
+            await _log_application(rt, conn, actor_id, application_id, "disabled" if disabled else "enabled", at)
+    if not found:
+        raise UNKNOWN_APPLICATION
 
 
 async def set_application_trusted(rt: Runtime, actor_id: int | None, application_id: int, trusted: bool) -> None:
-    await _set_application(rt, actor_id, application_id, "trusted" if trusted else "untrusted", trusted=trusted)
-
-
-async def _set_application(rt: Runtime, actor_id: int | None, application_id: int, outcome: str, **values) -> None:
+    """Untrusting ends every grant that carries the admin scope, which only trusted
+    applications may hold."""
+    at = now()
     async with rt.db.write() as conn:
-        if not await app_store.update_application(conn, application_id, **values):
-            raise UNKNOWN_APPLICATION
-        await audit.record(conn, id=rt.ids.next(), now=now(), actor_id=actor_id, application_id=application_id,
-                           action=f"admin.application.{outcome}")
+        found = await app_store.update_application(conn, application_id, trusted=trusted)
+        if found:
+            if not trusted:
+                await endings.end_admin_access(rt, conn, application_id=application_id, by="application_untrusted",
+                                               actor_id=actor_id, at=at)
+            await _log_application(rt, conn, actor_id, application_id, "trusted" if trusted else "untrusted", at)
+    if not found:
+        raise UNKNOWN_APPLICATION
+
+
+async def _log_application(rt: Runtime, conn, actor_id: int | None, application_id: int, outcome: str,
+                           at: float) -> None:
+    await audit.record(conn, id=rt.ids.next(), now=at, actor_id=actor_id, application_id=application_id,
+                       action=f"admin.application.{outcome}")
 
 
 async def set_staff(rt: Runtime, actor_id: int | None, user_id: int, staff: bool) -> None:
+    """Removing staff ends every grant carrying the admin scope that the user approved."""
+    at = now()
     async with rt.db.write() as conn:
-        if not await user_store.set_user_fields(conn, user_id, staff=staff):
-            raise UNKNOWN_USER
-        await audit.record(
-            conn, id=rt.ids.next(), now=now(), actor_id=actor_id, target_user_id=user_id,
-            action="admin.user.staff_granted" if staff else "admin.user.staff_removed",
-        )
+        found = await user_store.set_user_fields(conn, user_id, staff=staff)
+        if found:
+            if not staff:
+                await endings.end_admin_access(rt, conn, user_id=user_id, by="staff_removed", actor_id=actor_id,
+                                               at=at)
+            await audit.record(
+                conn, id=rt.ids.next(), now=at, actor_id=actor_id, target_user_id=user_id,
+                action="admin.user.staff_granted" if staff else "admin.user.staff_removed",
+            )
+    if not found:
+        raise UNKNOWN_USER
 
 
 async def revoke_grant(rt: Runtime, actor_id: int, user_id: int, application_id: int) -> None:
     async with rt.db.write() as conn:
-        if not await end_grant(rt, conn, user_id=user_id, application_id=application_id, by="admin",
-                               actor_id=actor_id, at=now()):
-            raise ApiError(404, "UNKNOWN_AUTHORIZATION", "no such grant")
+        ended = await endings.end_grant(rt, conn, user_id=user_id, application_id=application_id, by="admin",
+                                        actor_id=actor_id, at=now())
+    if not ended:  # raised after the commit: an error never rolls an ending back
+        raise ApiError(404, "UNKNOWN_AUTHORIZATION", "no such grant")
 
 
 async def audit_entries(rt: Runtime, actor_id: int, action: str | None, limit: int) -> list[dict]:

@@ -9,7 +9,8 @@ from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.redirect_uris import RedirectUriError, validate_for_registration
 from fluxer_oauth.core.timefmt import now
-from fluxer_oauth.platform.accounts import check_password, new_discriminator, user_json
+from fluxer_oauth.oauth import endings
+from fluxer_oauth.platform.accounts import PasswordThrottle, check_password, new_discriminator, user_json
 from fluxer_oauth.platform.validation import FormErrors, check_text
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
@@ -167,6 +168,8 @@ async def delete(rt: Runtime, owner, application_id: int) -> None:
     app, _ = await owned(rt, owner, application_id)
     at = now()
     async with rt.db.write() as conn:
+        await endings.end_application(rt, conn, app.id, by="application_deleted", actor_id=owner.id, at=at,
+                                      bot_id=app.bot_id)
         await app_store.delete_application(conn, app.id)
         await audit.record(
             conn, id=rt.ids.next(), now=at, action="application.deleted", actor_id=owner.id,
@@ -174,15 +177,17 @@ async def delete(rt: Runtime, owner, application_id: int) -> None:
         )
 
 
-async def reset_client_secret(rt: Runtime, owner, application_id: int, password) -> dict:
+async def reset_client_secret(rt: Runtime, owner, application_id: int, password,
+                              throttle: PasswordThrottle | None = None) -> dict:
     app, _ = await owned(rt, owner, application_id)
-    await check_password(rt, owner, password)
+    await check_password(rt, owner, password, throttle)
     client_secret = credentials.new_client_secret()
     at = now()
     async with rt.db.write() as conn:
         await app_store.update_application(
             conn, app.id, secret_hash=credentials.client_secret_hash(rt.secret, client_secret), updated_at=at
         )
+        await endings.end_client_credentials(rt, conn, app.id, by="client_secret_reset", actor_id=owner.id, at=at)
         await audit.record(
             conn, id=rt.ids.next(), now=at, action="application.secret_reset", actor_id=owner.id,
             application_id=app.id,
@@ -190,15 +195,17 @@ async def reset_client_secret(rt: Runtime, owner, application_id: int, password)
     return {"client_secret": client_secret}
 
 
-async def reset_bot_token(rt: Runtime, owner, application_id: int, password) -> dict:
+async def reset_bot_token(rt: Runtime, owner, application_id: int, password,
+                          throttle: PasswordThrottle | None = None) -> dict:
     app, _ = await owned(rt, owner, application_id)
     if app.bot_id is None:
         raise ApiError(400, "APPLICATION_HAS_NO_BOT", "this application has no bot")
-    await check_password(rt, owner, password)
+    await check_password(rt, owner, password, throttle)
     at = now()
     token = credentials.new_bot_token(rt.secret, app.bot_id, int(at))
     async with rt.db.write() as conn:
         await app_store.update_application(conn, app.id, bot_token_hash=credentials.sha256(token), updated_at=at)
+        await endings.end_client_credentials(rt, conn, app.id, by="bot_token_reset", actor_id=owner.id, at=at)
         await audit.record(
             conn, id=rt.ids.next(), now=at, action="application.bot_token_reset", actor_id=owner.id,
             application_id=app.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import iso, now
-from fluxer_oauth.oauth.revocation import end_grant
+from fluxer_oauth.oauth.endings import end_grant
 from fluxer_oauth.platform.applications import application_json
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
@@ -28,6 +28,7 @@ async def list_authorizations(rt: Runtime, user_id: int) -> list[dict]:
 
 async def revoke_authorization(rt: Runtime, user_id: int, application_id: int) -> None:
     async with rt.db.write() as conn:
-        if not await end_grant(rt, conn, user_id=user_id, application_id=application_id, by="user",
-                               actor_id=user_id, at=now()):
-            raise ApiError(404, "UNKNOWN_AUTHORIZATION", "you have not authorized this application")
+        ended = await end_grant(rt, conn, user_id=user_id, application_id=application_id, by="user",
+                                actor_id=user_id, at=now())
+    if not ended:  # raised after the commit: an error never rolls an ending back
+        raise ApiError(404, "UNKNOWN_AUTHORIZATION", "you have not authorized this application")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unicodedata import category
+
 from fluxer_oauth.core.errors import ApiError
 
 
@@ -25,10 +27,23 @@ def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
 
 
-def check_text(errors: FormErrors, path: str, value: str | None, *, min_len: int, max_len: int) -> None:
+def has_format_characters(value: str) -> bool:
+    """Unicode format characters (category Cf): bidirectional controls (U+202A-U+202E,
+    U+2066-U+2069, U+200E/F), zero-width characters, soft hyphen, tags. They are invisible
+    and reorder or hide what a name shows, e.g. on the consent page."""
+    return not value.isascii() and any(category(ch) == "Cf" for ch in value)
+
+
+def check_text(errors: FormErrors, path: str, value: str | None, *, min_len: int, max_len: int,
+               allow_format_characters: bool = False) -> None:
+    """Length and characters of user-chosen text (names, descriptions). Only a password,
+    which nobody else sees, may hold format characters."""
     if value is None:
         return
     if not min_len <= len(value) <= max_len:
         errors.add(path, "BASE_TYPE_BAD_LENGTH", f"must be between {min_len} and {max_len} characters")
     elif has_control_characters(value):
         errors.add(path, "CONTROL_CHARACTERS", "must not contain control characters")
+    elif not allow_format_characters and has_format_characters(value):
+        errors.add(path, "FORMAT_CHARACTERS",
+                   "must not contain invisible formatting characters (bidirectional controls, zero-width characters)")

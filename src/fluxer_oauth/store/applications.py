@@ -42,6 +42,8 @@ async def update_application(conn: AsyncConnection, application_id: int, **value
 
 
 async def delete_application(conn: AsyncConnection, application_id: int) -> None:
+    """Delete the application and its bot user (whose guild memberships must be removed first:
+    see guilds.remove_from_every_guild)."""
     row = await get_application(conn, application_id)
     await conn.execute(delete(applications).where(applications.c.id == application_id))
     if row is not None and row.bot_id is not None:

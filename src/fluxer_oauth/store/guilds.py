@@ -81,11 +81,27 @@ async def user_connections(conn: AsyncConnection, user_id: int):
 
 
 async def remove_member(conn: AsyncConnection, guild_id: int, user_id: int) -> bool:
+    """Remove a member with their roles; the managed roles they held (a bot's, made when it
+    was added) are deleted from the guild with them, since nobody else may hold one."""
+    held = select(member_roles.c.role_id).where(member_roles.c.guild_id == guild_id,
+                                                member_roles.c.user_id == user_id)
+    await conn.execute(delete(roles).where(roles.c.guild_id == guild_id, roles.c.managed.is_(True),
+                                           roles.c.id.in_(held)))
     await conn.execute(delete(member_roles).where(member_roles.c.guild_id == guild_id, member_roles.c.user_id == user_id))
     result = await conn.execute(
         delete(guild_members).where(guild_members.c.guild_id == guild_id, guild_members.c.user_id == user_id)
     )
     return result.rowcount > 0
+
+
+async def remove_from_every_guild(conn: AsyncConnection, user_id: int) -> list[int]:
+    """``remove_member`` in every guild the user is in; the guilds' ids."""
+    guild_ids = list((await conn.execute(
+        select(guild_members.c.guild_id).where(guild_members.c.user_id == user_id)
+    )).scalars())
+    for guild_id in guild_ids:
+        await remove_member(conn, guild_id, user_id)
+    return guild_ids
 
 
 async def take_role(conn: AsyncConnection, guild_id: int, user_id: int, role_id: int) -> bool:

@@ -39,16 +39,20 @@ _LIVE_TOKEN = (
     "WHERE t.token_hash = {0} AND t.revoked_at IS NULL AND t.expires_at > {1} "
     "AND u.disabled_at IS NULL AND a.disabled_at IS NULL"
 )
+# An application whose owner is disabled authenticates nowhere (client secret and bot token
+# alike) until the owner is enabled again; what it had been granted ended with the disabling.
+_OWNER_ENABLED = "JOIN users o ON o.id = a.owner_id AND o.disabled_at IS NULL"
 _BOT = (
     f"SELECT a.bot_token_hash, {_USER_COLUMNS} "
-    "FROM applications a JOIN users u ON u.id = a.bot_id "
+    f"FROM applications a JOIN users u ON u.id = a.bot_id {_OWNER_ENABLED} "
     "WHERE a.id = {0} AND a.disabled_at IS NULL AND u.disabled_at IS NULL"
 )
 APPLICATION_FIELDS = (
     "id", "owner_id", "name", "description", "icon", "secret_hash", "redirect_uris", "bot_id", "bot_token_hash",
     "bot_public", "bot_require_code_grant", "trusted", "disabled_at", "verify_key", "created_at", "updated_at",
 )
-_APPLICATION = f"SELECT {', '.join(APPLICATION_FIELDS)} FROM applications WHERE id = {{0}}"
+_APPLICATION = (f"SELECT {', '.join('a.' + name for name in APPLICATION_FIELDS)} FROM applications a "
+                f"{_OWNER_ENABLED} WHERE a.id = {{0}}")
 # Lookups whose rows come back as Row (shared from the SQLite cache: read, never modify).
 NAMED = {"application": APPLICATION_FIELDS}
 _INSERT_TOKEN = (
@@ -80,7 +84,7 @@ _POSTGRES_BATCHES = {
         "FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[], $5::text[], $6::float8[], "
         "$7::float8[]) AS t(h, a, sh, i, s, c, e) "
         "JOIN applications a ON a.id = t.a AND a.secret_hash = t.sh AND a.disabled_at IS NULL "
-        "AND a.bot_id IS NOT NULL "
+        f"AND a.bot_id IS NOT NULL {_OWNER_ENABLED} "
         "RETURNING token_hash",
         True,
     ),

@@ -7,7 +7,7 @@ building a statement costs more than running it."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, literal, or_, select, union, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,17 +55,70 @@ async def touch_grant(conn: AsyncConnection, grant_id: int, now: float) -> None:
                                       "p_stale_before": now - GRANT_TOUCH_INTERVAL})
 
 
-async def revoke_grant(conn: AsyncConnection, user_id: int, application_id: int, now: float) -> bool:
-    """End the grant of a user for an application: forget the consent, revoke every token."""
-    result = await conn.execute(
+def _live_tokens(*conditions):
+    return update(tokens).where(*conditions, tokens.c.revoked_at.is_(None))
+
+
+def _has_scope(column, scope: str):
+    """``scope`` is one of the space-separated scopes in ``column`` (the same on both backends)."""
+    return (literal(" ") + column + literal(" ")).like(f"% {scope} %")
+
+
+async def end_grant(conn: AsyncConnection, user_id: int, application_id: int, now: float) -> bool:
+    """End what a user granted an application: the remembered consent, the codes not yet
+    redeemed and every token. Whether there was anything to end."""
+    ended = (await conn.execute(
         delete(grants).where(grants.c.user_id == user_id, grants.c.application_id == application_id)
-    )
+    )).rowcount
+    ended += (await conn.execute(
+        delete(authorization_codes).where(authorization_codes.c.user_id == user_id,
+                                          authorization_codes.c.application_id == application_id,
+                                          authorization_codes.c.consumed_at.is_(None))
+    )).rowcount
+    ended += (await conn.execute(
+        _live_tokens(tokens.c.user_id == user_id, tokens.c.application_id == application_id).values(revoked_at=now)
+    )).rowcount
+    return ended > 0
+
+
+async def end_application_access(conn: AsyncConnection, application_id: int, now: float) -> None:
+    """End everything any user granted an application, and its client-credentials tokens."""
+    await conn.execute(delete(grants).where(grants.c.application_id == application_id))
+    await conn.execute(delete(authorization_codes).where(authorization_codes.c.application_id == application_id,
+                                                         authorization_codes.c.consumed_at.is_(None)))
+    await conn.execute(_live_tokens(tokens.c.application_id == application_id).values(revoked_at=now))
+
+
+async def end_client_tokens(conn: AsyncConnection, application_id: int, now: float) -> None:
+    """End the client-credentials tokens of an application (those without a grant)."""
     await conn.execute(
-        update(tokens)
-        .where(tokens.c.user_id == user_id, tokens.c.application_id == application_id, tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now)
+        _live_tokens(tokens.c.application_id == application_id, tokens.c.grant_id.is_(None)).values(revoked_at=now)
     )
-    return result.rowcount > 0
+
+
+async def users_granting_scope(conn: AsyncConnection, scope: str, *, application_id: int | None = None,
+                               user_id: int | None = None) -> list[tuple[int, int]]:
+    """(user id, application id) of every grant or live token carrying ``scope``, of one
+    application or of one user."""
+    grant_where = [_has_scope(grants.c.scopes, scope)]
+    token_where = [_has_scope(tokens.c.scopes, scope), tokens.c.revoked_at.is_(None)]
+    if application_id is not None:
+        grant_where.append(grants.c.application_id == application_id)
+        token_where.append(tokens.c.application_id == application_id)
+    if user_id is not None:
+        grant_where.append(grants.c.user_id == user_id)
+        token_where.append(tokens.c.user_id == user_id)
+    query = union(select(grants.c.user_id, grants.c.application_id).where(*grant_where),
+                  select(tokens.c.user_id, tokens.c.application_id).where(*token_where))
+    return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
+
+
+async def end_user_access(conn: AsyncConnection, user_id: int, now: float) -> None:
+    """End everything a user granted any application."""
+    await conn.execute(delete(grants).where(grants.c.user_id == user_id))
+    await conn.execute(delete(authorization_codes).where(authorization_codes.c.user_id == user_id,
+                                                         authorization_codes.c.consumed_at.is_(None)))
+    await conn.execute(_live_tokens(tokens.c.user_id == user_id).values(revoked_at=now))
 
 
 async def list_user_grants(conn: AsyncConnection, user_id: int):

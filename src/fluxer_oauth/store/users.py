@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fluxer_oauth.store.common import rows_by_id
-from fluxer_oauth.store.tables import grants, sessions, tokens, users
+from fluxer_oauth.store.tables import sessions, users
 
 
 async def insert_user(conn: AsyncConnection, **values) -> None:
@@ -87,10 +87,5 @@ async def delete_session(conn: AsyncConnection, token_hash: bytes) -> None:
     await conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
 
 
-async def end_everything_of_user(conn: AsyncConnection, user_id: int, now: float) -> None:
-    """Sessions, grants and tokens of a user end at once (used when disabling a user)."""
+async def end_sessions(conn: AsyncConnection, user_id: int) -> None:
     await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-    await conn.execute(delete(grants).where(grants.c.user_id == user_id))
-    await conn.execute(
-        update(tokens).where(tokens.c.user_id == user_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
-    )

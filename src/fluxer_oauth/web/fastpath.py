@@ -15,7 +15,8 @@ from fluxer_oauth.web.caller import bot_row
 
 ME_PATHS = frozenset({"/api/v1/users/@me", "/v1/users/@me"})
 _encode = msgspec.json.Encoder().encode
-_HEADERS = [(b"content-type", b"application/json")]
+# The user's data, and its email with that scope: never cached (as every API answer).
+_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 _MAX_CACHED = 10_000
 # Encoded user objects keyed by the user's columns, so a hit is exact.
 _bodies: dict[tuple, bytes] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.web.ratelimit import NOT_NOW, count_pending_global, limit_by_client, limit_by_client_now
+from fluxer_oauth.web.ratelimit import admit_client, count_failed_client_auth, count_pending_global
 from fluxer_oauth.web.responses import NO_STORE, error_answer, form_params
 
 _encode = msgspec.json.Encoder().encode
@@ -33,14 +33,32 @@ class FormEndpoint:
             except OAuthError:
                 await count_pending_global(scope)  # counted all the same, and its 429 comes first
                 raise
-            if self.bucket is not None and limit_by_client_now(scope, self.bucket, params, authorization) is NOT_NOW:
-                await limit_by_client(scope, self.bucket, params, authorization)
-            result = await self.handler(scope["app"].runtime, params, authorization)
+            if self.bucket is None:
+                result = await self.handler(scope["app"].runtime, params, authorization)
+            else:
+                result = await self._limited(scope, params, authorization)
             return 200, _encode(result), NO_STORE_HEADERS
         except OAuthError as exc:
             return error_answer(exc, NO_STORE_HEADERS)
         except ApiError as exc:  # rate limited, or the database is unreachable
             return error_answer(exc)
+
+    async def _limited(self, scope, params, authorization: str | None):
+        """The handler under the endpoint's per-client limit, counted once the client has
+        authenticated (a failed authentication counts against the address instead); a request
+        that stops before either still makes its global count."""
+        bucket = self.bucket
+        params.on_client_authenticated = lambda application_id: admit_client(scope, bucket, application_id)
+        try:
+            return await self.handler(scope["app"].runtime, params, authorization)
+        except OAuthError as exc:
+            if exc.error == "invalid_client":
+                pending = count_failed_client_auth(scope)  # over its failures: the 429 replaces the 401
+                if pending is not None:
+                    await pending
+            raise
+        finally:
+            await count_pending_global(scope)
 
     async def __call__(self, scope, receive, send) -> None:
         authorization = content_type = None

@@ -17,6 +17,7 @@ import msgspec
 
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.ops.logging import log
+from fluxer_oauth.web.api import PREFIXES as API_PREFIXES
 from fluxer_oauth.web.fastpath import ME_PATHS
 
 logger = logging.getLogger("fluxer.http")
@@ -47,6 +48,9 @@ class BodyTooLarge(Exception):
 
 
 TOO_LARGE = {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
+# API answers carry personal data or credentials: no cache may keep them, unless a route
+# chose its own Cache-Control. The same pair in all three edges (here, fastpath, rsgi).
+NO_STORE = (b"cache-control", b"no-store")
 
 
 def internal_error(request_id: str) -> dict:
@@ -72,6 +76,7 @@ class EdgeMiddleware:
         state["request_id"] = request_id
         status_holder = [0]
         started = False
+        api = scope["path"].startswith(API_PREFIXES)
 
         async def send_wrapper(message):
             nonlocal started
@@ -79,6 +84,8 @@ class EdgeMiddleware:
                 started = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
+                if api and not _has_cache_control(headers):
+                    headers.append(NO_STORE)
                 headers.append((b"x-request-id", request_id.encode()))
                 limit_state = state.get("rate_limit")
                 if limit_state is not None:
@@ -128,6 +135,13 @@ class EdgeMiddleware:
                 logger, logging.INFO, "request",
                 request_id=request_id, method=method, path=path, status=status, ms=round(elapsed * 1000, 3),
             )
+
+
+def _has_cache_control(headers) -> bool:
+    for name, _ in headers:
+        if name == b"cache-control":
+            return True
+    return False
 
 
 def _content_length(scope) -> int | None:

@@ -1,12 +1,14 @@
 """Browser pages: login, the authorization (consent) page, and the demo redirect target.
 
-Every page sends anti-framing, a strict CSP, no referrer and no caching. Forms carry a
-CSRF token bound to a cookie (signed double submit). The session lives in an HttpOnly,
-SameSite=Lax cookie that is Secure when the public URL is https.
+Every page sends anti-framing, a strict CSP, no referrer to other sites and no caching.
+Forms carry a CSRF token bound to a cookie and to the session (an HMAC over both), and
+every form POST is refused when another site sent it (``same_origin``). The session lives
+in an HttpOnly, SameSite=Lax cookie that is Secure when the public URL is https.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -27,7 +29,7 @@ from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store.database import DatabaseUnavailable
 from fluxer_oauth.web.caller import runtime
-from fluxer_oauth.web.ratelimit import RateLimited, client_ip, guard_login, limit, record_login_failure
+from fluxer_oauth.web.ratelimit import PasswordThrottle, RateLimited, client_ip, limit
 
 logger = logging.getLogger("fluxer.pages")
 SESSION_COOKIE = "fluxer_session"
@@ -45,7 +47,9 @@ PAGE_HEADERS = {
         "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
-    "Referrer-Policy": "no-referrer",
+    # Nothing to other sites. Not "no-referrer": with it browsers send "Origin: null" on our
+    # own form POSTs, which same_origin must refuse (an attacker's page can send it too).
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
@@ -64,12 +68,18 @@ def _apply(request: Request, response: Response) -> Response:
     return response
 
 
+# Forms sent before there is a session: their token is bound to none, so the login form
+# also works in a browser that still holds a session cookie.
+BEFORE_LOGIN_TEMPLATES = frozenset({"login.html"})
+
+
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
     seed = request.cookies.get(CSRF_COOKIE)
     fresh_seed = None
     if not seed or len(seed) > 100:
         seed = fresh_seed = credentials.new_csrf_seed()
-    context["csrf_token"] = credentials.csrf_token(runtime(request).secret, seed)
+    session = None if template in BEFORE_LOGIN_TEMPLATES else request.cookies.get(SESSION_COOKIE)
+    context["csrf_token"] = credentials.csrf_token(runtime(request).secret, seed, session)
     response = HTMLResponse(templates.get_template(template).render(**context), status_code=status)
     if fresh_seed:
         _set_cookie(request, response, CSRF_COOKIE, fresh_seed, max_age=None)
@@ -120,8 +130,46 @@ def login_redirect(request: Request, next_path: str, status: int = 302) -> Respo
     return redirect(request, "/login?next=" + quote(next_path, safe=""), status)
 
 
-def csrf_ok(request: Request, params: Params) -> bool:
-    return credentials.csrf_valid(runtime(request).secret, request.cookies.get(CSRF_COOKIE), form_field(params, "csrf_token"))
+def csrf_ok(request: Request, params: Params, *, before_login: bool = False) -> bool:
+    """The form's token matches this browser's CSRF cookie and its session cookie (no
+    session for the login form)."""
+    session = None if before_login else request.cookies.get(SESSION_COOKIE)
+    return credentials.csrf_valid(runtime(request).secret, request.cookies.get(CSRF_COOKIE),
+                                  form_field(params, "csrf_token"), session)
+
+
+@functools.lru_cache(maxsize=8)
+def public_origin(public_url: str) -> str:
+    """The origin a browser sends for our pages: scheme://host[:port], no default port."""
+    parts = urlsplit(public_url)
+    scheme = parts.scheme.lower()
+    host = parts.netloc.rpartition("@")[2].lower()
+    default_port = {"http": ":80", "https": ":443"}.get(scheme)
+    if default_port and host.endswith(default_port):
+        host = host[: -len(default_port)]
+    return f"{scheme}://{host}"
+
+
+def sent_from_this_site(request: Request) -> bool:
+    """False when the browser says another site sent the request. Without Origin (and
+    without Sec-Fetch-Site) it is no browser's cross-site form: the CSRF token decides."""
+    origins = request.headers.getlist("origin")
+    if origins:
+        expected = public_origin(runtime(request).settings.public_url)
+        return all(origin.strip().lower() == expected for origin in origins)
+    return request.headers.get("sec-fetch-site", "").strip().lower() not in ("cross-site", "same-site")
+
+
+def same_origin(handler):
+    """For every state-changing form POST of the pages: refuse (403) a request another site
+    sent, before the handler reads anything. Defence in depth behind the CSRF token."""
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        if not sent_from_this_site(request):
+            return error_page(request, "This form was sent from another site, so it was not accepted.",
+                              status=403, heading="Request refused", hint="")
+        return await handler(request)
+    return checked
 
 
 def safe_next(value: str | None) -> str:
@@ -149,27 +197,53 @@ async def login_page(request: Request) -> Response:
     return render(request, "login.html", next=next_url, login="", error=None)
 
 
+@same_origin
 async def login_submit(request: Request) -> Response:
     params = await read_form(request)
     next_url = safe_next(form_field(params, "next"))
     login_name = form_field(params, "login")
-    if not csrf_ok(request, params):
+    if not csrf_ok(request, params, before_login=True):
         return render(request, "login.html", 403, next=next_url, login=login_name,
                       error="Your form expired. Please try again.")
     try:
-        await guard_login(request.scope, login_name)
+        token, _user = await accounts.login(runtime(request), login_name, form_field(params, "password"),
+                                            PasswordThrottle(request.scope))
     except RateLimited:
         return render(request, "login.html", 429, next=next_url, login=login_name,
                       error="Too many failed attempts. Wait a few minutes and try again.")
-    try:
-        token, _user = await accounts.login(runtime(request), login_name, form_field(params, "password"))
     except ApiError:
-        await record_login_failure(request.scope, login_name)
         return render(request, "login.html", 400, next=next_url, login=login_name,
                       error="Login or password is incorrect.")
     # 303, never 307: the browser must not re-post the credentials to the next page.
     response = redirect(request, next_url, 303)
     _set_cookie(request, response, SESSION_COOKIE, token, runtime(request).settings.session_ttl)
+    return response
+
+
+# --- logout ---------------------------------------------------------------------------------
+
+async def logout_page(request: Request) -> Response:
+    """GET never logs out (a link or a prefetch must not): it shows the button."""
+    user = await cookie_user(request)
+    if user is None:
+        return redirect(request, "/login", 302)
+    return render(request, "logout.html", user=user)
+
+
+@same_origin
+async def logout_submit(request: Request) -> Response:
+    """Ends the session server-side (the row, not only the cookie) and returns to the login
+    page; with ``next`` ("Not you?" on the consent page) the login leads back there."""
+    form = await read_form(request)
+    if not csrf_ok(request, form):
+        return form_expired(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token and credentials.looks_like_session_token(token):
+        await accounts.logout(runtime(request), token)
+    next_url = safe_next(form_field(form, "next"))
+    response = redirect(request, "/login") if next_url == "/" else login_redirect(request, next_url, 303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
+                           secure=runtime(request).settings.https)
     return response
 
 
@@ -183,6 +257,7 @@ async def authorize_page(request: Request) -> Response:
         return _unavailable(request)
 
 
+@same_origin
 async def authorize_submit(request: Request) -> Response:
     form = await read_form(request)
     query = form_field(form, "request")
@@ -322,6 +397,7 @@ async def authorized_apps_page(request: Request) -> Response:
     return render(request, "authorized_apps.html", user=user, apps=apps, notice=request.query_params.get("revoked"))
 
 
+@same_origin
 async def revoke_app_submit(request: Request) -> Response:
     user = await cookie_user(request)
     if user is None:

@@ -15,6 +15,7 @@ from fluxer_oauth.core.permissions import PERMISSIONS
 from fluxer_oauth.core.scopes import ALL_SCOPES, SCOPE_DESCRIPTIONS, format_scopes
 from fluxer_oauth.platform import applications
 from fluxer_oauth.web.caller import runtime
+from fluxer_oauth.web.ratelimit import PasswordThrottle
 from fluxer_oauth.web.pages import (
     cookie_user,
     csrf_ok,
@@ -25,6 +26,7 @@ from fluxer_oauth.web.pages import (
     read_form,
     redirect,
     render,
+    same_origin,
 )
 
 LIST = "/developers/applications"
@@ -59,6 +61,7 @@ async def list_page(request: Request) -> Response:
     return render(request, "portal_list.html", user=user, apps=apps, error=None)
 
 
+@same_origin
 async def create_submit(request: Request) -> Response:
     user = await cookie_user(request)
     if user is None:
@@ -84,7 +87,8 @@ async def _app_page(request: Request, user, application_id: int, *, secrets=(), 
                     status: int = 200) -> Response:
     app, bot_user = await applications.owned(runtime(request), user, application_id)
     view = applications.application_json(app, owner=user, bot_user=bot_user, private=True)
-    return render(request, "portal_app.html", status, app=view, secrets=list(secrets), notice=notice, error=error)
+    return render(request, "portal_app.html", status, user=user, app=view, secrets=list(secrets), notice=notice,
+                  error=error)
 
 
 def _application_id(request: Request) -> int | None:
@@ -108,11 +112,11 @@ async def _owned_view(request: Request):
 
 
 async def app_page(request: Request) -> Response:
-    _user, view, refusal = await _owned_view(request)
+    user, view, refusal = await _owned_view(request)
     if refusal is not None:
         return refusal
     notice = "Saved." if request.query_params.get("saved") else None
-    return render(request, "portal_app.html", app=view, secrets=[], notice=notice, error=None)
+    return render(request, "portal_app.html", user=user, app=view, secrets=[], notice=notice, error=None)
 
 
 async def _guarded(request: Request):
@@ -129,6 +133,7 @@ async def _guarded(request: Request):
     return user, form, application_id, None
 
 
+@same_origin
 async def update_submit(request: Request) -> Response:
     user, form, application_id, refusal = await _guarded(request)
     if refusal is not None:
@@ -149,10 +154,12 @@ async def update_submit(request: Request) -> Response:
     return redirect(request, f"{LIST}/{application_id}?saved=1", 303)
 
 
+@same_origin
 async def reset_secret_submit(request: Request) -> Response:
     return await _reset(request, "secret")
 
 
+@same_origin
 async def reset_token_submit(request: Request) -> Response:
     return await _reset(request, "token")
 
@@ -164,19 +171,24 @@ async def _reset(request: Request, which: str) -> Response:
     password = _field(form, "password", 128)
     try:
         if which == "secret":
-            value = (await applications.reset_client_secret(runtime(request), user, application_id, password))[
-                "client_secret"]
+            value = (await applications.reset_client_secret(runtime(request), user, application_id, password,
+                                                            PasswordThrottle(request.scope)))["client_secret"]
             secret = ("New client secret", value, "client-secret")
         else:
-            value = (await applications.reset_bot_token(runtime(request), user, application_id, password))["token"]
+            value = (await applications.reset_bot_token(runtime(request), user, application_id, password,
+                                                        PasswordThrottle(request.scope)))["token"]
             secret = ("New bot token", value, "bot-token")
     except ApiError as exc:
         if exc.status == 404:
             return _not_found(request)
+        if exc.status == 429:
+            return await _app_page(request, user, application_id, status=429,
+                                   error="Too many failed attempts. Wait a few minutes and try again.")
         return await _app_page(request, user, application_id, error="Password confirmation failed.", status=403)
     return await _app_page(request, user, application_id, secrets=[secret], notice="The old one no longer works.")
 
 
+@same_origin
 async def delete_submit(request: Request) -> Response:
     user, _form, application_id, refusal = await _guarded(request)
     if refusal is not None:
@@ -189,7 +201,7 @@ async def delete_submit(request: Request) -> Response:
 
 
 async def url_generator_page(request: Request) -> Response:
-    _user, view, refusal = await _owned_view(request)
+    user, view, refusal = await _owned_view(request)
     if refusal is not None:
         return refusal
     offered = [scope for scope in ALL_SCOPES if scope != "admin" or view["trusted"]]
@@ -215,7 +227,7 @@ async def url_generator_page(request: Request) -> Response:
         if error is None:
             url = f"{runtime(request).settings.public_url}/oauth2/authorize?{urlencode(query)}"
     return render(
-        request, "url_generator.html", app=view, url=url, error=error,
+        request, "url_generator.html", user=user, app=view, url=url, error=error,
         scopes=[(scope, SCOPE_DESCRIPTIONS[scope]) for scope in offered],
         chosen_scopes=chosen_scopes, chosen_permissions=chosen_permissions, chosen_redirect=chosen_redirect,
         permission_list=list(PERMISSIONS),

@@ -19,9 +19,8 @@ from collections import defaultdict
 from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
 
-from fluxer_oauth.core.errors import ApiError, OAuthError
+from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.rate_window import Outcome, Rate, WindowTable, outcome, parse_rate, step
-from fluxer_oauth.oauth.client_auth import presented_basic
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.settings import Settings
 
@@ -238,7 +237,11 @@ class RateLimits:
             "token": parse_rate(settings.rate_limit_token),
             "revoke": parse_rate(settings.rate_limit_revoke),
             "global": parse_rate(settings.rate_limit_global),
+            "client_auth": parse_rate(settings.rate_limit_client_auth_failures),
             "login": parse_rate(settings.rate_limit_login_failures),
+            "password_ip": parse_rate(settings.rate_limit_password_ip_failures),
+            "password_account": parse_rate(settings.rate_limit_password_account_failures),
+            "register": parse_rate(settings.rate_limit_registrations),
         }
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
@@ -420,34 +423,50 @@ def _keep_state(scope, state: LimitState | None) -> None:
         scope.setdefault("state", {})["rate_limit"] = state
 
 
-def presented_client_id(authorization: str | None, params) -> str | None:
-    """The client_id a token or revoke request presents (Basic header first), unauthenticated."""
-    try:
-        basic = presented_basic(params, authorization)
-    except OAuthError:
-        basic = None
-    if basic is not None:
-        return basic[0][:32]
-    try:
-        value = params.get("client_id")
-    except ValueError:
-        return None
-    return value[:32] if value else None
-
-
-async def limit_by_client(scope, bucket: str, params, authorization: str | None) -> None:
-    """Count a token, revocation or introspection request against the client it names (the
-    client IP when it names none), and against the global limit when the request's global
-    count was left to this call (``GLOBAL_PENDING``)."""
-    if limit_by_client_now(scope, bucket, params, authorization) is not NOT_NOW:
-        return
+def admit_client(scope, bucket: str, application_id: int):
+    """Count a request whose client has authenticated against that client's own bucket, keyed
+    by its canonical id (one application, one bucket, however the request spelled it), with
+    the global count left pending. Raises ``RateLimited``; returns an awaitable to await when
+    the counters are in Redis, None when the count is done."""
     limits = _limits(scope)
-    key, client_id = _client_key(scope, params, authorization)
-    state = scope.get("state", {})
-    if state.pop(GLOBAL_PENDING, False):
-        _keep_state(scope, await limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id))
+    if not limits.enabled:
+        return None
+    client_id = str(application_id)
+    return _count_request(scope, limits, bucket, f"client:{client_id}", client_id)
+
+
+def count_failed_client_auth(scope):
+    """A request whose client authentication failed counts against its address alone: naming
+    someone else's client_id never spends that client's allowance. Raises ``RateLimited``
+    once the address has used up its failures; an awaitable with Redis, as above."""
+    limits = _limits(scope)
+    if not limits.enabled:
+        return None
+    return _count_request(scope, limits, "client_auth", f"ip:{client_ip(scope)}", None)
+
+
+def _count_request(scope, limits: RateLimits, bucket: str, key: str, client_id: str | None):
+    state = scope.setdefault("state", {})
+    global_pending = state.pop(GLOBAL_PENDING, False)
+    if limits.counted_in_redis:
+        return _count_request_in_redis(state, limits, bucket, key, client_id, global_pending)
+    if global_pending:
+        limit_state = limits.hit_global_and_now(state["client_ip"], bucket, key, client_id=client_id)
     else:
-        await limit(scope, bucket, key, client_id=client_id)
+        limit_state = limits.hit_now(bucket, key, client_id=client_id)
+    if limit_state is not None:
+        state["rate_limit"] = limit_state
+    return None
+
+
+async def _count_request_in_redis(state: dict, limits: RateLimits, bucket: str, key: str, client_id: str | None,
+                                  global_pending: bool) -> None:
+    if global_pending:
+        limit_state = await limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id)
+    else:
+        limit_state = await limits.hit(bucket, key, client_id=client_id)
+    if limit_state is not None:
+        state["rate_limit"] = limit_state
 
 
 # Set in a request's state by the RSGI entry: the global count of this form request is made
@@ -466,44 +485,30 @@ async def count_pending_global(scope) -> None:
         await _limits(scope).hit("global", state["client_ip"], with_state=False)
 
 
-def limit_by_client_now(scope, bucket: str, params, authorization: str | None):
-    """``limit_by_client`` without a coroutine when the counters are in memory; ``NOT_NOW``
-    when they are in Redis and ``limit_by_client`` must be awaited. (Written out rather than
-    through ``limit_now``: every token request with limits on comes this way.)"""
-    limits = _limits(scope)
-    if not limits.enabled:
-        return None
-    if limits.counted_in_redis:
-        return NOT_NOW  # before the key, which limit_by_client works out itself
-    key, client_id = _client_key(scope, params, authorization)
-    state = scope.setdefault("state", {})
-    if state.pop(GLOBAL_PENDING, False):
-        limit_state = limits.hit_global_and_now(state["client_ip"], bucket, key, client_id=client_id)
-    else:
-        limit_state = limits.hit_now(bucket, key, client_id=client_id)
-    if limit_state is not None:
-        state["rate_limit"] = limit_state
-    return limit_state
+class PasswordThrottle:
+    """Failed password checks (login, and the confirmations of sensitive actions), counted per
+    (account, IP), per IP, and per account under a ceiling that no single IP can reach (its
+    own per-(account, IP) limit is lower), so a stranger's guesses never lock the owner out.
+    ``account`` is what the password is checked against: a user's id, or the name typed when
+    no account has it (username and email of one account are one key)."""
+
+    def __init__(self, scope) -> None:
+        self.limits = _limits(scope)
+        self.ip = client_ip(scope)
+
+    def _keys(self, account: str) -> tuple[tuple[str, str], ...]:
+        return (("login", f"{account}|{self.ip}"), ("password_ip", self.ip), ("password_account", account))
+
+    async def check(self, account: str) -> None:
+        """Raises ``RateLimited`` when any of the three has no failure left; counts nothing."""
+        for bucket, key in self._keys(account):
+            await self.limits.check(bucket, key)
+
+    async def failed(self, account: str) -> None:
+        for bucket, key in self._keys(account):
+            await self.limits.record(bucket, key)
 
 
-def _client_key(scope, params, authorization: str | None) -> tuple[str, str | None]:
-    client_id = presented_client_id(authorization, params)
-    return (f"client:{client_id}" if client_id else f"ip:{client_ip(scope)}"), client_id
-
-
-def _login_keys(scope, login_name: str) -> tuple[str, str]:
-    """Failed logins count against the client IP and against the account tried."""
-    return f"ip:{client_ip(scope)}", f"account:{login_name.strip().lower()[:254]}"
-
-
-async def guard_login(scope, login_name: str) -> None:
-    """Refuse a login attempt when the account or the IP has used up its failures."""
-    limits = _limits(scope)
-    for key in _login_keys(scope, login_name):
-        await limits.check("login", key)
-
-
-async def record_login_failure(scope, login_name: str) -> None:
-    limits = _limits(scope)
-    for key in _login_keys(scope, login_name):
-        await limits.record("login", key)
+async def limit_registration(scope) -> None:
+    """Every registration attempt counts against its client IP (each costs an argon2 hash)."""
+    await _limits(scope).hit("register", f"ip:{client_ip(scope)}", with_state=False)

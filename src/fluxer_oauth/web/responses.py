@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from itertools import accumulate
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -52,9 +54,29 @@ async def oauth_error_handler(_request: Request, exc: OAuthError) -> JSONRespons
     return json_response(exc.body(), exc.status, {**NO_STORE, **exc.headers})
 
 
+MAX_JSON_DEPTH = 32
+# A JSON string, or an unterminated one up to the end (so that a scan never goes quadratic).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_DEPTH_STEP = tuple(1 if byte in b"[{" else -1 if byte in b"]}" else 0 for byte in range(256))
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays and objects more than ``limit`` levels deep."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # every real body: two C scans
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
 async def decode_json(request: Request, schema: type):
     """A request body decoded and validated into ``schema``; 400 INVALID_FORM_BODY otherwise."""
     body = await request.body()
+    # msgspec recurses once per level, also through fields it skips: deep enough, it raises
+    # RecursionError (a 500). Nothing in this API nests more than a few levels.
+    if json_too_deep(body):
+        raise invalid_form_body([{"path": "", "code": "JSON_TOO_DEEP",
+                                  "message": f"the body nests more than {MAX_JSON_DEPTH} levels deep"}])
     try:
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:

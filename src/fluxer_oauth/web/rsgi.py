@@ -26,6 +26,10 @@ from fluxer_oauth.web.responses import error_answer
 
 _encode = msgspec.json.Encoder().encode
 _JSON = ("content-type", "application/json")
+# Everything answered here is an API answer: no-store unless the endpoint set its own
+# Cache-Control (the token endpoints, with Pragma). The @me body comes with it.
+_NO_STORE = ("cache-control", "no-store")
+_NO_STORE_ONLY = (_NO_STORE,)
 
 
 class RsgiEntry:
@@ -94,7 +98,10 @@ class RsgiEntry:
         except Exception:
             log_unhandled(request_id, scope.path)
             status, content, headers = 500, _encode(internal_error(request_id)), []
-        headers = [_JSON, *headers, ("x-request-id", request_id)]
+        if _has_cache_control(headers):
+            headers = [_JSON, *headers, ("x-request-id", request_id)]
+        else:  # errors made here or by a rate limit
+            headers = [_JSON, _NO_STORE, *headers, ("x-request-id", request_id)]
         limit_state = state.get("rate_limit")
         if limit_state is not None:
             headers += limit_state.text_headers()
@@ -124,7 +131,7 @@ class RsgiEntry:
             except RateLimited as exc:
                 return error_answer(exc)
         if ready_body is not None:
-            return 200, ready_body, []
+            return 200, ready_body, _NO_STORE_ONLY
         body = await proto() if declared is not None else await self._read_limited(proto)
         if body is None or len(body) > self.max_body:
             return await self._too_large(state)
@@ -227,6 +234,13 @@ async def _refused(counting) -> bool:
         await counting
     except Exception:
         return True
+    return False
+
+
+def _has_cache_control(headers) -> bool:
+    for name, _ in headers:
+        if name == "cache-control":
+            return True
     return False
 
 

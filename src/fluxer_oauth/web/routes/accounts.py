@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.platform import accounts
 from fluxer_oauth.web.api import SESSION_AUTH, router
 from fluxer_oauth.web.caller import SESSION, authenticate, runtime
-from fluxer_oauth.web.ratelimit import guard_login, record_login_failure
+from fluxer_oauth.web.ratelimit import PasswordThrottle, limit_registration
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import LoginBody, RegisterBody, SessionResponse
 
@@ -17,6 +16,7 @@ from fluxer_oauth.web.schemas import LoginBody, RegisterBody, SessionResponse
               response=SessionResponse, status=201, errors=(400,), tags=("accounts",))
 async def register(request: Request):
     body = await decode_json(request, RegisterBody)
+    await limit_registration(request.scope)
     token, user = await accounts.register(runtime(request), body.username, body.email, body.password)
     return json_response({"token": token, "user": accounts.user_json(user, with_email=True)}, 201)
 
@@ -25,12 +25,7 @@ async def register(request: Request):
               response=SessionResponse, errors=(400,), tags=("accounts",))
 async def login(request: Request):
     body = await decode_json(request, LoginBody)
-    await guard_login(request.scope, body.login)
-    try:
-        token, user = await accounts.login(runtime(request), body.login, body.password)
-    except ApiError:
-        await record_login_failure(request.scope, body.login)
-        raise
+    token, user = await accounts.login(runtime(request), body.login, body.password, PasswordThrottle(request.scope))
     return json_response({"token": token, "user": accounts.user_json(user, with_email=True)})
 
 

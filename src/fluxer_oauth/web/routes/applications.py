@@ -9,6 +9,7 @@ from fluxer_oauth.platform import applications
 from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION
 from fluxer_oauth.web.api import BOT_AUTH, SESSION_AUTH, router
 from fluxer_oauth.web.caller import BOT, SESSION, authenticate, runtime
+from fluxer_oauth.web.ratelimit import PasswordThrottle
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import (
     Application,
@@ -98,7 +99,8 @@ async def reset_client_secret(request: Request):
     owner = await _owner(request)
     application_id = _application_id(request)
     body = await decode_json(request, PasswordBody)
-    return json_response(await applications.reset_client_secret(runtime(request), owner, application_id, body.password))
+    return json_response(await applications.reset_client_secret(runtime(request), owner, application_id, body.password,
+                                                      PasswordThrottle(request.scope)))
 
 
 @router.route("POST", "/oauth2/applications/{application_id}/bot/reset-token",
@@ -108,7 +110,8 @@ async def reset_bot_token(request: Request):
     owner = await _owner(request)
     application_id = _application_id(request)
     body = await decode_json(request, PasswordBody)
-    return json_response(await applications.reset_bot_token(runtime(request), owner, application_id, body.password))
+    return json_response(await applications.reset_bot_token(runtime(request), owner, application_id, body.password,
+                                                      PasswordThrottle(request.scope)))
 
 
 @router.route("GET", "/oauth2/applications/{application_id}/public", summary="An application's public profile",

@@ -1,0 +1,80 @@
+"""Every way access ends, in one place.
+
+Each event that ends access calls one of these inside its own write transaction, and each
+ends everything derived from what it ends: the codes not yet redeemed, the access and
+refresh tokens, the remembered consent and, where a bot goes away, its guild memberships
+with their managed roles. Callers raise their errors only after the transaction has
+committed, so an error never rolls an ending back. Nothing ended comes back: re-enabling
+a user or an application leaves their old credentials dead.
+
+| event                                  | function                 |
+|----------------------------------------|--------------------------|
+| user or staff revokes, token revoked,  | end_grant                |
+| refresh token reused                   |                          |
+| application disabled or deleted        | end_application          |
+| application untrusted, staff removed   | end_admin_access         |
+| client secret or bot token reset       | end_client_credentials   |
+| user disabled (as user and as owner)   | end_user                 |
+"""
+
+from __future__ import annotations
+
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store import audit
+from fluxer_oauth.store import guilds as guild_store
+from fluxer_oauth.store import oauth as oauth_store
+from fluxer_oauth.store import users as user_store
+
+
+async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by: str, actor_id: int | None,
+                    at: float) -> bool:
+    """What the user granted the application: consent, unredeemed codes, tokens. Whether
+    there was anything to end."""
+    ended = await oauth_store.end_grant(conn, user_id, application_id, at)
+    await audit.record(
+        conn, id=rt.ids.next(), now=at, action="grant.revoked", actor_id=actor_id, application_id=application_id,
+        target_user_id=user_id, details={"by": by},
+    )
+    return ended
+
+
+async def end_application(rt: Runtime, conn, application_id: int, *, by: str, actor_id: int | None, at: float,
+                          bot_id: int | None = None) -> None:
+    """Everything every user granted the application and its client-credentials tokens; with
+    ``bot_id`` (the application is going away) its bot leaves every guild, managed roles and all."""
+    await oauth_store.end_application_access(conn, application_id, at)
+    details: dict = {"by": by}
+    if bot_id is not None:
+        details["bot_left_guilds"] = [str(guild_id) for guild_id in
+                                      await guild_store.remove_from_every_guild(conn, bot_id)]
+    await audit.record(conn, id=rt.ids.next(), now=at, action="application.access_ended", actor_id=actor_id,
+                       application_id=application_id, details=details)
+
+
+async def end_admin_access(rt: Runtime, conn, *, by: str, actor_id: int | None, at: float,
+                           application_id: int | None = None, user_id: int | None = None) -> None:
+    """Every grant carrying the admin scope, of an application (untrusted) or of a user (no
+    longer staff): the whole grant ends, since a narrower one was never consented to alone."""
+    for grant_user_id, grant_application_id in await oauth_store.users_granting_scope(
+            conn, "admin", application_id=application_id, user_id=user_id):
+        await end_grant(rt, conn, user_id=grant_user_id, application_id=grant_application_id, by=by,
+                        actor_id=actor_id, at=at)
+
+
+async def end_client_credentials(rt: Runtime, conn, application_id: int, *, by: str, actor_id: int | None,
+                                 at: float) -> None:
+    """The tokens the application issued itself (client credentials): a reset secret or bot
+    token means the old one may be known to someone else, who may hold such tokens too."""
+    await oauth_store.end_client_tokens(conn, application_id, at)
+    await audit.record(conn, id=rt.ids.next(), now=at, action="application.client_tokens_ended",
+                       actor_id=actor_id, application_id=application_id, details={"by": by})
+
+
+async def end_user(rt: Runtime, conn, user_id: int, *, by: str, actor_id: int | None, at: float) -> None:
+    """A disabled user: their sessions, everything they granted, and everything granted to
+    the applications they own (which stop authenticating while the owner is disabled)."""
+    await user_store.end_sessions(conn, user_id)
+    await oauth_store.end_user_access(conn, user_id, at)
+    for app in await app_store.list_owned(conn, user_id):
+        await end_application(rt, conn, app.id, by=by, actor_id=actor_id, at=at)

@@ -1,0 +1,402 @@
+"""A model of every credential's life, checked against the server over random sequences of
+everything that issues or ends access (a Hypothesis state machine).
+
+The machine authorizes, consents, redeems and replays codes, refreshes and reuses refresh
+tokens, issues client-credentials tokens, revokes (by the user, by staff, by the client),
+disables and re-enables users, owners and applications, resets secrets and bot tokens,
+trusts and untrusts, and deletes applications. After every step it checks every credential
+it has ever seen against its model of what must still work: access and client tokens and
+bot tokens and sessions through the API, refresh tokens and codes in the database.
+
+CI runs a bounded number of sequences on each backend (SQLite; PostgreSQL + Redis). A long
+run: FLUXER_LIFECYCLE_EXAMPLES=500 FLUXER_LIFECYCLE_STEPS=60 pytest tests/security/test_lifecycle_machine.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from dataclasses import dataclass, field
+
+import httpx
+from hypothesis import HealthCheck, settings as hypothesis_settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from sqlalchemy import select
+
+from fluxer_oauth.app import build_app
+from fluxer_oauth.core import credentials
+from fluxer_oauth.platform import admin
+from fluxer_oauth.store.tables import authorization_codes, tokens
+from tests.conftest import PASSWORD, query_of
+
+EXAMPLES = int(os.environ.get("FLUXER_LIFECYCLE_EXAMPLES", "8"))
+STEPS = int(os.environ.get("FLUXER_LIFECYCLE_STEPS", "30"))
+CALLBACK = "https://client.example/callback"
+SCOPES = ("identify", "identify email", "identify admin")
+
+
+@dataclass
+class Person:
+    name: str
+    id: str
+    session: str | None
+    staff: bool = False
+    enabled: bool = True
+
+
+@dataclass
+class App:
+    name: str
+    id: str
+    owner: str  # the owner's name
+    secret: str
+    bot_token: str
+    old_bot_tokens: list[str] = field(default_factory=list)
+    enabled: bool = True
+    trusted: bool = False
+    deleted: bool = False
+
+
+@dataclass
+class Credential:
+    kind: str  # code, access, refresh, client
+    value: str
+    app: str
+    user: str | None  # a person's name; None for client tokens
+    scopes: frozenset
+    family: int  # the code a user's tokens descend from
+    issue: int  # the access/refresh pair
+    alive: bool = True
+    used: bool = False  # a code redeemed, or a refresh token rotated
+
+
+@dataclass
+class World:
+    people: dict[str, Person] = field(default_factory=dict)
+    apps: dict[str, App] = field(default_factory=dict)
+    credentials: list[Credential] = field(default_factory=list)
+    old_sessions: list[str] = field(default_factory=list)
+    consent: dict[tuple[str, str], set] = field(default_factory=dict)
+
+
+def lifecycle_machine(server_settings):
+    """The state machine class over a fresh app for each sequence, on ``server_settings``'s
+    database (each sequence registers accounts of its own)."""
+
+    class Lifecycle(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.app = build_app(server_settings)
+            self.rt = self.app.state.runtime
+            self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://testserver")
+            self.world = World()
+            self.counter = 0
+
+        def teardown(self) -> None:
+            self.run(self.http.aclose())
+            self.run(self.rt.db.close())
+            self.loop.close()
+
+        def run(self, coroutine):
+            return self.loop.run_until_complete(coroutine)
+
+        def next_number(self) -> int:
+            self.counter += 1
+            return self.counter
+
+        # --- the world -------------------------------------------------------------------
+
+        @initialize()
+        def setup(self) -> None:
+            self.run(self._setup())
+
+        async def _setup(self) -> None:
+            tag = secrets.token_hex(3)
+            for name in ("owner_a", "owner_b", "staff", "plain"):
+                username = f"{name}_{tag}"
+                response = await self.http.post("/api/v1/auth/register", json={
+                    "username": username, "email": f"{username}@example.com", "password": PASSWORD})
+                assert response.status_code == 201, response.text
+                body = response.json()
+                self.world.people[name] = Person(username, body["user"]["id"], body["token"])
+            await admin.set_staff(self.rt, None, int(self.world.people["staff"].id), True)
+            self.world.people["staff"].staff = True
+            for name, owner in (("a", "owner_a"), ("b", "owner_b")):
+                response = await self.http.post("/api/v1/oauth2/applications", headers=self.session_of(owner),
+                                                json={"name": f"App {name}", "redirect_uris": [CALLBACK]})
+                assert response.status_code == 201, response.text
+                body = response.json()
+                self.world.apps[name] = App(name, body["id"], owner, body["client_secret"], body["bot"]["token"])
+
+        def session_of(self, name: str) -> dict:
+            return {"Authorization": self.world.people[name].session}
+
+        def usable(self, app: App) -> bool:
+            """Whether the application authenticates at all: enabled, not deleted, owner enabled."""
+            return app.enabled and not app.deleted and self.world.people[app.owner].enabled
+
+        def end(self, predicate) -> None:
+            for credential in self.world.credentials:
+                if predicate(credential):
+                    credential.alive = False
+
+        def end_grant(self, user: str, app: str) -> None:
+            self.end(lambda c: c.user == user and c.app == app)
+            self.world.consent.pop((user, app), None)
+
+        def end_application(self, app: str) -> None:
+            self.end(lambda c: c.app == app)
+            for key in [key for key in self.world.consent if key[1] == app]:
+                del self.world.consent[key]
+
+        # --- issuing -----------------------------------------------------------------------
+
+        @rule(user=st.sampled_from(["staff", "plain", "owner_a"]), app=st.sampled_from("ab"),
+              scope=st.sampled_from(SCOPES))
+        def authorize(self, user, app, scope) -> None:
+            person, target = self.world.people[user], self.world.apps[app]
+            if not person.enabled:
+                return
+            response = self.run(self.http.post("/api/v1/oauth2/authorize/consent", headers=self.session_of(user),
+                                               json={"client_id": target.id, "scope": scope, "authorize": True,
+                                                     "response_type": "code", "redirect_uri": CALLBACK}))
+            if not self.usable(target):
+                if response.status_code == 200:  # a disabled application: an error to the client
+                    assert "code" not in query_of(response.json()["redirect_to"])
+                else:
+                    assert response.status_code in (400, 404), response.text
+                return
+            assert response.status_code == 200, response.text
+            params = query_of(response.json()["redirect_to"])
+            allowed = "admin" not in scope or (target.trusted and person.staff)
+            assert ("code" in params) == allowed, (scope, params)
+            if allowed:
+                scopes = frozenset(scope.split())
+                self.world.consent.setdefault((user, app), set()).update(scopes)
+                self.world.credentials.append(Credential("code", params["code"], app, user, scopes,
+                                                         family=self.next_number(), issue=0))
+
+        def token_request(self, app: App, data: dict) -> httpx.Response:
+            return self.run(self.http.post("/api/v1/oauth2/token", data=data, auth=(app.id, app.secret)))
+
+        @precondition(lambda self: any(c.kind == "code" for c in self.world.credentials))
+        @rule(data=st.data())
+        def redeem(self, data) -> None:
+            code = data.draw(st.sampled_from([c for c in self.world.credentials if c.kind == "code"]))
+            app = self.world.apps[code.app]
+            response = self.token_request(app, {"grant_type": "authorization_code", "code": code.value,
+                                                "redirect_uri": CALLBACK})
+            if not self.usable(app):
+                assert response.status_code in (400, 401), response.text
+                return
+            if code.alive and not code.used:
+                assert response.status_code == 200, response.text
+                code.used = True
+                code.alive = False
+                self.add_pair(response.json(), code)
+            else:
+                assert response.status_code == 400 and response.json()["error"] == "invalid_grant", response.text
+                if code.used:  # a replay: everything issued from the code ends
+                    self.end(lambda c: c.family == code.family and c.kind in ("access", "refresh"))
+
+        def add_pair(self, body: dict, parent: Credential) -> None:
+            issue = self.next_number()
+            scopes = frozenset(body["scope"].split())
+            for kind in ("access", "refresh"):
+                self.world.credentials.append(Credential(kind, body[f"{kind}_token"], parent.app, parent.user,
+                                                         scopes, parent.family, issue))
+
+        @precondition(lambda self: any(c.kind == "refresh" for c in self.world.credentials))
+        @rule(data=st.data())
+        def refresh(self, data) -> None:
+            token = data.draw(st.sampled_from([c for c in self.world.credentials if c.kind == "refresh"]))
+            app = self.world.apps[token.app]
+            response = self.token_request(app, {"grant_type": "refresh_token", "refresh_token": token.value})
+            if not self.usable(app):
+                assert response.status_code in (400, 401), response.text
+                return
+            if token.alive:
+                assert response.status_code == 200, response.text
+                token.used = True
+                self.end(lambda c: c.issue == token.issue)
+                self.add_pair(response.json(), token)
+            else:
+                assert response.status_code == 400 and response.json()["error"] == "invalid_grant", response.text
+                if token.used:  # reuse of a rotated token ends the grant
+                    self.end_grant(token.user, token.app)
+
+        @rule(app=st.sampled_from("ab"))
+        def client_credentials(self, app) -> None:
+            target = self.world.apps[app]
+            response = self.token_request(target, {"grant_type": "client_credentials"})
+            if not self.usable(target):
+                assert response.status_code in (400, 401), response.text
+                return
+            assert response.status_code == 200, response.text
+            self.world.credentials.append(Credential("client", response.json()["access_token"], app, None,
+                                                     frozenset({"identify"}), 0, self.next_number()))
+
+        # --- ending --------------------------------------------------------------------------
+
+        @precondition(lambda self: any(c.kind in ("access", "refresh") for c in self.world.credentials))
+        @rule(data=st.data())
+        def client_revokes(self, data) -> None:
+            token = data.draw(st.sampled_from([c for c in self.world.credentials if c.kind in ("access", "refresh")]))
+            app = self.world.apps[token.app]
+            response = self.run(self.http.post("/api/v1/oauth2/revoke", data={"token": token.value},
+                                               auth=(app.id, app.secret)))
+            if not self.usable(app):
+                assert response.status_code in (400, 401), response.text
+                return
+            assert response.status_code == 200, response.text
+            if not app.deleted:
+                self.end_grant(token.user, token.app)
+
+        @rule(user=st.sampled_from(["staff", "plain", "owner_a"]), app=st.sampled_from("ab"))
+        def user_revokes(self, user, app) -> None:
+            if not self.world.people[user].enabled:
+                return
+            target = self.world.apps[app]
+            had = (user, app) in self.world.consent or any(
+                c.alive and c.user == user and c.app == app for c in self.world.credentials)
+            response = self.run(self.http.delete(f"/api/v1/oauth2/@me/authorizations/{target.id}",
+                                                 headers=self.session_of(user)))
+            assert response.status_code == (204 if had else 404), response.text
+            self.end_grant(user, app)
+
+        @rule(user=st.sampled_from(["staff", "plain", "owner_a"]), app=st.sampled_from("ab"))
+        def staff_revokes(self, user, app) -> None:
+            try:
+                self.run(admin.revoke_grant(self.rt, int(self.world.people["staff"].id),
+                                            int(self.world.people[user].id), int(self.world.apps[app].id)))
+            except Exception as exc:  # 404: nothing to end
+                assert getattr(exc, "status", None) == 404, exc
+            self.end_grant(user, app)
+
+        @rule(app=st.sampled_from("ab"), disabled=st.booleans())
+        def disable_application(self, app, disabled) -> None:
+            target = self.world.apps[app]
+            if target.deleted:
+                return
+            self.run(admin.set_application_disabled(self.rt, None, int(target.id), disabled))
+            target.enabled = not disabled
+            if disabled:
+                self.end_application(app)
+
+        @rule(user=st.sampled_from(["owner_a", "plain", "staff"]), disabled=st.booleans())
+        def disable_user(self, user, disabled) -> None:
+            person = self.world.people[user]
+            self.run(admin.set_user_disabled(self.rt, None, int(person.id), disabled))
+            if disabled:
+                person.enabled = False
+                if person.session:
+                    self.world.old_sessions.append(person.session)
+                person.session = None
+                self.end(lambda c: c.user == user)
+                for key in [key for key in self.world.consent if key[0] == user]:
+                    del self.world.consent[key]
+                for app in self.world.apps.values():
+                    if app.owner == user:
+                        self.end_application(app.name)
+            elif not person.enabled:
+                person.enabled = True
+                response = self.run(self.http.post("/api/v1/auth/login",
+                                                   json={"login": person.name, "password": PASSWORD}))
+                assert response.status_code == 200, response.text
+                person.session = response.json()["token"]
+
+        @rule(app=st.sampled_from("ab"), which=st.sampled_from(["client-secret/reset", "bot/reset-token"]))
+        def reset(self, app, which) -> None:
+            target = self.world.apps[app]
+            owner = self.world.people[target.owner]
+            if target.deleted or not owner.enabled:
+                return
+            response = self.run(self.http.post(f"/api/v1/oauth2/applications/{target.id}/{which}",
+                                               json={"password": PASSWORD}, headers=self.session_of(target.owner)))
+            assert response.status_code == 200, response.text
+            if which == "client-secret/reset":
+                target.secret = response.json()["client_secret"]
+            else:
+                target.old_bot_tokens.append(target.bot_token)
+                target.bot_token = response.json()["token"]
+            self.end(lambda c: c.app == app and c.kind == "client")
+
+        @rule(app=st.sampled_from("ab"), trusted=st.booleans())
+        def trust(self, app, trusted) -> None:
+            target = self.world.apps[app]
+            if target.deleted:
+                return
+            self.run(admin.set_application_trusted(self.rt, None, int(target.id), trusted))
+            target.trusted = trusted
+            if not trusted:
+                holders = {key[0] for key, scopes in self.world.consent.items() if key[1] == app and "admin" in scopes}
+                holders |= {c.user for c in self.world.credentials
+                            if c.app == app and c.alive and "admin" in c.scopes and c.kind != "code"}
+                for user in holders:
+                    self.end_grant(user, app)
+
+        @precondition(lambda self: not self.world.apps["b"].deleted)
+        @rule()
+        def delete_application(self) -> None:
+            target = self.world.apps["b"]
+            owner = self.world.people[target.owner]
+            response = self.run(self.http.delete(f"/api/v1/oauth2/applications/{target.id}",
+                                                 headers=self.session_of(target.owner)))
+            assert response.status_code == 204, response.text
+            assert owner.enabled
+            target.deleted = True
+            self.end_application("b")
+
+        # --- what must still work, and what must not ----------------------------------------
+
+        @invariant()
+        def every_credential_is_as_the_model_says(self) -> None:
+            if not self.world.people:
+                return
+            self.run(self._check())
+
+        async def _check(self) -> None:
+            for credential in self.world.credentials:
+                if credential.kind in ("access", "client"):
+                    me = await self.http.get("/api/v1/users/@me",
+                                             headers={"Authorization": f"Bearer {credential.value}"})
+                    assert me.status_code == (200 if credential.alive else 401), (credential, me.text)
+            stored = await self._stored()
+            for credential in self.world.credentials:
+                if credential.kind == "refresh":
+                    revoked_at = stored["tokens"].get(credentials.stored_token_key(credential.value), "gone")
+                    assert (revoked_at is None) == credential.alive, (credential, revoked_at)
+                elif credential.kind == "code":
+                    row = stored["codes"].get(credentials.sha256(credential.value), "gone")
+                    assert (row is None) == (credential.alive and not credential.used), (credential, row)
+            for app in self.world.apps.values():
+                for token in (app.bot_token, *app.old_bot_tokens):
+                    me = await self.http.get("/api/v1/users/@me", headers={"Authorization": f"Bot {token}"})
+                    expected = 200 if token == app.bot_token and self.usable(app) else 401
+                    assert me.status_code == expected, (app, me.text)
+            for person in self.world.people.values():
+                if person.session:
+                    assert (await self.http.get("/api/v1/users/@me", headers={
+                        "Authorization": person.session})).status_code == 200
+            for session in self.world.old_sessions:
+                assert (await self.http.get("/api/v1/users/@me", headers={"Authorization": session})).status_code == 401
+
+        async def _stored(self) -> dict:
+            """Refresh tokens' revocation times and codes' consumption times, by stored key."""
+            async with self.rt.db.read() as conn:
+                token_rows = (await conn.execute(select(tokens.c.token_hash, tokens.c.revoked_at))).all()
+                code_rows = (await conn.execute(
+                    select(authorization_codes.c.code_hash, authorization_codes.c.consumed_at))).all()
+            return {"tokens": {bytes(key): revoked for key, revoked in token_rows},
+                    "codes": {bytes(key): consumed for key, consumed in code_rows}}
+
+    return Lifecycle
+
+
+def test_every_credential_lives_exactly_as_long_as_the_model_says(settings):
+    machine = lifecycle_machine(settings)
+    run_state_machine_as_test(machine, settings=hypothesis_settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))
