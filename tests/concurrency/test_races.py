@@ -87,3 +87,61 @@ def test_parallel_consent_approvals_make_one_grant(party):
     grants = requests.get(f"{base}/api/v1/oauth2/@me/authorizations", headers={"Authorization": user["token"]},
                           timeout=10).json()
     assert len(grants) == 1 and grants[0]["scopes"] == ["identify", "email"]
+
+
+# --- issuance against an ending: whichever commits first, nothing issued outlives the ending ---
+
+ROUNDS = 12
+
+
+def _issue_while_revoking(base, owner, app, prepare) -> None:
+    """A code redemption or a refresh (``prepare()`` makes the code or the refresh token and
+    returns the request to send) and the user's revocation of the grant, side by side,
+    ROUNDS times: the revocation always succeeds and always ends what the issuance gave,
+    whichever of the two commits first."""
+    for _ in range(ROUNDS):
+        issue = prepare()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            issued = pool.submit(issue)
+            revoked = pool.submit(lambda: requests.delete(
+                f"{base}/api/v1/oauth2/@me/authorizations/{app['id']}", headers={"Authorization": owner["token"]},
+                timeout=30))
+            issued, revoked = issued.result(), revoked.result()
+        assert revoked.status_code == 204, revoked.text  # never a 500 that rolls the ending back
+        assert issued.status_code in (200, 400), issued.text
+        if issued.status_code == 200:
+            body = issued.json()
+            me = requests.get(f"{base}/api/v1/users/@me", headers={"Authorization": f"Bearer {body['access_token']}"},
+                              timeout=10)
+            assert me.status_code == 401, "a token issued across a revocation outlived it"
+            again = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
+                                  data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
+            assert again.status_code == 400
+        listed = requests.get(f"{base}/api/v1/oauth2/@me/authorizations", headers={"Authorization": owner["token"]},
+                              timeout=10).json()
+        assert [grant for grant in listed if grant["application"]["id"] == app["id"]] == []
+
+
+def test_a_code_redemption_racing_a_revocation_never_outlives_it(party):
+    base, owner, app = party
+
+    def prepare():
+        data = {"grant_type": "authorization_code", "code": new_code(base, owner, app), "redirect_uri": CB}
+        return lambda: requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]),
+                                     timeout=30, data=data)
+
+    _issue_while_revoking(base, owner, app, prepare)
+
+
+def test_a_refresh_racing_a_revocation_never_outlives_it(party):
+    base, owner, app = party
+
+    def prepare():
+        pair = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
+                             data={"grant_type": "authorization_code", "code": new_code(base, owner, app),
+                                   "redirect_uri": CB}).json()
+        data = {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}
+        return lambda: requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]),
+                                     timeout=30, data=data)
+
+    _issue_while_revoking(base, owner, app, prepare)

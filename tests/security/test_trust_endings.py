@@ -150,3 +150,24 @@ async def test_deleting_an_application_removes_its_bot_and_managed_roles(client,
     assert await _managed_roles(rt, guild_id) == []
     members = (await client.get(f"/api/v1/guilds/{guild_id}/members", headers=owner.headers)).json()
     assert [member["user"]["id"] for member in members] == [owner.id]
+
+
+async def test_client_token_authenticated_before_a_reset_is_not_issued_after_it(client, rt, monkeypatch):
+    """The secret is checked again where the token is written: a reset (or a disabling)
+    committed between the client's lookup and its token's insert ends that token too. The
+    reset is made to land in that gap, through the real API."""
+    owner = await register(client)
+    app = await create_app(client, owner)
+    hot = rt.db.hot
+    write = hot.execute
+
+    async def reset_first(name, *args):
+        if name == "issue_client_token":
+            reset = await client.post(f"/api/v1/oauth2/applications/{app.id}/client-secret/reset",
+                                      json={"password": PASSWORD}, headers=owner.headers)
+            assert reset.status_code == 200
+        return await write(name, *args)
+
+    monkeypatch.setattr(hot, "execute", reset_first)
+    refused = await cc(client, app)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"

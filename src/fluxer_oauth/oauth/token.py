@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fluxer_oauth.core import credentials
-from fluxer_oauth.core.errors import OAuthError
+from fluxer_oauth.core.errors import OAuthError, invalid_client
 from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, covers, format_scopes, parse_scopes
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client, presented_secret_hash
@@ -34,8 +34,9 @@ async def token_endpoint(rt: Runtime, params: Params, authorization: str | None)
         grant_type = params.get("grant_type", required=True)
     except ParamError as exc:
         raise OAuthError("invalid_request", str(exc)) from exc
-    # The store's checked insert authenticates and issues in one statement, which leaves no
-    # moment between for a per-client limit: taken only when there is none to count.
+    # Where the store's checked insert saves the lookup (PostgreSQL), it authenticates and
+    # issues in one statement, which leaves no moment between for a per-client limit: taken
+    # only when there is none to count.
     if (grant_type == "client_credentials" and rt.db.hot.checks_clients_on_insert
             and params.on_client_authenticated is None):
         body = await _client_credentials_checked_on_insert(rt, params, authorization)
@@ -108,6 +109,7 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
     at = now()
     failure: OAuthError | None = None
     async with rt.db.write() as conn:
+        granted = await oauth_store.hold_grant_of_code(conn, code_hash)
         row = await oauth_store.consume_code(conn, code_hash, app.id, at)
         if row is None:
             previous = await oauth_store.get_code(conn, code_hash)
@@ -120,6 +122,8 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 failure = invalid_grant("this code has already been used; the tokens it issued are revoked")
             else:
                 failure = invalid_grant("the code is unknown, expired, or was issued to another client")
+        elif not granted:
+            failure = invalid_grant("the authorization behind this code was revoked")
         else:
             failure = _check_code_binding(row, redirect_uri, verifier)
             user = await user_store.get_user(conn, row.user_id) if failure is None else None
@@ -167,6 +171,7 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
     at = now()
     failure: OAuthError | None = None
     async with rt.db.write() as conn:
+        granted = await oauth_store.hold_grant_of_token(conn, token_hash)
         row = await oauth_store.rotate_refresh_token(conn, token_hash, app.id, at)
         if row is None:
             previous = await oauth_store.get_token(conn, token_hash)
@@ -186,7 +191,9 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
                 # Nothing is spent: the rotation rolls back with this error.
                 raise OAuthError("invalid_scope", "scope may narrow the grant but not widen it")
             user = await user_store.get_user(conn, row.user_id)
-            if user is None or user.disabled_at is not None:
+            if not granted:
+                failure = invalid_grant("the authorization behind this refresh token was revoked")
+            elif user is None or user.disabled_at is not None:
                 failure = invalid_grant("the user is no longer active")
             elif "admin" in granted and not (app.trusted and user.staff):
                 # Untrusting or removing staff ends such grants; this holds the rule even so.
@@ -235,10 +242,14 @@ async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
         raise OAuthError("unauthorized_client", "client_credentials needs an application with a bot")
     scope_text = _client_credentials_scope(raw_scope)
     access, issue_id, at, expires_at = _new_client_token(rt)
-    await rt.db.hot.execute(
-        "insert_token", credentials.stored_token_key(access), ACCESS, app.id, app.bot_id, None,
-        issue_id, issue_id, scope_text, None, at, expires_at, False,
+    # Written only if the application still has this secret and is still enabled (and its
+    # owner too): a reset or a disabling committed since the lookup ends this token as well.
+    written = await rt.db.hot.execute(
+        "issue_client_token", credentials.stored_token_key(access), app.id, app.secret_hash, issue_id, scope_text,
+        at, expires_at,
     )
+    if not written:
+        raise invalid_client()
     return _response(rt, access, scope_text)
 
 

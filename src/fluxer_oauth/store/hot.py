@@ -91,6 +91,21 @@ _POSTGRES_BATCHES = {
 }
 
 
+# SQLite's form of "issue_client_token": the same check and write for a VALUES list of rows
+# (whose columns SQLite names column1..column7, in the order of the arguments).
+_SQLITE_CHECKED_INSERTS = {
+    "issue_client_token": (
+        f"INSERT INTO tokens ({_TOKEN_COLUMNS}) "
+        f"SELECT v.column1, {ACCESS}, a.id, a.bot_id, NULL, v.column4, v.column4, v.column5, NULL, v.column6, "
+        "v.column7, NULL, 0 FROM (VALUES {rows}) AS v "
+        "JOIN applications a ON a.id = v.column2 AND a.secret_hash = v.column3 AND a.disabled_at IS NULL "
+        f"AND a.bot_id IS NOT NULL {_OWNER_ENABLED} "
+        "RETURNING token_hash",
+        "(?, ?, ?, ?, ?, ?, ?)",
+    ),
+}
+
+
 def _lookup_batch_form(sql: str, array_type: str) -> str:
     """A lookup of one key ({0}) made once for each key of an array, each row led by its key.
     The one-key statement runs as it is for each key (OFFSET 0 keeps the planner from merging
@@ -282,49 +297,63 @@ class SqliteHot(_GroupCommit):
         # without a task per batch.
         pending = self._take_pending()
         try:
-            self._write_rows(_rows_by_statement(pending))
+            results = self._write_rows(_rows_by_statement(pending))
         except Exception as exc:  # every waiter learns what happened to its row
             self._settle(pending, {}, exc)
         else:
-            self._settle(pending, {}, None)
+            self._settle(pending, results, None)
 
     # Rows per INSERT statement: one statement of many rows costs less than as many
     # executions of a one-row statement (~15 % of the write).
     ROWS_PER_STATEMENT = 64
 
-    def _write_rows(self, pending: dict[str, list[tuple]]) -> None:
+    def _write_rows(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
+        """Writes the batch; for the checking inserts, whether each row was written."""
         connection = self._conn()
         if self._checkpointer is None and self._path != ":memory:":
             # This connection writes most; it leaves checkpoints to a thread of their own.
             connection.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = _Checkpointer(self._path, self._synchronous)
         statements = [
-            (self._multi_row_sql(name, len(chunk)), [value for row in chunk for value in row])
+            (name, self._multi_row_sql(name, len(chunk)), [value for row in chunk for value in row])
             for name, rows in pending.items()
             for chunk in (rows[i:i + self.ROWS_PER_STATEMENT] for i in range(0, len(rows), self.ROWS_PER_STATEMENT))
         ]
+        written: dict[str, set] = {name: set() for name in pending if name in _SQLITE_CHECKED_INSERTS}
         try:
             if len(statements) == 1:  # one statement is its own transaction
-                connection.execute(*statements[0])
-                return
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in statements:
-                    connection.execute(*statement)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+                self._run(connection, written, *statements[0])
+            else:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in statements:
+                        self._run(connection, written, *statement)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
             raise _unavailable() from exc
+        return {name: [row[0] in keys for row in pending[name]] for name, keys in written.items()}
+
+    @staticmethod
+    def _run(connection: sqlite3.Connection, written: dict[str, set], name: str, sql: str, values: list) -> None:
+        cursor = connection.execute(sql, values)
+        if name in written:
+            written[name].update(row[0] for row in cursor.fetchall())
 
     def _multi_row_sql(self, name: str, count: int) -> str:
         sql = self._multi_sql.get((name, count))
         if sql is None:
-            head, _, values = self._sql[name].partition(" VALUES ")
-            sql = self._multi_sql[name, count] = head + " VALUES " + ", ".join([values] * count)
+            if name in _SQLITE_CHECKED_INSERTS:
+                template, values = _SQLITE_CHECKED_INSERTS[name]
+                sql = template.replace("{rows}", ", ".join([values] * count))
+            else:
+                head, _, values = self._sql[name].partition(" VALUES ")
+                sql = head + " VALUES " + ", ".join([values] * count)
+            self._multi_sql[name, count] = sql
         return sql
 
     async def close(self) -> None:

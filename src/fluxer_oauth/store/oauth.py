@@ -33,6 +33,29 @@ _TOUCH_GRANT = (
 )
 
 
+def _hold_grant_of(table, key_column):
+    return (select(grants.c.id)
+            .where(grants.c.id == select(table.c.grant_id).where(key_column == bindparam("p_key")).scalar_subquery())
+            .with_for_update(key_share=True))
+
+
+_HOLD_GRANT_OF_CODE = _hold_grant_of(authorization_codes, authorization_codes.c.code_hash)
+_HOLD_GRANT_OF_TOKEN = _hold_grant_of(tokens, tokens.c.token_hash)
+
+
+async def hold_grant_of_code(conn: AsyncConnection, code_hash: bytes) -> bool:
+    """Whether the grant of a code still exists, held until the transaction ends. Issuance
+    takes this before it locks the code or token row, and every ending deletes the grant row
+    first: whichever comes second waits for the other to commit, so an ending never misses
+    tokens issued beside it (on PostgreSQL a row lock; SQLite writes one at a time anyway)."""
+    return (await conn.execute(_HOLD_GRANT_OF_CODE, {"p_key": code_hash})).first() is not None
+
+
+async def hold_grant_of_token(conn: AsyncConnection, token_hash: bytes) -> bool:
+    """``hold_grant_of_code`` for a refresh token."""
+    return (await conn.execute(_HOLD_GRANT_OF_TOKEN, {"p_key": token_hash})).first() is not None
+
+
 async def get_grant(conn: AsyncConnection, user_id: int, application_id: int):
     return (await conn.execute(_GET_GRANT, {"p_user_id": user_id, "p_application_id": application_id})).first()
 
@@ -66,7 +89,8 @@ def _has_scope(column, scope: str):
 
 async def end_grant(conn: AsyncConnection, user_id: int, application_id: int, now: float) -> bool:
     """End what a user granted an application: the remembered consent, the codes not yet
-    redeemed and every token. Whether there was anything to end."""
+    redeemed and every token. Whether there was anything to end. The grant row goes first
+    (see hold_grant_of_code), as in every ending here."""
     ended = (await conn.execute(
         delete(grants).where(grants.c.user_id == user_id, grants.c.application_id == application_id)
     )).rowcount

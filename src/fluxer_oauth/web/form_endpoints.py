@@ -48,7 +48,8 @@ class FormEndpoint:
         authenticated (a failed authentication counts against the address instead); a request
         that stops before either still makes its global count."""
         bucket = self.bucket
-        params.on_client_authenticated = lambda application_id: admit_client(scope, bucket, application_id)
+        if scope["app"].limits.enabled:
+            params.on_client_authenticated = lambda application_id: admit_client(scope, bucket, application_id)
         try:
             return await self.handler(scope["app"].runtime, params, authorization)
         except OAuthError as exc:
