@@ -109,7 +109,8 @@ async def test_trailing_slash_never_redirects_to_the_host_header(client, owner, 
 # --- 4. invisible formatting characters in names ----------------------------------------------
 
 FORMAT_CHARACTERS = ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u200b", "\u200d", "\ufeff",
-                     "\u00ad", "\U000e0041"]
+                     "\u00ad", "\U000e0041",
+                     "\u2028", "\u2029", "\u3164", "\u115f", "\u2800"]  # separators, blank letters
 
 
 @pytest.mark.parametrize("char", FORMAT_CHARACTERS)

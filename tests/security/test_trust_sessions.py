@@ -230,6 +230,21 @@ async def test_login_form_works_with_and_without_an_old_session_cookie(client):
     assert again.status_code == 303
 
 
+async def test_signing_in_again_ends_the_session_the_browser_had(client):
+    await register(client, "firstuser")
+    await register(client, "seconduser")
+    token = csrf_of((await client.get("/login")).text)
+    first = await client.post("/login", data={"csrf_token": token, "login": "firstuser", "password": PASSWORD,
+                                              "next": "/"})
+    assert first.status_code == 303
+    old = client.cookies["fluxer_session"]
+    second = await client.post("/login", data={"csrf_token": token, "login": "seconduser", "password": PASSWORD,
+                                               "next": "/"})
+    assert second.status_code == 303
+    assert not await session_alive(client, old)
+    assert await session_alive(client, client.cookies["fluxer_session"])
+
+
 # --- 4. Origin / Sec-Fetch-Site --------------------------------------------------------------
 
 def page_post_paths(app) -> list[str]:

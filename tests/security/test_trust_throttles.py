@@ -4,6 +4,8 @@ counters are in Redis."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -70,6 +72,14 @@ async def test_wrong_passwords_from_one_address_never_lock_the_owner_out(limited
         assert (await login(owner_http, "target", PASSWORD)).status_code == 200
 
 
+async def test_parallel_guesses_cannot_all_pass_the_check_before_one_is_counted(limited_app):
+    async with client_at(limited_app, "10.0.0.66") as http:
+        await register(http, "target")
+        answers = await asyncio.gather(*[login(http, "target", "wrong password") for _ in range(30)])
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [400] * 10 + [429] * 20
+
+
 async def test_username_and_email_count_as_one_account(limited_app):
     async with client_at(limited_app, "10.0.0.66") as http:
         await register(http, "target")
@@ -103,3 +113,11 @@ async def test_password_confirmations_are_throttled(limited_app):
         assert answers == [403] * 10 + [429]
         # Even the right password waits now: the guesser learns nothing more.
         assert (await http.post(path, json={"password": PASSWORD}, headers=owner.headers)).status_code == 429
+
+
+async def test_failed_introspection_authentication_counts_against_the_address(limited_app):
+    async with client_at(limited_app, "10.0.0.66") as http:
+        answers = [(await http.post("/api/v1/oauth2/introspect", data={"token": "x"}, auth=("1234", "wrong")))
+                   for _ in range(11)]
+        assert [a.status_code for a in answers] == [401] * 10 + [429]
+        assert answers[0].headers["x-ratelimit-bucket"] == "client_auth"

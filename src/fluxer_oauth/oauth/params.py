@@ -21,8 +21,8 @@ class Params:
 
     def __init__(self, multi: Mapping[str, Sequence[str]]) -> None:
         self._multi = multi
-        # The request's parsed Basic credentials, once read (client_auth.presented_basic):
-        # the rate limiter and the authentication both need them.
+        # The request's parsed Basic credentials, once read (client_auth.presented_basic): a
+        # client-credentials request that the checked insert did not settle reads them again.
         self.basic = None
         # What the edge runs once the request's client has authenticated, before the grant
         # does any work: its per-client rate limit. ``f(application_id)`` returns None, or an

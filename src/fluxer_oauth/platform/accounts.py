@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Protocol
+from contextlib import asynccontextmanager
+from typing import AsyncContextManager, Awaitable, Callable, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
@@ -74,15 +75,28 @@ def _raise_taken(what: str):
 
 
 class PasswordThrottle(Protocol):
-    """Counts failed password checks per account (the edge's rate limits, web/ratelimit.py)."""
+    """Counts failed password checks per account (the edge's rate limits, web/ratelimit.py):
+    ``attempt(account)`` is an async context around one check, which raises when the account
+    has no failure left and yields the coroutine function that counts a failure."""
 
-    async def check(self, account: str) -> None: ...  # raises when the account has no failure left
+    def attempt(self, account: str) -> AsyncContextManager[Callable[[], Awaitable[None]]]: ...
 
-    async def failed(self, account: str) -> None: ...
+
+class _Unthrottled:
+    @asynccontextmanager
+    async def attempt(self, account: str):
+        yield _nothing_to_count
+
+
+async def _nothing_to_count() -> None:
+    pass
+
+
+UNTHROTTLED = _Unthrottled()
 
 
 async def login(rt: Runtime, login_name: str, password: str,
-                throttle: PasswordThrottle | None = None) -> tuple[str, object]:
+                throttle: PasswordThrottle = UNTHROTTLED) -> tuple[str, object]:
     """A new session for valid credentials. The same error for an unknown account and a
     wrong password, and the same work (a password verification) for both. Failures count
     against the account found (its username and email alike), or the name typed if none."""
@@ -91,26 +105,21 @@ async def login(rt: Runtime, login_name: str, password: str,
     async with rt.db.read() as conn:
         user = await user_store.find_by_login(conn, login_name) if findable else None
     account = f"user:{user.id}" if user is not None else f"name:{login_name.strip().lower()[:254]}"
-    if throttle is not None:
-        await throttle.check(account)
     stored = user.password_hash if user is not None and user.disabled_at is None and not user.bot else None
-    if not await rt.passwords.verify(stored, password[:128]):
-        if throttle is not None:
-            await throttle.failed(account)
-        raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
+    async with throttle.attempt(account) as count_failure:
+        if not await rt.passwords.verify(stored, password[:128]):
+            await count_failure()
+            raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
     return await start_session(rt, user.id), user
 
 
-async def check_password(rt: Runtime, user, password: str, throttle: PasswordThrottle | None = None) -> None:
+async def check_password(rt: Runtime, user, password: str, throttle: PasswordThrottle = UNTHROTTLED) -> None:
     """Confirmation step of sensitive operations (secret and token resets), throttled like a
     login: a stolen session must not become an online password guesser."""
-    account = f"user:{user.id}"
-    if throttle is not None:
-        await throttle.check(account)
-    if not isinstance(password, str) or not await rt.passwords.verify(user.password_hash, password[:128]):
-        if throttle is not None:
-            await throttle.failed(account)
-        raise ApiError(403, "INVALID_PASSWORD", "password confirmation failed")
+    async with throttle.attempt(f"user:{user.id}") as count_failure:
+        if not isinstance(password, str) or not await rt.passwords.verify(user.password_hash, password[:128]):
+            await count_failure()
+            raise ApiError(403, "INVALID_PASSWORD", "password confirmation failed")
 
 
 async def start_session(rt: Runtime, user_id: int) -> str:

@@ -10,7 +10,7 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.redirect_uris import RedirectUriError, validate_for_registration
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth import endings
-from fluxer_oauth.platform.accounts import PasswordThrottle, check_password, new_discriminator, user_json
+from fluxer_oauth.platform.accounts import UNTHROTTLED, PasswordThrottle, check_password, new_discriminator, user_json
 from fluxer_oauth.platform.validation import FormErrors, check_text
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
@@ -178,7 +178,7 @@ async def delete(rt: Runtime, owner, application_id: int) -> None:
 
 
 async def reset_client_secret(rt: Runtime, owner, application_id: int, password,
-                              throttle: PasswordThrottle | None = None) -> dict:
+                              throttle: PasswordThrottle = UNTHROTTLED) -> dict:
     app, _ = await owned(rt, owner, application_id)
     await check_password(rt, owner, password, throttle)
     client_secret = credentials.new_client_secret()
@@ -196,7 +196,7 @@ async def reset_client_secret(rt: Runtime, owner, application_id: int, password,
 
 
 async def reset_bot_token(rt: Runtime, owner, application_id: int, password,
-                          throttle: PasswordThrottle | None = None) -> dict:
+                          throttle: PasswordThrottle = UNTHROTTLED) -> dict:
     app, _ = await owned(rt, owner, application_id)
     if app.bot_id is None:
         raise ApiError(400, "APPLICATION_HAS_NO_BOT", "this application has no bot")

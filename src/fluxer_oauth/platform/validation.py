@@ -27,11 +27,20 @@ def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
 
 
+# Letters and symbols that render as blank space, which a name could be made of to look empty
+# or like another: the Hangul fillers and the blank Braille pattern.
+_BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Format characters, and the line and paragraph separators, which break a name's line.
+_INVISIBLE_CATEGORIES = frozenset(("Cf", "Zl", "Zp"))
+
+
 def has_format_characters(value: str) -> bool:
-    """Unicode format characters (category Cf): bidirectional controls (U+202A-U+202E,
-    U+2066-U+2069, U+200E/F), zero-width characters, soft hyphen, tags. They are invisible
-    and reorder or hide what a name shows, e.g. on the consent page."""
-    return not value.isascii() and any(category(ch) == "Cf" for ch in value)
+    """Invisible characters: Unicode format characters (category Cf: bidirectional controls
+    U+202A-U+202E, U+2066-U+2069, U+200E/F, zero-width characters, soft hyphen, tags), line
+    and paragraph separators, and blank letters. They reorder, hide or fake what a name
+    shows, e.g. on the consent page."""
+    return not value.isascii() and any(category(ch) in _INVISIBLE_CATEGORIES or ch in _BLANK_CHARACTERS
+                                       for ch in value)
 
 
 def check_text(errors: FormErrors, path: str, value: str | None, *, min_len: int, max_len: int,

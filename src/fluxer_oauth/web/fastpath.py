@@ -12,11 +12,12 @@ from fluxer_oauth.oauth.bearer import USER_OFFSET, access_token_row, scope_set
 from fluxer_oauth.platform.accounts import user_json
 from fluxer_oauth.store.hot import USER_FIELDS, row_of
 from fluxer_oauth.web.caller import bot_row
+from fluxer_oauth.web.responses import API_NO_STORE_RAW
 
 ME_PATHS = frozenset({"/api/v1/users/@me", "/v1/users/@me"})
 _encode = msgspec.json.Encoder().encode
 # The user's data, and its email with that scope: never cached (as every API answer).
-_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_HEADERS = [(b"content-type", b"application/json"), API_NO_STORE_RAW]
 _MAX_CACHED = 10_000
 # Encoded user objects keyed by the user's columns, so a hit is exact.
 _bodies: dict[tuple, bytes] = {}

@@ -33,10 +33,7 @@ class FormEndpoint:
             except OAuthError:
                 await count_pending_global(scope)  # counted all the same, and its 429 comes first
                 raise
-            if self.bucket is None:
-                result = await self.handler(scope["app"].runtime, params, authorization)
-            else:
-                result = await self._limited(scope, params, authorization)
+            result = await self._limited(scope, params, authorization)
             return 200, _encode(result), NO_STORE_HEADERS
         except OAuthError as exc:
             return error_answer(exc, NO_STORE_HEADERS)
@@ -44,11 +41,12 @@ class FormEndpoint:
             return error_answer(exc)
 
     async def _limited(self, scope, params, authorization: str | None):
-        """The handler under the endpoint's per-client limit, counted once the client has
-        authenticated (a failed authentication counts against the address instead); a request
-        that stops before either still makes its global count."""
+        """The handler under the endpoint's per-client limit (if it has one), counted once the
+        client has authenticated; a failed authentication counts against the address instead
+        (on every form endpoint); a request that stops before either still makes its global
+        count."""
         bucket = self.bucket
-        if scope["app"].limits.enabled:
+        if bucket is not None and scope["app"].limits.enabled:
             params.on_client_authenticated = lambda application_id: admit_client(scope, bucket, application_id)
         try:
             return await self.handler(scope["app"].runtime, params, authorization)

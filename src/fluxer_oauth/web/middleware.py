@@ -19,6 +19,7 @@ from fluxer_oauth.ops import metrics
 from fluxer_oauth.ops.logging import log
 from fluxer_oauth.web.api import PREFIXES as API_PREFIXES
 from fluxer_oauth.web.fastpath import ME_PATHS
+from fluxer_oauth.web.responses import API_NO_STORE_RAW, has_header
 
 logger = logging.getLogger("fluxer.http")
 _encode = msgspec.json.encode
@@ -48,9 +49,6 @@ class BodyTooLarge(Exception):
 
 
 TOO_LARGE = {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
-# API answers carry personal data or credentials: no cache may keep them, unless a route
-# chose its own Cache-Control. The same pair in all three edges (here, fastpath, rsgi).
-NO_STORE = (b"cache-control", b"no-store")
 
 
 def internal_error(request_id: str) -> dict:
@@ -84,8 +82,8 @@ class EdgeMiddleware:
                 started = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
-                if api and not _has_cache_control(headers):
-                    headers.append(NO_STORE)
+                if api and not has_header(headers, b"cache-control"):
+                    headers.append(API_NO_STORE_RAW)
                 headers.append((b"x-request-id", request_id.encode()))
                 limit_state = state.get("rate_limit")
                 if limit_state is not None:
@@ -137,11 +135,6 @@ class EdgeMiddleware:
             )
 
 
-def _has_cache_control(headers) -> bool:
-    for name, _ in headers:
-        if name == b"cache-control":
-            return True
-    return False
 
 
 def _content_length(scope) -> int | None:

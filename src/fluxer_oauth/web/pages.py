@@ -192,7 +192,7 @@ async def cookie_user(request: Request):
 
 async def login_page(request: Request) -> Response:
     next_url = safe_next(request.query_params.get("next"))
-    if request.query_params.get("switch") != "1" and await cookie_user(request) is not None:
+    if await cookie_user(request) is not None:  # signing in as someone else starts with logout
         return redirect(request, next_url)
     return render(request, "login.html", next=next_url, login="", error=None)
 
@@ -214,6 +214,7 @@ async def login_submit(request: Request) -> Response:
     except ApiError:
         return render(request, "login.html", 400, next=next_url, login=login_name,
                       error="Login or password is incorrect.")
+    await _end_cookie_session(request)  # the session this browser had, if any, ends here
     # 303, never 307: the browser must not re-post the credentials to the next page.
     response = redirect(request, next_url, 303)
     _set_cookie(request, response, SESSION_COOKIE, token, runtime(request).settings.session_ttl)
@@ -237,14 +238,18 @@ async def logout_submit(request: Request) -> Response:
     form = await read_form(request)
     if not csrf_ok(request, form):
         return form_expired(request)
-    token = request.cookies.get(SESSION_COOKIE)
-    if token and credentials.looks_like_session_token(token):
-        await accounts.logout(runtime(request), token)
+    await _end_cookie_session(request)
     next_url = safe_next(form_field(form, "next"))
     response = redirect(request, "/login") if next_url == "/" else login_redirect(request, next_url, 303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
                            secure=runtime(request).settings.https)
     return response
+
+
+async def _end_cookie_session(request: Request) -> None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token and credentials.looks_like_session_token(token):
+        await accounts.logout(runtime(request), token)
 
 
 # --- authorize ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from contextlib import asynccontextmanager
 
 from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
@@ -238,7 +239,7 @@ class RateLimits:
             "revoke": parse_rate(settings.rate_limit_revoke),
             "global": parse_rate(settings.rate_limit_global),
             "client_auth": parse_rate(settings.rate_limit_client_auth_failures),
-            "login": parse_rate(settings.rate_limit_login_failures),
+            "password": parse_rate(settings.rate_limit_login_failures),
             "password_ip": parse_rate(settings.rate_limit_password_ip_failures),
             "password_account": parse_rate(settings.rate_limit_password_account_failures),
             "register": parse_rate(settings.rate_limit_registrations),
@@ -490,23 +491,49 @@ class PasswordThrottle:
     (account, IP), per IP, and per account under a ceiling that no single IP can reach (its
     own per-(account, IP) limit is lower), so a stranger's guesses never lock the owner out.
     ``account`` is what the password is checked against: a user's id, or the name typed when
-    no account has it (username and email of one account are one key)."""
+    no account has it (username and email of one account are one key).
+
+    Checks of one IP, and of one account, go one at a time in this process: checked, verified
+    and counted before the next is checked, so a burst of parallel guesses cannot all pass
+    the check before the first failure is counted (across processes, at most one each)."""
 
     def __init__(self, scope) -> None:
         self.limits = _limits(scope)
         self.ip = client_ip(scope)
 
     def _keys(self, account: str) -> tuple[tuple[str, str], ...]:
-        return (("login", f"{account}|{self.ip}"), ("password_ip", self.ip), ("password_account", account))
+        return (("password", f"{account}|{self.ip}"), ("password_ip", self.ip), ("password_account", account))
 
-    async def check(self, account: str) -> None:
-        """Raises ``RateLimited`` when any of the three has no failure left; counts nothing."""
-        for bucket, key in self._keys(account):
-            await self.limits.check(bucket, key)
+    @asynccontextmanager
+    async def attempt(self, account: str):
+        """Around one password check: raises ``RateLimited`` when any of the three buckets has
+        no failure left; yields the coroutine function that counts a failure."""
+        async with _one_at_a_time(f"ip:{self.ip}"), _one_at_a_time(f"account:{account}"):
+            for bucket, key in self._keys(account):
+                await self.limits.check(bucket, key)
+            yield lambda: self._failed(account)
 
-    async def failed(self, account: str) -> None:
+    async def _failed(self, account: str) -> None:
         for bucket, key in self._keys(account):
             await self.limits.record(bucket, key)
+
+
+_IN_FLIGHT: dict[str, list] = {}  # key -> [lock, how many hold or wait for it]
+
+
+@asynccontextmanager
+async def _one_at_a_time(key: str):
+    entry = _IN_FLIGHT.get(key)
+    if entry is None:
+        entry = _IN_FLIGHT[key] = [asyncio.Lock(), 0]
+    entry[1] += 1
+    try:
+        async with entry[0]:
+            yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _IN_FLIGHT[key]
 
 
 async def limit_registration(scope) -> None:

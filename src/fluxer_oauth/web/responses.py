@@ -17,6 +17,15 @@ from fluxer_oauth.platform.validation import invalid_form_body
 
 _encoder = msgspec.json.Encoder()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# API answers carry personal data or credentials: no cache may keep them, unless a route
+# chose its own Cache-Control. Each edge adds it (middleware, fastpath, rsgi).
+API_NO_STORE = ("cache-control", "no-store")
+API_NO_STORE_RAW = tuple(part.encode() for part in API_NO_STORE)  # as ASGI header bytes
+
+
+def has_header(headers, name) -> bool:
+    """Whether a list of (name, value) pairs has ``name`` (str or bytes, as the pairs are)."""
+    return any(key == name for key, _ in headers)
 
 
 class JSONResponse(Response):

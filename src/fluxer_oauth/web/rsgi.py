@@ -22,14 +22,13 @@ from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.middleware import TOO_LARGE, internal_error, log_unhandled, new_request_id, parse_length
 from fluxer_oauth.web.ratelimit import (GLOBAL_COUNTED, GLOBAL_PENDING, NOT_NOW, RateLimited, count_pending_global,
                                         hit_global_now)
-from fluxer_oauth.web.responses import error_answer
+from fluxer_oauth.web.responses import API_NO_STORE, error_answer, has_header
 
 _encode = msgspec.json.Encoder().encode
 _JSON = ("content-type", "application/json")
 # Everything answered here is an API answer: no-store unless the endpoint set its own
 # Cache-Control (the token endpoints, with Pragma). The @me body comes with it.
-_NO_STORE = ("cache-control", "no-store")
-_NO_STORE_ONLY = (_NO_STORE,)
+_NO_STORE_ONLY = (API_NO_STORE,)
 
 
 class RsgiEntry:
@@ -98,10 +97,10 @@ class RsgiEntry:
         except Exception:
             log_unhandled(request_id, scope.path)
             status, content, headers = 500, _encode(internal_error(request_id)), []
-        if _has_cache_control(headers):
+        if has_header(headers, "cache-control"):
             headers = [_JSON, *headers, ("x-request-id", request_id)]
         else:  # errors made here or by a rate limit
-            headers = [_JSON, _NO_STORE, *headers, ("x-request-id", request_id)]
+            headers = [_JSON, API_NO_STORE, *headers, ("x-request-id", request_id)]
         limit_state = state.get("rate_limit")
         if limit_state is not None:
             headers += limit_state.text_headers()
@@ -237,11 +236,6 @@ async def _refused(counting) -> bool:
     return False
 
 
-def _has_cache_control(headers) -> bool:
-    for name, _ in headers:
-        if name == "cache-control":
-            return True
-    return False
 
 
 def _host(address: str) -> str:
