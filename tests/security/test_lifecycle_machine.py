@@ -4,9 +4,11 @@ everything that issues or ends access (a Hypothesis state machine).
 The machine authorizes, consents, redeems and replays codes, refreshes and reuses refresh
 tokens, issues client-credentials tokens, revokes (by the user, by staff, by the client),
 disables and re-enables users, owners and applications, resets secrets and bot tokens,
-trusts and untrusts, and deletes applications. After every step it checks every credential
-it has ever seen against its model of what must still work: access and client tokens and
-bot tokens and sessions through the API, refresh tokens and codes in the database.
+trusts and untrusts, grants and removes staff, adds bots to a guild and makes them leave,
+and deletes applications. After every step it checks every credential it has ever seen
+against its model of what must still work: access and client tokens and bot tokens and
+sessions through the API, refresh tokens, codes, guild members and managed roles in the
+database.
 
 CI runs a bounded number of sequences on each backend (SQLite; PostgreSQL + Redis). A long
 run: FLUXER_LIFECYCLE_EXAMPLES=500 FLUXER_LIFECYCLE_STEPS=60 pytest tests/security/test_lifecycle_machine.py
@@ -27,7 +29,8 @@ from sqlalchemy import select
 from fluxer_oauth.app import build_app
 from fluxer_oauth.core import credentials
 from fluxer_oauth.platform import admin
-from fluxer_oauth.store.tables import authorization_codes, tokens
+from fluxer_oauth.core.permissions import PERMISSIONS
+from fluxer_oauth.store.tables import authorization_codes, guild_members, roles, tokens
 from tests.conftest import PASSWORD, query_of
 
 EXAMPLES = int(os.environ.get("FLUXER_LIFECYCLE_EXAMPLES", "8"))
@@ -56,6 +59,7 @@ class App:
     enabled: bool = True
     trusted: bool = False
     deleted: bool = False
+    in_guild: bool = False  # its bot, with the managed role it was given
 
 
 @dataclass
@@ -78,6 +82,7 @@ class World:
     credentials: list[Credential] = field(default_factory=list)
     old_sessions: list[str] = field(default_factory=list)
     consent: dict[tuple[str, str], set] = field(default_factory=dict)
+    guild_id: str = ""
 
 
 def lifecycle_machine(server_settings):
@@ -129,6 +134,9 @@ def lifecycle_machine(server_settings):
                 assert response.status_code == 201, response.text
                 body = response.json()
                 self.world.apps[name] = App(name, body["id"], owner, body["client_secret"], body["bot"]["token"])
+            guild = await self.http.post("/api/v1/guilds", json={"name": "Guild"}, headers=self.session_of("owner_a"))
+            assert guild.status_code == 201, guild.text
+            self.world.guild_id = guild.json()["id"]
 
         def session_of(self, name: str) -> dict:
             return {"Authorization": self.world.people[name].session}
@@ -337,6 +345,51 @@ def lifecycle_machine(server_settings):
                 for user in holders:
                     self.end_grant(user, app)
 
+        @rule(staff=st.booleans())
+        def set_staff(self, staff) -> None:
+            person = self.world.people["staff"]
+            self.run(admin.set_staff(self.rt, None, int(person.id), staff))
+            person.staff = staff
+            if not staff:
+                holders = {key[1] for key, scopes in self.world.consent.items()
+                           if key[0] == "staff" and "admin" in scopes}
+                holders |= {c.app for c in self.world.credentials
+                            if c.user == "staff" and c.alive and "admin" in c.scopes and c.kind != "code"}
+                for app in holders:
+                    self.end_grant("staff", app)
+
+        @rule(app=st.sampled_from("ab"))
+        def install_bot(self, app) -> None:
+            target = self.world.apps[app]
+            if not self.world.people["owner_a"].enabled:
+                return
+            response = self.run(self.http.post("/api/v1/oauth2/authorize/consent", headers=self.session_of("owner_a"),
+                                               json={"client_id": target.id, "scope": "bot", "authorize": True,
+                                                     "permissions": str(PERMISSIONS["ADMINISTRATOR"]),
+                                                     "guild_id": self.world.guild_id, "response_type": None}))
+            if not self.usable(target):
+                assert response.status_code in (200, 400, 404), response.text
+                assert not (response.status_code == 200 and "code=" in (response.json()["redirect_to"] or ""))
+                return
+            if target.in_guild:
+                assert response.status_code == 400 and response.json()["code"] == "BOT_ALREADY_IN_GUILD", response.text
+            else:
+                assert response.status_code == 200, response.text
+                target.in_guild = True
+
+        @rule(app=st.sampled_from("ab"))
+        def bot_leaves(self, app) -> None:
+            target = self.world.apps[app]
+            response = self.run(self.http.delete(f"/api/v1/users/@me/guilds/{self.world.guild_id}",
+                                                 headers={"Authorization": f"Bot {target.bot_token}"}))
+            if not self.usable(target):
+                assert response.status_code == 401, response.text
+            elif target.in_guild:
+                assert response.status_code == 204, response.text
+                target.in_guild = False
+            else:
+                assert response.status_code == 404, response.text
+
         @precondition(lambda self: not self.world.apps["b"].deleted)
         @rule()
         def delete_application(self) -> None:
@@ -347,6 +400,7 @@ def lifecycle_machine(server_settings):
             assert response.status_code == 204, response.text
             assert owner.enabled
             target.deleted = True
+            target.in_guild = False
             self.end_application("b")
 
         # --- what must still work, and what must not ----------------------------------------
@@ -376,6 +430,14 @@ def lifecycle_machine(server_settings):
                     me = await self.http.get("/api/v1/users/@me", headers={"Authorization": f"Bot {token}"})
                     expected = 200 if token == app.bot_token and self.usable(app) else 401
                     assert me.status_code == expected, (app, me.text)
+            async with self.rt.db.read() as conn:
+                managed = (await conn.execute(select(roles.c.id).where(
+                    roles.c.guild_id == int(self.world.guild_id), roles.c.managed.is_(True)))).all()
+                members = set((await conn.execute(select(guild_members.c.user_id).where(
+                    guild_members.c.guild_id == int(self.world.guild_id)))).scalars())
+            in_guild = {int(app.id) for app in self.world.apps.values() if app.in_guild}
+            assert len(managed) == len(in_guild), (managed, in_guild)
+            assert members == in_guild | {int(self.world.people["owner_a"].id)}, (members, in_guild)
             for person in self.world.people.values():
                 if person.session:
                     assert (await self.http.get("/api/v1/users/@me", headers={
