@@ -159,6 +159,15 @@ def lifecycle_machine(server_settings):
             for key in [key for key in self.world.consent if key[1] == app]:
                 del self.world.consent[key]
 
+        def end_admin_grants(self, chosen) -> None:
+            """End every grant carrying admin (remembered, or on a live token) that ``chosen(user, app)`` picks."""
+            holders = {key for key, scopes in self.world.consent.items() if "admin" in scopes}
+            holders |= {(c.user, c.app) for c in self.world.credentials
+                        if c.alive and "admin" in c.scopes and c.kind != "code"}
+            for user, app in holders:
+                if chosen(user, app):
+                    self.end_grant(user, app)
+
         # --- issuing -----------------------------------------------------------------------
 
         @rule(user=st.sampled_from(["staff", "plain", "owner_a"]), app=st.sampled_from("ab"),
@@ -339,11 +348,7 @@ def lifecycle_machine(server_settings):
             self.run(admin.set_application_trusted(self.rt, None, int(target.id), trusted))
             target.trusted = trusted
             if not trusted:
-                holders = {key[0] for key, scopes in self.world.consent.items() if key[1] == app and "admin" in scopes}
-                holders |= {c.user for c in self.world.credentials
-                            if c.app == app and c.alive and "admin" in c.scopes and c.kind != "code"}
-                for user in holders:
-                    self.end_grant(user, app)
+                self.end_admin_grants(lambda user, grant_app: grant_app == app)
 
         @rule(staff=st.booleans())
         def set_staff(self, staff) -> None:
@@ -351,12 +356,7 @@ def lifecycle_machine(server_settings):
             self.run(admin.set_staff(self.rt, None, int(person.id), staff))
             person.staff = staff
             if not staff:
-                holders = {key[1] for key, scopes in self.world.consent.items()
-                           if key[0] == "staff" and "admin" in scopes}
-                holders |= {c.app for c in self.world.credentials
-                            if c.user == "staff" and c.alive and "admin" in c.scopes and c.kind != "code"}
-                for app in holders:
-                    self.end_grant("staff", app)
+                self.end_admin_grants(lambda user, grant_app: user == "staff")
 
         @rule(app=st.sampled_from("ab"))
         def install_bot(self, app) -> None:
