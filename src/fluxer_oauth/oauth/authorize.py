@@ -24,6 +24,7 @@ from fluxer_oauth.oauth.redirects import with_query
 from fluxer_oauth.platform import guilds
 from fluxer_oauth.platform.applications import redirect_uris_of
 from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import oauth as oauth_store
 
@@ -238,6 +239,11 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
     at = now()
     remembered = [scope for scope in request.scopes if scope != "bot"]
     async with rt.db.write() as conn:
+        # Checked again under the application's lock: an ending committed since the request
+        # was validated (the application or its owner disabled) must not be outlived by this.
+        await oauth_store.hold_application(conn, request.app.id)
+        if not await app_store.may_authorize(conn, request.app.id, user.id):
+            raise ApiError(400, "APPLICATION_UNAVAILABLE", "this application can no longer be authorized")
         if guild_id is not None:
             await guilds.install_bot(
                 rt, conn, app=request.app, user=user, guild_id=guild_id, permissions=request.permissions

@@ -7,10 +7,15 @@ with their managed roles. Callers raise their errors only after the transaction 
 committed, so an error never rolls an ending back. Nothing ended comes back: re-enabling
 a user or an application leaves their old credentials dead.
 
+Each ending first takes the ending lock of every application it touches (store/oauth.py,
+lock_applications_for_ending), so it waits for the issuances under way and the later ones
+wait for it: nothing issued beside an ending outlives it.
+
 | event                                  | function                 |
 |----------------------------------------|--------------------------|
-| user or staff revokes, token revoked,  | end_grant                |
-| refresh token reused                   |                          |
+| user or staff revokes, token revoked   | end_grant                |
+| refresh token reused                   | end_grant_now            |
+| code replayed                          | end_code_family          |
 | application disabled or deleted        | end_application          |
 | application untrusted, staff removed   | end_admin_access         |
 | client secret or bot token reset       | end_client_credentials   |
@@ -31,6 +36,7 @@ async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by:
                     at: float) -> bool:
     """What the user granted the application: consent, unredeemed codes, tokens. Whether
     there was anything to end."""
+    await oauth_store.lock_applications_for_ending(conn, [application_id])
     ended = await oauth_store.end_grant(conn, user_id, application_id, at)
     await audit.record(
         conn, id=rt.ids.next(), now=at, action="grant.revoked", actor_id=actor_id, application_id=application_id,
@@ -39,10 +45,32 @@ async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by:
     return ended
 
 
+async def end_grant_now(rt: Runtime, *, user_id: int, application_id: int, by: str, at: float) -> None:
+    """``end_grant`` in a transaction of its own, for what an issuance detected (a reused
+    refresh token): an ending must not wait for the other issuances' shared locks while the
+    issuance holds its own. ``by`` is also the audited event."""
+    async with rt.db.write() as conn:
+        await end_grant(rt, conn, user_id=user_id, application_id=application_id, by=by, actor_id=None, at=at)
+        await audit.record(conn, id=rt.ids.next(), now=at, action=by, application_id=application_id,
+                           target_user_id=user_id)
+
+
+async def end_code_family(rt: Runtime, code, *, at: float) -> None:
+    """A replayed code: every token issued from it (its family, refreshed ones included)."""
+    async with rt.db.write() as conn:
+        await oauth_store.lock_applications_for_ending(conn, [code.application_id])
+        revoked = await oauth_store.revoke_family(conn, code.family_id, at)
+        await audit.record(
+            conn, id=rt.ids.next(), now=at, action="code.replay_detected", application_id=code.application_id,
+            target_user_id=code.user_id, details={"tokens_revoked": revoked},
+        )
+
+
 async def end_application(rt: Runtime, conn, application_id: int, *, by: str, actor_id: int | None, at: float,
                           bot_id: int | None = None) -> None:
     """Everything every user granted the application and its client-credentials tokens; with
     ``bot_id`` (the application is going away) its bot leaves every guild, managed roles and all."""
+    await oauth_store.lock_applications_for_ending(conn, [application_id])
     await oauth_store.end_application_access(conn, application_id, at)
     details: dict = {"by": by}
     if bot_id is not None:
@@ -56,8 +84,9 @@ async def end_admin_access(rt: Runtime, conn, *, by: str, actor_id: int | None, 
                            application_id: int | None = None, user_id: int | None = None) -> None:
     """Every grant carrying the admin scope, of an application (untrusted) or of a user (no
     longer staff): the whole grant ends, since a narrower one was never consented to alone."""
-    for grant_user_id, grant_application_id in await oauth_store.users_granting_scope(
-            conn, "admin", application_id=application_id, user_id=user_id):
+    holders = await oauth_store.users_granting_scope(conn, "admin", application_id=application_id, user_id=user_id)
+    await oauth_store.lock_applications_for_ending(conn, [holder[1] for holder in holders])
+    for grant_user_id, grant_application_id in holders:
         await end_grant(rt, conn, user_id=grant_user_id, application_id=grant_application_id, by=by,
                         actor_id=actor_id, at=at)
 
@@ -74,7 +103,10 @@ async def end_client_credentials(rt: Runtime, conn, application_id: int, *, by: 
 async def end_user(rt: Runtime, conn, user_id: int, *, by: str, actor_id: int | None, at: float) -> None:
     """A disabled user: their sessions, everything they granted, and everything granted to
     the applications they own (which stop authenticating while the owner is disabled)."""
+    owned = await app_store.list_owned(conn, user_id)
+    await oauth_store.lock_applications_for_ending(
+        conn, [*await oauth_store.applications_of_user(conn, user_id), *(app.id for app in owned)])
     await user_store.end_sessions(conn, user_id)
     await oauth_store.end_user_access(conn, user_id, at)
-    for app in await app_store.list_owned(conn, user_id):
+    for app in owned:
         await end_application(rt, conn, app.id, by=by, actor_id=actor_id, at=at)

@@ -1,8 +1,10 @@
 """The token endpoint (SPEC §4.2) and its three grants.
 
 Each grant runs in one write transaction. Outcomes that must persist even though the
-client gets an error (a consumed code, a detected replay) are returned, not raised, so
-the transaction commits before the error is reported.
+client gets an error (a consumed code) are returned, not raised, so the transaction
+commits before the error is reported. What a detected replay or reuse ends is ended in a
+transaction of its own right after (oauth/endings.py: an ending never runs while the
+issuance's own shared lock is held).
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, cove
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client, presented_secret_hash
 from fluxer_oauth.oauth.params import ParamError, Params
-from fluxer_oauth.oauth.endings import end_grant
+from fluxer_oauth.oauth import endings
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
-from fluxer_oauth.store import audit
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
@@ -108,22 +109,16 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
     code_hash = credentials.sha256(code)
     at = now()
     failure: OAuthError | None = None
+    replayed = None
     async with rt.db.write() as conn:
-        granted = await oauth_store.hold_grant_of_code(conn, code_hash)
         row = await oauth_store.consume_code(conn, code_hash, app.id, at)
         if row is None:
             previous = await oauth_store.get_code(conn, code_hash)
             if previous is not None and previous.application_id == app.id and previous.consumed_at is not None:
-                revoked = await oauth_store.revoke_family(conn, previous.family_id, at)
-                await audit.record(
-                    conn, id=rt.ids.next(), now=at, action="code.replay_detected", application_id=app.id,
-                    target_user_id=previous.user_id, details={"tokens_revoked": revoked},
-                )
+                replayed = previous
                 failure = invalid_grant("this code has already been used; the tokens it issued are revoked")
             else:
                 failure = invalid_grant("the code is unknown, expired, or was issued to another client")
-        elif not granted:
-            failure = invalid_grant("the authorization behind this code was revoked")
         else:
             failure = _check_code_binding(row, redirect_uri, verifier)
             user = await user_store.get_user(conn, row.user_id) if failure is None else None
@@ -137,6 +132,8 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 await oauth_store.insert_tokens(conn, issued.rows)
                 await oauth_store.touch_grant(conn, row.grant_id, at)
                 guild = await guild_store.get_guild(conn, row.guild_id) if row.guild_id is not None else None
+    if replayed is not None:
+        await endings.end_code_family(rt, replayed, at=at)
     if failure is not None:
         raise failure
     return _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
@@ -170,18 +167,13 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
     token_hash = credentials.stored_token_key(token)
     at = now()
     failure: OAuthError | None = None
+    ending: tuple[int, str] | None = None  # (user id, why) of a grant to end
     async with rt.db.write() as conn:
-        granted = await oauth_store.hold_grant_of_token(conn, token_hash)
         row = await oauth_store.rotate_refresh_token(conn, token_hash, app.id, at)
         if row is None:
             previous = await oauth_store.get_token(conn, token_hash)
             if previous is not None and previous.application_id == app.id and previous.rotated:
-                await end_grant(rt, conn, user_id=previous.user_id, application_id=app.id,
-                                by="refresh_token_reuse", actor_id=None, at=at)
-                await audit.record(
-                    conn, id=rt.ids.next(), now=at, action="refresh_token.reuse_detected", application_id=app.id,
-                    target_user_id=previous.user_id,
-                )
+                ending = (previous.user_id, "refresh_token.reuse_detected")
                 failure = invalid_grant("this refresh token was already used; the grant is revoked")
             else:
                 failure = invalid_grant("the refresh token is unknown, expired, revoked or another client's")
@@ -191,14 +183,11 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
                 # Nothing is spent: the rotation rolls back with this error.
                 raise OAuthError("invalid_scope", "scope may narrow the grant but not widen it")
             user = await user_store.get_user(conn, row.user_id)
-            if not granted:
-                failure = invalid_grant("the authorization behind this refresh token was revoked")
-            elif user is None or user.disabled_at is not None:
+            if user is None or user.disabled_at is not None:
                 failure = invalid_grant("the user is no longer active")
             elif "admin" in granted and not (app.trusted and user.staff):
                 # Untrusting or removing staff ends such grants; this holds the rule even so.
-                await end_grant(rt, conn, user_id=row.user_id, application_id=app.id, by="admin_no_longer_allowed",
-                                actor_id=None, at=at)
+                ending = (row.user_id, "grant.admin_no_longer_allowed")
                 failure = invalid_grant("the admin scope is no longer allowed for this grant")
             else:
                 await oauth_store.revoke_issue(conn, row.issue_id, at)
@@ -210,6 +199,8 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
                 await oauth_store.insert_tokens(conn, issued.rows)
                 if row.grant_id is not None:
                     await oauth_store.touch_grant(conn, row.grant_id, at)
+    if ending is not None:
+        await endings.end_grant_now(rt, user_id=ending[0], application_id=app.id, by=ending[1], at=at)
     if failure is not None:
         raise failure
     return _response(rt, issued.access_token, scopes, refresh_token=issued.refresh_token)
