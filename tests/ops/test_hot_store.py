@@ -70,7 +70,6 @@ async def test_wal_stays_small_under_inserts_and_nothing_is_lost(rt, tmp_path):
         assert connection.execute("SELECT count(*) FROM tokens").fetchone()[0] == inserted + 1
 
 
-@postgres_only
 async def test_the_checking_insert_writes_only_for_an_enabled_application_with_this_secret_and_a_bot(client, rt):
     from fluxer_oauth.core import credentials
     from tests.conftest import create_app, register
@@ -104,6 +103,11 @@ async def test_the_checking_insert_writes_only_for_an_enabled_application_with_t
 
         from fluxer_oauth.store.tables import applications
         await conn.execute(update(applications).where(applications.c.id == int(with_bot.id)).values(disabled_at=now))
+    assert await issue(with_bot.id, with_bot.secret) is False
+    async with rt.db.write() as conn:  # enabled again, but its owner disabled: still nothing written
+        from fluxer_oauth.store.tables import users
+        await conn.execute(update(applications).where(applications.c.id == int(with_bot.id)).values(disabled_at=None))
+        await conn.execute(update(users).where(users.c.id == int(owner.id)).values(disabled_at=now))
     assert await issue(with_bot.id, with_bot.secret) is False
 
 

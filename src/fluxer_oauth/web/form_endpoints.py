@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.web.ratelimit import admit_client, count_failed_client_auth, count_pending_global
+from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, admit_client, count_failed_client_auth, count_pending_global
 from fluxer_oauth.web.responses import NO_STORE, error_answer, form_params
 
 _encode = msgspec.json.Encoder().encode
@@ -57,7 +57,8 @@ class FormEndpoint:
                     await pending
             raise
         finally:
-            await count_pending_global(scope)
+            if GLOBAL_PENDING in scope.get("state", ()):
+                await count_pending_global(scope)
 
     async def __call__(self, scope, receive, send) -> None:
         authorization = content_type = None
