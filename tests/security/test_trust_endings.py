@@ -5,11 +5,21 @@ pass found open."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+import asyncio
+import time
+from contextlib import asynccontextmanager
 
+import pytest
+from sqlalchemy import delete, select, update
+
+from fluxer_oauth.core import credentials
 from fluxer_oauth.core.permissions import PERMISSIONS
+from fluxer_oauth.oauth import endings
 from fluxer_oauth.platform import admin
-from fluxer_oauth.store.tables import grants, roles
+from fluxer_oauth.store import applications as app_store
+from fluxer_oauth.store import oauth as oauth_store
+from fluxer_oauth.store.tables import applications, grants, roles
+from tests.backends import POSTGRES
 from tests.api.test_bots import bot_headers, install, make_guild
 from tests.api.test_lifecycle import alive, refresh
 from tests.conftest import PASSWORD, bearer, create_app, exchange, get_code, register, tokens_for
@@ -123,7 +133,8 @@ async def test_bot_token_reset_ends_client_credentials_tokens(client):
 
 async def _managed_roles(rt, guild_id: str) -> list:
     async with rt.db.read() as conn:
-        rows = await conn.execute(select(roles.c.id).where(roles.c.guild_id == int(guild_id), roles.c.managed.is_(True)))
+        rows = await conn.execute(select(roles.c.id).where(roles.c.guild_id == int(guild_id),
+                                                          roles.c.managed.is_(True)))
         return list(rows.scalars())
 
 
@@ -171,3 +182,116 @@ async def test_client_token_authenticated_before_a_reset_is_not_issued_after_it(
     monkeypatch.setattr(hot, "execute", reset_first)
     refused = await cc(client, app)
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+
+# --- endings against what runs beside them ---------------------------------------------------
+# The interleavings are forced by pausing one side at a chosen point (a hook around a real
+# store call); everything else is the real server and database.
+
+only_postgres = pytest.mark.skipif(not POSTGRES, reason="SQLite writes one transaction at a time: no interleaving")
+
+
+@only_postgres
+async def test_client_token_written_during_a_secret_reset_does_not_outlive_it(client, rt):
+    """A client-credentials insert that arrives while a reset has changed the secret and
+    revoked the old tokens, but not yet committed, waits for it and is then not written."""
+    owner = await register(client)
+    app = await create_app(client, owner)
+    async with rt.db.read() as conn:
+        old_hash = (await conn.execute(select(applications.c.secret_hash)
+                                       .where(applications.c.id == int(app.id)))).scalar_one()
+    token_key = credentials.stored_token_key(credentials.new_stored_token())
+    now = time.time()
+    async with rt.db.write() as conn:
+        await conn.execute(update(applications).where(applications.c.id == int(app.id))
+                           .values(secret_hash=b"\0" * 32))
+        await endings.end_client_credentials(rt, conn, int(app.id), by="test", actor_id=None, at=now)
+        insert = asyncio.ensure_future(rt.db.hot.execute("issue_client_token", token_key, int(app.id), old_hash,
+                                                         rt.ids.next(), "identify", now, now + 60))
+        await asyncio.sleep(0.3)
+        assert not insert.done()  # waiting for the reset's row lock, not reading the old row
+    assert await insert is False
+
+
+@only_postgres
+async def test_disabling_and_deleting_an_application_side_by_side_never_deadlock(client, rt, monkeypatch):
+    """Staff disable an application while its owner deletes it: the disabling is paused right
+    after it writes the application row. Both take the ending lock before writing a row,
+    so one waits for the other; before, each held what the other wanted (a 500)."""
+    owner = await register(client)
+    app = await create_app(client, owner)
+    write = app_store.update_application
+
+    async def pause_after_writing(conn, application_id, **values):
+        found = await write(conn, application_id, **values)
+        await asyncio.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(app_store, "update_application", pause_after_writing)
+    disabling = asyncio.ensure_future(admin.set_application_disabled(rt, None, int(app.id), True))
+    await asyncio.sleep(0.1)
+    deleted = await client.delete(f"/api/v1/oauth2/applications/{app.id}", headers=owner.headers)
+    await disabling
+    assert deleted.status_code == 204
+
+
+async def test_an_untrust_landing_before_an_admin_approval_refuses_it(client, rt, monkeypatch):
+    """The admin scope is checked again inside the approval's transaction: an untrust that
+    commits after the request was validated gives no code."""
+    owner = await register(client)
+    app = await create_app(client, owner)
+    staff = await register(client)
+    await admin.set_staff(rt, None, int(staff.id), True)
+    await admin.set_application_trusted(rt, None, int(app.id), True)
+    db = rt.db
+    write = db.write
+
+    @asynccontextmanager
+    async def untrust_first():
+        monkeypatch.setattr(db, "write", write)
+        await admin.set_application_trusted(rt, None, int(app.id), False)
+        async with write() as conn:
+            yield conn
+
+    monkeypatch.setattr(db, "write", untrust_first)
+    response = await client.post("/api/v1/oauth2/authorize/consent", headers=staff.headers, json={
+        "client_id": app.id, "scope": "identify admin", "authorize": True, "response_type": "code",
+        "redirect_uri": "https://client.example/callback"})
+    assert response.status_code == 400 and response.json()["code"] == "APPLICATION_UNAVAILABLE"
+    assert (await client.get("/api/v1/oauth2/@me/authorizations", headers=staff.headers)).json() == []
+
+
+async def test_a_code_of_an_admin_grant_no_longer_allowed_does_not_redeem(client, rt):
+    owner = await register(client)
+    app = await create_app(client, owner)
+    staff = await register(client)
+    await admin.set_staff(rt, None, int(staff.id), True)
+    await admin.set_application_trusted(rt, None, int(app.id), True)
+    code = await get_code(client, staff, app, scope="identify admin")
+    async with rt.db.write() as conn:  # trust taken away without the ending (as a race could leave it)
+        await conn.execute(update(applications).where(applications.c.id == int(app.id)).values(trusted=False))
+    redeemed = await exchange(client, app, code)
+    assert redeemed.status_code == 400 and redeemed.json()["error"] == "invalid_grant"
+
+
+@only_postgres
+async def test_a_first_approval_beside_disabling_the_user_does_not_outlive_it(client, rt, monkeypatch):
+    """The approval is paused after writing its code, uncommitted; the user is disabled
+    meanwhile. The disabling waits for the approval (the user's lock), then ends its code."""
+    owner = await register(client)
+    app = await create_app(client, owner)
+    user = await register(client)
+    insert = oauth_store.insert_code
+
+    async def pause_after_inserting(conn, **values):
+        await insert(conn, **values)
+        await asyncio.sleep(0.3)
+
+    monkeypatch.setattr(oauth_store, "insert_code", pause_after_inserting)
+    approving = asyncio.ensure_future(get_code(client, user, app))
+    await asyncio.sleep(0.1)
+    await admin.set_user_disabled(rt, None, int(user.id), True)
+    code = await approving
+    await admin.set_user_disabled(rt, None, int(user.id), False)
+    redeemed = await exchange(client, app, code)
+    assert redeemed.status_code == 400 and redeemed.json()["error"] == "invalid_grant"

@@ -239,10 +239,11 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
     at = now()
     remembered = [scope for scope in request.scopes if scope != "bot"]
     async with rt.db.write() as conn:
-        # Checked again under the application's lock: an ending committed since the request
-        # was validated (the application or its owner disabled) must not be outlived by this.
-        await oauth_store.hold_application(conn, request.app.id)
-        if not await app_store.may_authorize(conn, request.app.id, user.id):
+        # Checked again under the user's and the application's locks: an ending committed
+        # since the request was validated (the application, its owner or the user disabled,
+        # the application untrusted, the user no longer staff) must not be outlived by this.
+        await oauth_store.hold_for_approval(conn, user.id, request.app.id)
+        if not await app_store.may_authorize(conn, request.app.id, user.id, admin="admin" in request.scopes):
             raise ApiError(400, "APPLICATION_UNAVAILABLE", "this application can no longer be authorized")
         if guild_id is not None:
             await guilds.install_bot(

@@ -8,8 +8,11 @@ committed, so an error never rolls an ending back. Nothing ended comes back: re-
 a user or an application leaves their old credentials dead.
 
 Each ending first takes the ending lock of every application it touches (store/oauth.py,
-lock_applications_for_ending), so it waits for the issuances under way and the later ones
-wait for it: nothing issued beside an ending outlives it.
+lock_applications_for_ending), and an ending of a user the user's own lock before those,
+so it waits for the issuances under way and the later ones wait for it: nothing issued
+beside an ending outlives it. Callers that change a row before ending (disabling,
+untrusting, removing staff) take the locks first, through lock_application and lock_user:
+a lock waited for after a row was written could deadlock against another ending.
 
 | event                                  | function                 |
 |----------------------------------------|--------------------------|
@@ -30,6 +33,20 @@ from fluxer_oauth.store import audit
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
+
+
+async def lock_application(conn, application_id: int) -> None:
+    """The locks an ending of the application takes, taken ahead of the caller's own writes."""
+    await oauth_store.lock_applications_for_ending(conn, [application_id])
+
+
+async def lock_user(conn, user_id: int) -> None:
+    """The locks an ending of the user (disabled, or no longer staff) takes, ahead of the
+    caller's own writes: the user's, then those of every application they granted or own."""
+    await oauth_store.lock_user_for_ending(conn, user_id)
+    owned = [app.id for app in await app_store.list_owned(conn, user_id)]
+    await oauth_store.lock_applications_for_ending(conn, [*await oauth_store.applications_of_user(conn, user_id),
+                                                          *owned])
 
 
 async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by: str, actor_id: int | None,
@@ -84,8 +101,11 @@ async def end_admin_access(rt: Runtime, conn, *, by: str, actor_id: int | None, 
                            application_id: int | None = None, user_id: int | None = None) -> None:
     """Every grant carrying the admin scope, of an application (untrusted) or of a user (no
     longer staff): the whole grant ends, since a narrower one was never consented to alone."""
+    if user_id is not None:
+        await lock_user(conn, user_id)
+    if application_id is not None:
+        await lock_application(conn, application_id)
     holders = await oauth_store.users_granting_scope(conn, "admin", application_id=application_id, user_id=user_id)
-    await oauth_store.lock_applications_for_ending(conn, [holder[1] for holder in holders])
     for grant_user_id, grant_application_id in holders:
         await end_grant(rt, conn, user_id=grant_user_id, application_id=grant_application_id, by=by,
                         actor_id=actor_id, at=at)
@@ -103,9 +123,8 @@ async def end_client_credentials(rt: Runtime, conn, application_id: int, *, by: 
 async def end_user(rt: Runtime, conn, user_id: int, *, by: str, actor_id: int | None, at: float) -> None:
     """A disabled user: their sessions, everything they granted, and everything granted to
     the applications they own (which stop authenticating while the owner is disabled)."""
+    await lock_user(conn, user_id)
     owned = await app_store.list_owned(conn, user_id)
-    await oauth_store.lock_applications_for_ending(
-        conn, [*await oauth_store.applications_of_user(conn, user_id), *(app.id for app in owned)])
     await user_store.end_sessions(conn, user_id)
     await oauth_store.end_user_access(conn, user_id, at)
     for app in owned:

@@ -110,6 +110,7 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
     at = now()
     failure: OAuthError | None = None
     replayed = None
+    ending: str | None = None  # why the grant ends with this refusal
     async with rt.db.write() as conn:
         row = await oauth_store.consume_code(conn, code_hash, app.id, at)
         if row is None:
@@ -121,9 +122,9 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 failure = invalid_grant("the code is unknown, expired, or was issued to another client")
         else:
             failure = _check_code_binding(row, redirect_uri, verifier)
-            user = await user_store.get_user(conn, row.user_id) if failure is None else None
-            if failure is None and (user is None or user.disabled_at is not None):
-                failure = invalid_grant("the user is no longer active")
+            if failure is None:
+                user = await user_store.get_user(conn, row.user_id)
+                failure, ending = _holder_refusal(app, user, row.scopes.split())
             if failure is None:
                 issued = _new_tokens(
                     rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
@@ -134,10 +135,24 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 guild = await guild_store.get_guild(conn, row.guild_id) if row.guild_id is not None else None
     if replayed is not None:
         await endings.end_code_family(rt, replayed, at=at)
+    if ending is not None:
+        await endings.end_grant_now(rt, user_id=row.user_id, application_id=app.id, by=ending, at=at)
     if failure is not None:
         raise failure
     return _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
                      guild=partial_guild_json(guild) if guild is not None else None)
+
+
+def _holder_refusal(app, user, scopes) -> tuple[OAuthError | None, str | None]:
+    """Why tokens may no longer be issued to this user for these scopes (None when they may),
+    and the reason to end the grant with the refusal, if it must end."""
+    if user is None or user.disabled_at is not None:
+        return invalid_grant("the user is no longer active"), None
+    if "admin" in scopes and not (app.trusted and user.staff):
+        # Untrusting or removing staff ends such grants; this holds the rule even so.
+        return (invalid_grant("the admin scope is no longer allowed for this grant"),
+                "grant.admin_no_longer_allowed")
+    return None, None
 
 
 def _check_code_binding(row, redirect_uri: str | None, verifier: str | None) -> OAuthError | None:
@@ -167,7 +182,7 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
     token_hash = credentials.stored_token_key(token)
     at = now()
     failure: OAuthError | None = None
-    ending: tuple[int, str] | None = None  # (user id, why) of a grant to end
+    ending: tuple[int, str] | None = None  # (user id, why) of a grant to end with the refusal
     async with rt.db.write() as conn:
         row = await oauth_store.rotate_refresh_token(conn, token_hash, app.id, at)
         if row is None:
@@ -182,14 +197,10 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             if requested is not None and not covers(granted, requested):
                 # Nothing is spent: the rotation rolls back with this error.
                 raise OAuthError("invalid_scope", "scope may narrow the grant but not widen it")
-            user = await user_store.get_user(conn, row.user_id)
-            if user is None or user.disabled_at is not None:
-                failure = invalid_grant("the user is no longer active")
-            elif "admin" in granted and not (app.trusted and user.staff):
-                # Untrusting or removing staff ends such grants; this holds the rule even so.
-                ending = (row.user_id, "grant.admin_no_longer_allowed")
-                failure = invalid_grant("the admin scope is no longer allowed for this grant")
-            else:
+            failure, reason = _holder_refusal(app, await user_store.get_user(conn, row.user_id), granted)
+            if reason is not None:
+                ending = (row.user_id, reason)
+            if failure is None:
                 await oauth_store.revoke_issue(conn, row.issue_id, at)
                 scopes = format_scopes(requested if requested is not None else granted)
                 issued = _new_tokens(

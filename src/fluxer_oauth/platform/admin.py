@@ -64,6 +64,8 @@ async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: 
         user = await user_store.get_user(conn, user_id)
         if user is None:
             raise UNKNOWN_USER
+        if disabled:
+            await endings.lock_user(conn, user_id)
         await user_store.set_user_fields(conn, user_id, disabled_at=at if disabled else None)
         if disabled:
             await endings.end_user(rt, conn, user_id, by="user_disabled", actor_id=actor_id, at=at)
@@ -84,6 +86,7 @@ async def set_application_disabled(rt: Runtime, actor_id: int | None, applicatio
     brings none back); its client and bot credentials are refused while it is disabled."""
     at = now()
     async with rt.db.write() as conn:
+        await endings.lock_application(conn, application_id)
         found = await app_store.update_application(conn, application_id, disabled_at=at if disabled else None)
         if found:
             if disabled:
@@ -99,6 +102,7 @@ async def set_application_trusted(rt: Runtime, actor_id: int | None, application
     applications may hold."""
     at = now()
     async with rt.db.write() as conn:
+        await endings.lock_application(conn, application_id)
         found = await app_store.update_application(conn, application_id, trusted=trusted)
         if found:
             if not trusted:
@@ -119,6 +123,8 @@ async def set_staff(rt: Runtime, actor_id: int | None, user_id: int, staff: bool
     """Removing staff ends every grant carrying the admin scope that the user approved."""
     at = now()
     async with rt.db.write() as conn:
+        if not staff:
+            await endings.lock_user(conn, user_id)
         found = await user_store.set_user_fields(conn, user_id, staff=staff)
         if found:
             if not staff:

@@ -41,14 +41,17 @@ async def update_application(conn: AsyncConnection, application_id: int, **value
     return result.rowcount > 0
 
 
-async def may_authorize(conn: AsyncConnection, application_id: int, user_id: int) -> bool:
-    """The application and its owner are enabled, and so is the user authorizing it."""
+async def may_authorize(conn: AsyncConnection, application_id: int, user_id: int, *, admin: bool) -> bool:
+    """The application and its owner are enabled, and so is the user authorizing it; for the
+    admin scope, the application is trusted and the user is staff."""
     owner, person = users.alias("owner"), users.alias("person")
     query = (select(applications.c.id)
              .join(owner, owner.c.id == applications.c.owner_id)
              .join(person, person.c.id == user_id)
              .where(applications.c.id == application_id, applications.c.disabled_at.is_(None),
                     owner.c.disabled_at.is_(None), person.c.disabled_at.is_(None)))
+    if admin:
+        query = query.where(applications.c.trusted.is_(True), person.c.staff.is_(True))
     return (await conn.execute(query)).first() is not None
 
 

@@ -74,7 +74,7 @@ _POSTGRES_BATCHES = {
         False,
     ),
     # A client-credentials token, written only when the application still has this secret
-    # hash, is enabled and has a bot (whose user the token is for): the check and the write
+    # hash, is enabled, has an enabled owner and has a bot (whose user the token is for): the check and the write
     # are one statement, so no lookup has to come first, and a secret reset or a disabling
     # committed before it is never missed. Args: token hash, application id, secret hash,
     # issue id, scopes, created_at, expires_at.
@@ -85,6 +85,10 @@ _POSTGRES_BATCHES = {
         "$7::float8[]) AS t(h, a, sh, i, s, c, e) "
         "JOIN applications a ON a.id = t.a AND a.secret_hash = t.sh AND a.disabled_at IS NULL "
         f"AND a.bot_id IS NOT NULL {_OWNER_ENABLED} "
+        # Read locked: a reset or a disabling under way is waited for and its outcome re-read
+        # (a plain read would see the row as it was, and the ending's revocation, made
+        # before this insert committed, would miss the token).
+        "FOR SHARE OF a, o "
         "RETURNING token_hash",
         True,
     ),

@@ -44,6 +44,9 @@ _TOUCH_GRANT = (
 # 550-830 -> 260-335 req/s; a statement of its own for the lock cost a round trip, ~15 %.)
 _LOCK_SHARED = text("SELECT pg_advisory_xact_lock_shared(:p_application_id)")
 _LOCK_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:p_key)")
+# Every ending takes its locks before it writes any row (a row written first, then a lock
+# waited for, deadlocks against an ending that locked first and then writes that row).
+#
 # The shared lock as a condition of the statement that consumes a code or rotates a refresh
 # token: an uncorrelated scalar subquery is evaluated once, before any row is read (a
 # one-time filter), so the lock is taken first, without a round trip of its own. A row the
@@ -54,10 +57,24 @@ _HOLDING_APPLICATION = select(
     cast(func.pg_advisory_xact_lock_shared(bindparam("p_application_id")), Text)).scalar_subquery() == ""
 
 
-async def hold_application(conn: AsyncConnection, application_id: int) -> None:
-    """Issuance for the application may go on: no ending of it is under way until commit."""
+# A user's key is the negative of their id (ids are positive), beside the applications'.
+# Locks are taken users first, then applications, each in ascending order.
+_LOCK_USER_SHARED = text("SELECT pg_advisory_xact_lock_shared(-CAST(:p_user_id AS bigint))")
+
+
+async def hold_for_approval(conn: AsyncConnection, user_id: int, application_id: int) -> None:
+    """A consent being recorded: no ending of the user or of the application is under way
+    until commit (a first approval is in no ending's list of what to lock yet)."""
     if conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK_USER_SHARED, {"p_user_id": user_id})
         await conn.execute(_LOCK_SHARED, {"p_application_id": application_id})
+
+
+async def lock_user_for_ending(conn: AsyncConnection, user_id: int) -> None:
+    """No approval by the user is under way, or begins, until commit. Taken before the locks
+    of the user's applications."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK_EXCLUSIVE, {"p_key": -user_id})
 
 
 async def lock_applications_for_ending(conn: AsyncConnection, application_ids) -> None:
@@ -97,8 +114,10 @@ async def touch_grant(conn: AsyncConnection, grant_id: int, now: float) -> None:
                                       "p_stale_before": now - GRANT_TOUCH_INTERVAL})
 
 
-def _live_tokens(*conditions):
-    return update(tokens).where(*conditions, tokens.c.revoked_at.is_(None))
+def _live_tokens(now: float, *conditions):
+    """Tokens still usable (expired ones are left to the janitor, whose deletions then never
+    touch the rows an ending locks)."""
+    return update(tokens).where(*conditions, tokens.c.revoked_at.is_(None), tokens.c.expires_at > now)
 
 
 def _has_scope(column, scope: str):
@@ -119,7 +138,7 @@ async def end_grant(conn: AsyncConnection, user_id: int, application_id: int, no
                                           authorization_codes.c.consumed_at.is_(None))
     )).rowcount
     ended += (await conn.execute(
-        _live_tokens(tokens.c.user_id == user_id, tokens.c.application_id == application_id).values(revoked_at=now)
+        _live_tokens(now, tokens.c.user_id == user_id, tokens.c.application_id == application_id).values(revoked_at=now)
     )).rowcount
     return ended > 0
 
@@ -129,13 +148,13 @@ async def end_application_access(conn: AsyncConnection, application_id: int, now
     await conn.execute(delete(grants).where(grants.c.application_id == application_id))
     await conn.execute(delete(authorization_codes).where(authorization_codes.c.application_id == application_id,
                                                          authorization_codes.c.consumed_at.is_(None)))
-    await conn.execute(_live_tokens(tokens.c.application_id == application_id).values(revoked_at=now))
+    await conn.execute(_live_tokens(now, tokens.c.application_id == application_id).values(revoked_at=now))
 
 
 async def end_client_tokens(conn: AsyncConnection, application_id: int, now: float) -> None:
     """End the client-credentials tokens of an application (those without a grant)."""
     await conn.execute(
-        _live_tokens(tokens.c.application_id == application_id, tokens.c.grant_id.is_(None)).values(revoked_at=now)
+        _live_tokens(now, tokens.c.application_id == application_id, tokens.c.grant_id.is_(None)).values(revoked_at=now)
     )
 
 
@@ -161,7 +180,7 @@ async def end_user_access(conn: AsyncConnection, user_id: int, now: float) -> No
     await conn.execute(delete(grants).where(grants.c.user_id == user_id))
     await conn.execute(delete(authorization_codes).where(authorization_codes.c.user_id == user_id,
                                                          authorization_codes.c.consumed_at.is_(None)))
-    await conn.execute(_live_tokens(tokens.c.user_id == user_id).values(revoked_at=now))
+    await conn.execute(_live_tokens(now, tokens.c.user_id == user_id).values(revoked_at=now))
 
 
 async def list_user_grants(conn: AsyncConnection, user_id: int):
@@ -182,7 +201,7 @@ _CONSUME_CODE_SQLITE = (
     .values(consumed_at=bindparam("p_now"))
     .returning(*authorization_codes.c)
 )
-_CONSUME_CODE_POSTGRES = _CONSUME_CODE_SQLITE.where(_HOLDING_APPLICATION)  # see hold_application
+_CONSUME_CODE_POSTGRES = _CONSUME_CODE_SQLITE.where(_HOLDING_APPLICATION)  # see _HOLDING_APPLICATION
 _GET_CODE = select(authorization_codes).where(authorization_codes.c.code_hash == bindparam("p_code_hash"))
 
 
@@ -229,7 +248,7 @@ _ROTATE_REFRESH_SQLITE = (
     .values(revoked_at=bindparam("p_now"), rotated=True)
     .returning(*tokens.c)
 )
-_ROTATE_REFRESH_POSTGRES = _ROTATE_REFRESH_SQLITE.where(_HOLDING_APPLICATION)  # see hold_application
+_ROTATE_REFRESH_POSTGRES = _ROTATE_REFRESH_SQLITE.where(_HOLDING_APPLICATION)  # see _HOLDING_APPLICATION
 _GET_TOKEN = select(tokens).where(tokens.c.token_hash == bindparam("p_token_hash"))
 
 
