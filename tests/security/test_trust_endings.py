@@ -29,6 +29,17 @@ async def cc(client, app):
     return await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"}, auth=app.basic)
 
 
+@pytest.fixture
+async def trusted_app(client, rt):
+    """A trusted application and a staff member who may grant it admin."""
+    owner = await register(client)
+    app = await create_app(client, owner)
+    staff = await register(client)
+    await admin.set_staff(rt, None, int(staff.id), True)
+    await admin.set_application_trusted(rt, None, int(app.id), True)
+    return app, staff
+
+
 async def test_code_issued_before_the_user_revoked_no_longer_redeems(client):
     owner = await register(client)
     app = await create_app(client, owner)
@@ -59,12 +70,8 @@ async def test_revoking_an_authorization_ends_tokens_even_without_consent_row(cl
     assert second.status_code == 404
 
 
-async def test_untrusting_an_application_ends_its_admin_grants(client, rt):
-    owner = await register(client)
-    app = await create_app(client, owner)
-    staff = await register(client)
-    await admin.set_staff(rt, None, int(staff.id), True)
-    await admin.set_application_trusted(rt, None, int(app.id), True)
+async def test_untrusting_an_application_ends_its_admin_grants(client, rt, trusted_app):
+    app, staff = trusted_app
     admin_tokens = await tokens_for(client, staff, app, scope="identify admin")
     assert (await client.get("/api/v1/admin/users", headers=bearer(admin_tokens["access_token"]))).status_code == 200
     await admin.set_application_trusted(rt, None, int(app.id), False)
@@ -235,14 +242,10 @@ async def test_disabling_and_deleting_an_application_side_by_side_never_deadlock
     assert deleted.status_code == 204
 
 
-async def test_an_untrust_landing_before_an_admin_approval_refuses_it(client, rt, monkeypatch):
+async def test_an_untrust_landing_before_an_admin_approval_refuses_it(client, rt, trusted_app, monkeypatch):
     """The admin scope is checked again inside the approval's transaction: an untrust that
     commits after the request was validated gives no code."""
-    owner = await register(client)
-    app = await create_app(client, owner)
-    staff = await register(client)
-    await admin.set_staff(rt, None, int(staff.id), True)
-    await admin.set_application_trusted(rt, None, int(app.id), True)
+    app, staff = trusted_app
     db = rt.db
     write = db.write
 
@@ -261,12 +264,8 @@ async def test_an_untrust_landing_before_an_admin_approval_refuses_it(client, rt
     assert (await client.get("/api/v1/oauth2/@me/authorizations", headers=staff.headers)).json() == []
 
 
-async def test_a_code_of_an_admin_grant_no_longer_allowed_does_not_redeem(client, rt):
-    owner = await register(client)
-    app = await create_app(client, owner)
-    staff = await register(client)
-    await admin.set_staff(rt, None, int(staff.id), True)
-    await admin.set_application_trusted(rt, None, int(app.id), True)
+async def test_a_code_of_an_admin_grant_no_longer_allowed_does_not_redeem(client, rt, trusted_app):
+    app, staff = trusted_app
     code = await get_code(client, staff, app, scope="identify admin")
     async with rt.db.write() as conn:  # trust taken away without the ending (as a race could leave it)
         await conn.execute(update(applications).where(applications.c.id == int(app.id)).values(trusted=False))
