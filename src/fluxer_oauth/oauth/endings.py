@@ -10,9 +10,9 @@ a user or an application leaves their old credentials dead.
 Each ending first takes the ending lock of every application it touches (store/oauth.py,
 lock_applications_for_ending), and an ending of a user the user's own lock before those,
 so it waits for the issuances under way and the later ones wait for it: nothing issued
-beside an ending outlives it. Callers that change a row before ending (disabling,
-untrusting, removing staff) take the locks first, through lock_application and lock_user:
-a lock waited for after a row was written could deadlock against another ending.
+beside an ending outlives it. Callers end before they write rows of their own (disabling,
+untrusting, removing staff): a lock waited for after a row was written could deadlock
+against another ending.
 
 | event                                  | function                 |
 |----------------------------------------|--------------------------|
@@ -35,25 +35,24 @@ from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
 
 
-async def lock_application(conn, application_id: int) -> None:
-    """The locks an ending of the application takes, taken ahead of the caller's own writes."""
+async def _lock_application(conn, application_id: int) -> None:
     await oauth_store.lock_applications_for_ending(conn, [application_id])
 
 
-async def lock_user(conn, user_id: int) -> None:
-    """The locks an ending of the user (disabled, or no longer staff) takes, ahead of the
-    caller's own writes: the user's, then those of every application they granted or own."""
+async def _lock_user(conn, user_id: int) -> list:
+    """The user's lock, then those of every application they granted or own; the owned ones."""
     await oauth_store.lock_user_for_ending(conn, user_id)
-    owned = [app.id for app in await app_store.list_owned(conn, user_id)]
-    await oauth_store.lock_applications_for_ending(conn, [*await oauth_store.applications_of_user(conn, user_id),
-                                                          *owned])
+    owned = await app_store.list_owned(conn, user_id)
+    await oauth_store.lock_applications_for_ending(
+        conn, [*await oauth_store.applications_of_user(conn, user_id), *(app.id for app in owned)])
+    return owned
 
 
 async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by: str, actor_id: int | None,
                     at: float) -> bool:
     """What the user granted the application: consent, unredeemed codes, tokens. Whether
     there was anything to end."""
-    await oauth_store.lock_applications_for_ending(conn, [application_id])
+    await _lock_application(conn, application_id)
     ended = await oauth_store.end_grant(conn, user_id, application_id, at)
     await audit.record(
         conn, id=rt.ids.next(), now=at, action="grant.revoked", actor_id=actor_id, application_id=application_id,
@@ -75,7 +74,7 @@ async def end_grant_now(rt: Runtime, *, user_id: int, application_id: int, by: s
 async def end_code_family(rt: Runtime, code, *, at: float) -> None:
     """A replayed code: every token issued from it (its family, refreshed ones included)."""
     async with rt.db.write() as conn:
-        await oauth_store.lock_applications_for_ending(conn, [code.application_id])
+        await _lock_application(conn, code.application_id)
         revoked = await oauth_store.revoke_family(conn, code.family_id, at)
         await audit.record(
             conn, id=rt.ids.next(), now=at, action="code.replay_detected", application_id=code.application_id,
@@ -87,7 +86,7 @@ async def end_application(rt: Runtime, conn, application_id: int, *, by: str, ac
                           bot_id: int | None = None) -> None:
     """Everything every user granted the application and its client-credentials tokens; with
     ``bot_id`` (the application is going away) its bot leaves every guild, managed roles and all."""
-    await oauth_store.lock_applications_for_ending(conn, [application_id])
+    await _lock_application(conn, application_id)
     await oauth_store.end_application_access(conn, application_id, at)
     details: dict = {"by": by}
     if bot_id is not None:
@@ -102,9 +101,9 @@ async def end_admin_access(rt: Runtime, conn, *, by: str, actor_id: int | None, 
     """Every grant carrying the admin scope, of an application (untrusted) or of a user (no
     longer staff): the whole grant ends, since a narrower one was never consented to alone."""
     if user_id is not None:
-        await lock_user(conn, user_id)
+        await _lock_user(conn, user_id)
     if application_id is not None:
-        await lock_application(conn, application_id)
+        await _lock_application(conn, application_id)
     holders = await oauth_store.users_granting_scope(conn, "admin", application_id=application_id, user_id=user_id)
     for grant_user_id, grant_application_id in holders:
         await end_grant(rt, conn, user_id=grant_user_id, application_id=grant_application_id, by=by,
@@ -123,8 +122,7 @@ async def end_client_credentials(rt: Runtime, conn, application_id: int, *, by: 
 async def end_user(rt: Runtime, conn, user_id: int, *, by: str, actor_id: int | None, at: float) -> None:
     """A disabled user: their sessions, everything they granted, and everything granted to
     the applications they own (which stop authenticating while the owner is disabled)."""
-    await lock_user(conn, user_id)
-    owned = await app_store.list_owned(conn, user_id)
+    owned = await _lock_user(conn, user_id)
     await user_store.end_sessions(conn, user_id)
     await oauth_store.end_user_access(conn, user_id, at)
     for app in owned:

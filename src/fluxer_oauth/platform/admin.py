@@ -64,11 +64,9 @@ async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: 
         user = await user_store.get_user(conn, user_id)
         if user is None:
             raise UNKNOWN_USER
-        if disabled:
-            await endings.lock_user(conn, user_id)
-        await user_store.set_user_fields(conn, user_id, disabled_at=at if disabled else None)
-        if disabled:
+        if disabled:  # the ending first: it locks before any row is written (oauth/endings.py)
             await endings.end_user(rt, conn, user_id, by="user_disabled", actor_id=actor_id, at=at)
+        await user_store.set_user_fields(conn, user_id, disabled_at=at if disabled else None)
         await _log(rt, conn, actor_id, "user.disabled" if disabled else "user.enabled", target_user_id=user_id)
 
 
@@ -86,15 +84,13 @@ async def set_application_disabled(rt: Runtime, actor_id: int | None, applicatio
     brings none back); its client and bot credentials are refused while it is disabled."""
     at = now()
     async with rt.db.write() as conn:
-        await endings.lock_application(conn, application_id)
-        found = await app_store.update_application(conn, application_id, disabled_at=at if disabled else None)
-        if found:
-            if disabled:
-                await endings.end_application(rt, conn, application_id, by="application_disabled",
-                                              actor_id=actor_id, at=at)
-            await _log_application(rt, conn, actor_id, application_id, "disabled" if disabled else "enabled", at)
-    if not found:
-        raise UNKNOWN_APPLICATION
+        if await app_store.get_application(conn, application_id) is None:
+            raise UNKNOWN_APPLICATION
+        if disabled:  # the ending first: it locks before any row is written (oauth/endings.py)
+            await endings.end_application(rt, conn, application_id, by="application_disabled",
+                                          actor_id=actor_id, at=at)
+        await app_store.update_application(conn, application_id, disabled_at=at if disabled else None)
+        await _log_application(rt, conn, actor_id, application_id, "disabled" if disabled else "enabled", at)
 
 
 async def set_application_trusted(rt: Runtime, actor_id: int | None, application_id: int, trusted: bool) -> None:
@@ -102,15 +98,13 @@ async def set_application_trusted(rt: Runtime, actor_id: int | None, application
     applications may hold."""
     at = now()
     async with rt.db.write() as conn:
-        await endings.lock_application(conn, application_id)
-        found = await app_store.update_application(conn, application_id, trusted=trusted)
-        if found:
-            if not trusted:
-                await endings.end_admin_access(rt, conn, application_id=application_id, by="application_untrusted",
-                                               actor_id=actor_id, at=at)
-            await _log_application(rt, conn, actor_id, application_id, "trusted" if trusted else "untrusted", at)
-    if not found:
-        raise UNKNOWN_APPLICATION
+        if await app_store.get_application(conn, application_id) is None:
+            raise UNKNOWN_APPLICATION
+        if not trusted:  # the ending first: it locks before any row is written (oauth/endings.py)
+            await endings.end_admin_access(rt, conn, application_id=application_id, by="application_untrusted",
+                                           actor_id=actor_id, at=at)
+        await app_store.update_application(conn, application_id, trusted=trusted)
+        await _log_application(rt, conn, actor_id, application_id, "trusted" if trusted else "untrusted", at)
 
 
 async def _log_application(rt: Runtime, conn, actor_id: int | None, application_id: int, outcome: str,
@@ -123,19 +117,15 @@ async def set_staff(rt: Runtime, actor_id: int | None, user_id: int, staff: bool
     """Removing staff ends every grant carrying the admin scope that the user approved."""
     at = now()
     async with rt.db.write() as conn:
-        if not staff:
-            await endings.lock_user(conn, user_id)
-        found = await user_store.set_user_fields(conn, user_id, staff=staff)
-        if found:
-            if not staff:
-                await endings.end_admin_access(rt, conn, user_id=user_id, by="staff_removed", actor_id=actor_id,
-                                               at=at)
-            await audit.record(
-                conn, id=rt.ids.next(), now=at, actor_id=actor_id, target_user_id=user_id,
-                action="admin.user.staff_granted" if staff else "admin.user.staff_removed",
-            )
-    if not found:
-        raise UNKNOWN_USER
+        if await user_store.get_user(conn, user_id) is None:
+            raise UNKNOWN_USER
+        if not staff:  # the ending first: it locks before any row is written (oauth/endings.py)
+            await endings.end_admin_access(rt, conn, user_id=user_id, by="staff_removed", actor_id=actor_id, at=at)
+        await user_store.set_user_fields(conn, user_id, staff=staff)
+        await audit.record(
+            conn, id=rt.ids.next(), now=at, actor_id=actor_id, target_user_id=user_id,
+            action="admin.user.staff_granted" if staff else "admin.user.staff_removed",
+        )
 
 
 async def revoke_grant(rt: Runtime, actor_id: int, user_id: int, application_id: int) -> None:

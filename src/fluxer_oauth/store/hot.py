@@ -74,8 +74,8 @@ _POSTGRES_BATCHES = {
         False,
     ),
     # A client-credentials token, written only when the application still has this secret
-    # hash, is enabled, has an enabled owner and has a bot (whose user the token is for): the check and the write
-    # are one statement, so no lookup has to come first, and a secret reset or a disabling
+    # hash, is enabled, has an enabled owner and has a bot (whose user the token is for): the
+    # check and the write are one statement, so no lookup has to come first, and a secret reset or a disabling
     # committed before it is never missed. Args: token hash, application id, secret hash,
     # issue id, scopes, created_at, expires_at.
     "issue_client_token": (
