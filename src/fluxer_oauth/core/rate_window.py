@@ -1,5 +1,6 @@
-"""Rate-limit arithmetic: the limit format of the settings, a sliding-window counter and
-the in-memory table of them that a process keeps (no clock of its own: callers pass it in).
+"""Rate-limit arithmetic: the limit format of the settings and the sliding-window counter's
+rule, as pure functions (no clock and no state of their own: callers pass both in). The
+counters themselves, in process memory or in Redis, live with the limiter (web/ratelimit.py).
 
 A sliding-window counter keeps two numbers per key: the requests counted in the current
 fixed window and in the one before. The estimate of the last ``period`` seconds weighs the
@@ -7,9 +8,9 @@ previous window by the part of it still inside that span:
 
     estimate = previous * (1 - elapsed / period) + current
 
-Constant work and memory per hit whatever the limit, unlike a log of timestamps. The Redis
-storage runs the same step in a Lua script (web/ratelimit.py); the tests run both, and the
-table both in Python and compiled.
+Constant work and memory per hit whatever the limit, unlike a log of timestamps.
+``advance`` is the reference for that rule; the in-memory table and the Redis script are
+written out for speed, and the tests hold both to it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _FORMAT = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rate:
     amount: int
     period: float  # seconds
@@ -41,83 +42,45 @@ def parse_rate(text: str) -> Rate:
     return Rate(amount, float(multiple * _UNITS[unit]))
 
 
+class Counts(NamedTuple):
+    """One key's counter: the index of its current window (floor(now / period)), and the
+    requests counted in the window before it and in it."""
+
+    window: int
+    previous: int
+    current: int
+
+
+NO_COUNTS = Counts(-1, 0, 0)
+
+
+class Step(NamedTuple):
+    allowed: bool
+    counts: Counts  # after the step (unchanged when refused or only asked)
+    elapsed: float  # seconds into the current window
+
+
+def advance(counts: Counts, amount: int, period: float, now: float, cost: int) -> Step:
+    """One step of a counter at ``now``: ``cost`` requests counted when they fit under
+    ``amount`` per ``period`` (cost 0 only asks whether one more would fit)."""
+    if cost < 0:
+        raise ValueError("the cost cannot be negative")
+    window, previous, current = counts
+    now_window = math.floor(now / period)
+    if window != now_window:
+        previous = current if window == now_window - 1 else 0
+        current = 0
+    elapsed = now - now_window * period
+    allowed = previous * (1.0 - elapsed / period) + current + (cost or 1) <= amount
+    if allowed:
+        current += cost
+    return Step(allowed, Counts(now_window, previous, current), elapsed)
+
+
 class Outcome(NamedTuple):  # a tuple: made on every request, and a dataclass costs more to make
     allowed: bool
     remaining: int
     reset_after: float  # allowed: until the current window ends; refused: until one more fits
-
-
-class PyWindowTable:
-    """The sliding-window counters of one bucket in process memory: key -> [window index,
-    previous count, current count, period]. The reference implementation; ``WindowTable`` is
-    its compiled twin (_window.c) when built, and the tests hold the two to the same answers.
-
-    Keys whose counts have all decayed are dropped once a period (each by its own period:
-    a bucket's keys may be counted at different rates, per-application overrides)."""
-
-    __slots__ = ("_slots", "_next_sweep")
-
-    def __init__(self) -> None:
-        self._slots: dict[str, list] = {}
-        self._next_sweep = 0.0
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def hit(self, key: str, amount: int, period: float, now: float) -> tuple[int, float] | None:
-        """Count one request of ``key`` when it fits under ``amount`` per ``period``: how many
-        more fit, and when the window ends. None when it does not fit (nothing counted)."""
-        slot = self._slot_at(key, period, now)
-        elapsed = now - slot[0] * period
-        weight = 1.0 - elapsed / period
-        if slot[1] * weight + slot[2] + 1 > amount:
-            return None
-        slot[2] += 1
-        remaining = math.floor(amount - (slot[1] * weight + slot[2]))
-        return (remaining if remaining > 0 else 0), now + period - elapsed
-
-    def step(self, key: str, amount: int, period: float, now: float, cost: int) -> tuple[bool, int, int, float]:
-        """Count ``cost`` requests of ``key`` when they fit (0 only asks): whether they did,
-        the previous and current counts after the step and the seconds elapsed in the window."""
-        if cost < 0:
-            raise ValueError("the cost cannot be negative")
-        slot = self._slot_at(key, period, now)
-        elapsed = now - slot[0] * period
-        allowed = slot[1] * (1.0 - elapsed / period) + slot[2] + (cost or 1) <= amount
-        if allowed:
-            slot[2] += cost
-        return allowed, slot[1], slot[2], elapsed
-
-    def _slot_at(self, key: str, period: float, now: float) -> list:
-        """The key's counts moved to the window of ``now`` (made on first use)."""
-        if now >= self._next_sweep:
-            stale = [other for other, (window, _, _, its_period) in self._slots.items()
-                     if (window + 2) * its_period <= now]
-            for old in stale:
-                del self._slots[old]
-            self._next_sweep = now + period
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = [-1, 0, 0, period]
-        slot[3] = period
-        window = math.floor(now / period)
-        if slot[0] != window:
-            slot[1] = slot[2] if slot[0] == window - 1 else 0
-            slot[2] = 0
-            slot[0] = window
-        return slot
-
-
-try:
-    from fluxer_oauth.core._window import WindowTable
-except ImportError:  # not built (no C compiler where it was installed): the same, slower
-    WindowTable = PyWindowTable
-
-
-def step(table, key: str, rate: Rate, now: float, cost: int) -> Outcome:
-    """One step of ``key``'s counter in ``table`` with the answer for the headers."""
-    allowed, previous, current, elapsed = table.step(key, rate.amount, rate.period, now, cost)
-    return outcome(allowed, previous, current, rate, elapsed)
 
 
 def outcome(allowed: bool, previous: int, current: int, rate: Rate, elapsed: float) -> Outcome:

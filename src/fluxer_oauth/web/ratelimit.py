@@ -1,7 +1,9 @@
-"""Rate limits (SPEC §7): a sliding-window counter per bucket and key (core/rate_window.py),
-in process memory by default and in Redis when FLUXER_REDIS_URL is set, so every worker
-and node shares the counters. With Redis a hit is one round trip: one Lua script reads,
-rolls, checks and counts atomically on Redis's own clock (the nodes' clocks may differ).
+"""Rate limits (SPEC §7): a sliding-window counter per bucket and key (the rule is
+core/rate_window.py), in process memory by default and in Redis when FLUXER_REDIS_URL is
+set, so every worker and node shares the counters. ``RateLimits`` is the one limiter: the
+same awaitable calls count in either storage. In memory a hit never waits; in Redis the
+hits of one event-loop turn go as one call of one Lua script, which reads, rolls, checks
+and counts atomically on Redis's own clock (the nodes' clocks may differ).
 
 When Redis cannot be reached the limits fail open (the request goes through) and a line
 is logged at most once a minute: refusing all traffic because the limiter is down would
@@ -21,12 +23,19 @@ from redis.asyncio import from_url as redis_from_url
 from redis.exceptions import RedisError
 
 from fluxer_oauth.core.errors import ApiError
-from fluxer_oauth.core.rate_window import Outcome, Rate, WindowTable, outcome, parse_rate, step
+from fluxer_oauth.core.rate_window import NO_COUNTS, Counts, Outcome, Rate, advance, outcome, parse_rate
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.settings import Settings
 
 logger = logging.getLogger("fluxer.ratelimit")
-ROUTE_BUCKETS = ("authorize", "token", "revoke")
+# Not counted against the global limit: probes and scrapes must not be refused, nor count
+# against the address they come from.
+EXEMPT_FROM_GLOBAL = frozenset(("/healthz", "/readyz", "/metrics"))
+
+
+def exempt_from_global(path: str) -> bool:
+    """Whether a request to ``path`` is left out of the global per-IP limit."""
+    return path in EXEMPT_FROM_GLOBAL
 
 
 _FIXED_HEADERS: dict[tuple[str, int], tuple[tuple[str, str], tuple[str, str]]] = {}
@@ -89,20 +98,93 @@ class StorageDown(Exception):
     """The counters cannot be reached; the caller fails open."""
 
 
+# --- the counters in process memory ---------------------------------------------------------
+
+class WindowTable:
+    """The sliding-window counters of one bucket in process memory: key -> [window index,
+    window start, previous count, current count, period]. ``step`` applies core's rule
+    (rate_window.advance) as it is written; ``hit``, which every limited request goes
+    through, is the same rule written out for speed, and the tests hold the two to the same
+    answers. The counts are kept as floats (exact far beyond any limit) so that the
+    estimate is float arithmetic throughout, which the interpreter does fastest; the window
+    start is kept for the same reason.
+
+    Keys whose counts have all decayed are dropped once a period (each by its own period:
+    a bucket's keys may be counted at different rates, per-application overrides)."""
+
+    __slots__ = ("_slots", "_next_sweep")
+
+    def __init__(self) -> None:
+        self._slots: dict[str, list] = {}
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def hit(self, key: str, amount: int, period: float, now: float, _floor=math.floor) -> float | None:
+        """Count one request of ``key`` when it fits under ``amount`` per ``period``: the
+        estimate of the span's requests with it counted. None when it does not fit (nothing
+        counted)."""
+        if now >= self._next_sweep:
+            self._sweep(now, period)
+        window = _floor(now / period)
+        slot = self._slots.get(key)
+        if slot is None or slot[0] != window:
+            slot = self._roll(key, slot, window, period)
+        estimate = slot[2] * (1.0 - (now - slot[1]) / period) + slot[3] + 1.0
+        if estimate > amount:
+            return None
+        slot[3] += 1.0
+        return estimate
+
+    def step(self, key: str, amount: int, period: float, now: float, cost: int) -> tuple[bool, int, int, float]:
+        """Count ``cost`` requests of ``key`` when they fit (0 only asks): whether they did,
+        the previous and current counts after the step and the seconds elapsed in the window."""
+        if now >= self._next_sweep:
+            self._sweep(now, period)
+        slot = self._slots.get(key)
+        counts = Counts(slot[0], int(slot[2]), int(slot[3])) if slot is not None else NO_COUNTS
+        allowed, (window, previous, current), elapsed = advance(counts, amount, period, now, cost)
+        self._slots[key] = [window, window * period, float(previous), float(current), period]
+        return allowed, previous, current, elapsed
+
+    def _roll(self, key: str, slot: list | None, window: int, period: float) -> list:
+        """The key's counts moved to ``window`` (made on first use)."""
+        if slot is None:
+            slot = self._slots[key] = [window, window * period, 0.0, 0.0, period]
+        else:
+            slot[2] = slot[3] if slot[0] == window - 1 else 0.0
+            slot[3] = 0.0
+            slot[0], slot[1], slot[4] = window, window * period, period
+        return slot
+
+    def _sweep(self, now: float, period: float) -> None:
+        """Forgets the keys whose counts have all decayed: the window after theirs has ended."""
+        slots = self._slots
+        stale = [key for key, slot in slots.items() if (slot[0] + 2) * slot[4] <= now]
+        for key in stale:
+            del slots[key]
+        self._next_sweep = now + period
+
+
 class MemoryCounters:
-    """Counters of this process: a table per bucket (rate_window.WindowTable)."""
+    """Counters of this process: a table per bucket."""
 
     def __init__(self) -> None:
         self.tables: defaultdict[str, WindowTable] = defaultdict(WindowTable)
 
-    def step_now(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        """One step, without a coroutine: memory needs no waiting. (An allowed request on the
-        hot path is counted by the table's ``hit`` instead.)"""
-        return step(self.tables[bucket], key, rate, time.time(), cost)
+    async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
+        return self.step_at(bucket, key, rate, cost, time.time())
+
+    def step_at(self, bucket: str, key: str, rate: Rate, cost: int, now: float) -> Outcome:
+        allowed, previous, current, elapsed = self.tables[bucket].step(key, rate.amount, rate.period, now, cost)
+        return outcome(allowed, previous, current, rate, elapsed)
 
     async def close(self) -> None:
         pass
 
+
+# --- the counters in Redis ------------------------------------------------------------------
 
 # Every rate-limit step one worker makes in one turn of its event loop, as one Lua call on
 # Redis's clock (read once for the batch). ARGV is a sequence of entries, each taking its
@@ -115,10 +197,14 @@ class MemoryCounters:
 # numbers become integers on the way out); a pair answers {which counter answered (1 or 2),
 # that counter's step}. Steps run in order, so several hits of one key in a batch count
 # exactly as they would one call each. Each counter is a hash: window index, previous and
-# current count.
-_BATCH_SCRIPT = """
+# current count. The step is core/rate_window.advance; the tests hold the two to the same
+# answers by running the script with their own clock in place of _CLOCK.
+_CLOCK = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local a = 1
+"""
+_STEPS = """
 local function step(key, limit, period, cost)
   local window = math.floor(now / period)
   local saved = redis.call('HMGET', key, 'w', 'p', 'c')
@@ -136,7 +222,7 @@ local function step(key, limit, period, cost)
   end
   return {allowed and 1 or 0, p, c, string.format('%.6f', elapsed)}
 end
-local answers, k, a = {}, 1, 1
+local answers, k = {}, 1
 while a <= #ARGV do
   if ARGV[a] == 's' then
     answers[#answers + 1] = step(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
@@ -153,6 +239,7 @@ while a <= #ARGV do
 end
 return answers
 """
+_BATCH_SCRIPT = _CLOCK + _STEPS
 
 
 class RedisCounters:
@@ -223,16 +310,17 @@ def _outcome(answer, rate: Rate) -> Outcome:
     return outcome(bool(allowed), int(previous), int(current), rate, float(elapsed))
 
 
-NOT_NOW = object()  # RateLimits.hit_now: the counters are remote, await hit() instead
-
-
 class RateLimits:
+    """The limiter: ``hit`` counts a request in a bucket (raising ``RateLimited`` over its
+    limit), in memory or in Redis alike."""
+
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limits == "on"
         self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
                          else MemoryCounters())
-        self._memory = self.counters if isinstance(self.counters, MemoryCounters) else None
-        self.counted_in_redis = self._memory is None
+        self.counted_in_redis = isinstance(self.counters, RedisCounters)
+        # In memory, a hit is counted here directly (no await): this is on every request.
+        self._tables = None if self.counted_in_redis else self.counters.tables
         self.rates = {
             "authorize": parse_rate(settings.rate_limit_authorize),
             "token": parse_rate(settings.rate_limit_token),
@@ -247,84 +335,58 @@ class RateLimits:
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
 
+    exempt_from_global = staticmethod(exempt_from_global)
+
     def _rate(self, bucket: str, client_id: str | None) -> Rate:
+        """The bucket's rate, or the application's own where it has one (token and revoke)."""
         if client_id is not None and bucket in ("token", "revoke") and client_id in self.overrides:
             return self.overrides[client_id]
         return self.rates[bucket]
-
-    async def _step(self, bucket: str, key: str, rate: Rate, cost: int, with_state: bool = True) -> LimitState | None:
-        """The state after the step; raises ``RateLimited`` when refused. None when the
-        storage is down, or when the request is allowed and ``with_state`` is false.
-        (In memory the step is synchronous; only Redis counters are awaited.)"""
-        if self._memory is not None:
-            return self._settle(bucket, rate, self._memory.step_now(bucket, key, rate, cost), with_state)
-        try:
-            result = await self.counters.step(bucket, key, rate, cost)
-        except StorageDown:
-            self._storage_down()
-            return None
-        return self._settle(bucket, rate, result, with_state)
-
-    def _settle(self, bucket: str, rate: Rate, result: Outcome, with_state: bool) -> LimitState | None:
-        if result.allowed and not with_state:
-            return None
-        state = LimitState(bucket, rate.amount, result.remaining, time.time() + result.reset_after)
-        if not result.allowed:
-            metrics.RATE_LIMITED.labels(bucket).inc()
-            raise RateLimited(state, is_global=bucket == "global")
-        return state
-
-    def hit_now(self, bucket: str, key: str, *, client_id: str | None = None, with_state: bool = True):
-        """``hit`` without a coroutine when the counters are in memory (they are counted on
-        every request); ``NOT_NOW`` when they are in Redis and ``hit`` must be awaited."""
-        if not self.enabled:
-            return None
-        memory = self._memory
-        if memory is None:
-            return NOT_NOW
-        return self._count_now(memory, bucket, key, self._rate(bucket, client_id), time.time(), with_state)
-
-    def hit_global_and_now(self, ip: str, bucket: str, key: str, *, client_id: str | None = None):
-        """``hit_global_and`` without a coroutine when the counters are in memory (one clock
-        reading for both counts); ``NOT_NOW`` when they are in Redis."""
-        memory = self._memory
-        if memory is None:
-            return NOT_NOW
-        now = time.time()
-        self._count_now(memory, "global", ip, self.rates["global"], now, False)
-        return self._count_now(memory, bucket, key, self._rate(bucket, client_id), now, True)
-
-    def _count_now(self, memory: MemoryCounters, bucket: str, key: str, rate: Rate, now: float,
-                   with_state: bool) -> LimitState | None:
-        table = memory.tables[bucket]
-        counted = table.hit(key, rate.amount, rate.period, now)
-        if counted is not None:
-            return LimitState(bucket, rate.amount, *counted) if with_state else None
-        # Refused (which changed no count): asking gives the numbers for the 429.
-        return self._settle(bucket, rate, step(table, key, rate, now, 0), with_state)
 
     async def hit(self, bucket: str, key: str, *, client_id: str | None = None,
                   with_state: bool = True) -> LimitState | None:
         """Count a request; raises ``RateLimited`` over the limit. Returns the state for the
         X-RateLimit headers (None when limits are off, the storage is unreachable, or the
-        caller needs no headers)."""
+        caller needs no headers). ``client_id`` picks the application's own rate, if any."""
         if not self.enabled:
             return None
-        return await self._step(bucket, key, self._rate(bucket, client_id), 1, with_state)
+        rate = self._rate(bucket, client_id) if self.overrides else self.rates[bucket]
+        tables = self._tables
+        if tables is None:
+            return await self._step(bucket, key, rate, 1, with_state)
+        now = time.time()
+        estimate = tables[bucket].hit(key, rate.amount, rate.period, now)
+        if estimate is None:
+            self._refuse(bucket, key, rate, now)
+        return _counted(bucket, rate, estimate, now) if with_state else None
 
-    async def hit_global_and(self, ip: str, bucket: str, key: str, *, client_id: str | None = None) -> LimitState | None:
-        """``hit("global", ip)`` then ``hit(bucket, key)`` in one call to Redis (only for
-        counters there): refused globally, the bucket is not counted, as when the two are
-        made one after the other. The bucket's state, for the headers."""
-        rate, global_rate = self._rate(bucket, client_id), self.rates["global"]
-        try:
-            which, result = await self.counters.step_pair(("global", ip, global_rate), (bucket, key, rate))
-        except StorageDown:
-            self._storage_down()
+    async def hit_global_and(self, ip: str, bucket: str, key: str, *,
+                             client_id: str | None = None) -> LimitState | None:
+        """``hit("global", ip)`` then ``hit(bucket, key)``, as one call to Redis or with one
+        clock reading in memory: refused globally, the bucket is not counted, as when the two
+        are made one after the other. The bucket's state, for the headers."""
+        if not self.enabled:
             return None
-        if which == 0:
-            return self._settle("global", global_rate, result, False)
-        return self._settle(bucket, rate, result, True)
+        rates = self.rates
+        rate = self._rate(bucket, client_id) if self.overrides else rates[bucket]
+        global_rate = rates["global"]
+        tables = self._tables
+        if tables is None:
+            try:
+                which, result = await self.counters.step_pair(("global", ip, global_rate), (bucket, key, rate))
+            except StorageDown:
+                self._storage_down()
+                return None
+            if which == 0:
+                return self._settle("global", global_rate, result, False)
+            return self._settle(bucket, rate, result, True)
+        now = time.time()
+        if tables["global"].hit(ip, global_rate.amount, global_rate.period, now) is None:
+            self._refuse("global", ip, global_rate, now)
+        estimate = tables[bucket].hit(key, rate.amount, rate.period, now)
+        if estimate is None:
+            self._refuse(bucket, key, rate, now)
+        return _counted(bucket, rate, estimate, now)
 
     async def check(self, bucket: str, key: str) -> None:
         """Raises ``RateLimited`` when ``key`` has no request left in ``bucket``; counts nothing."""
@@ -343,6 +405,30 @@ class RateLimits:
     async def close(self) -> None:
         await self.counters.close()
 
+    async def _step(self, bucket: str, key: str, rate: Rate, cost: int, with_state: bool = True) -> LimitState | None:
+        """One step in either storage: the state after it (None when the storage is down, or
+        when allowed and ``with_state`` is false); raises ``RateLimited`` when refused."""
+        try:
+            result = await self.counters.step(bucket, key, rate, cost)
+        except StorageDown:
+            self._storage_down()
+            return None
+        return self._settle(bucket, rate, result, with_state)
+
+    def _refuse(self, bucket: str, key: str, rate: Rate, now: float) -> None:
+        """Raises ``RateLimited`` for a hit the memory table refused (which counted nothing):
+        asking the counter at the same instant gives the numbers for the 429."""
+        self._settle(bucket, rate, self.counters.step_at(bucket, key, rate, 0, now), False)
+
+    def _settle(self, bucket: str, rate: Rate, result: Outcome, with_state: bool) -> LimitState | None:
+        if result.allowed and not with_state:
+            return None
+        state = LimitState(bucket, rate.amount, result.remaining, time.time() + result.reset_after)
+        if not result.allowed:
+            metrics.RATE_LIMITED.labels(bucket).inc()
+            raise RateLimited(state, is_global=bucket == "global")
+        return state
+
     def _storage_down(self) -> None:
         metrics.REDIS_ERRORS.inc()
         if time.monotonic() - self._last_warning > 60:
@@ -350,48 +436,23 @@ class RateLimits:
             logger.warning("rate-limit storage unreachable; limits fail open until it is back")
 
 
-class GlobalLimitMiddleware:  # noqa: D101 (pure ASGI, see module docstring)
-    """50 requests per second per client IP across every route (health checks excepted)."""
-
-    EXEMPT = ("/healthz", "/readyz", "/metrics")
-
-    def __init__(self, app, *, limits: RateLimits, resolver) -> None:
-        self.app = app
-        self.limits = limits
-        self.resolver = resolver
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        ip = self.resolver.resolve(scope)
-        state = scope.setdefault("state", {})
-        state["client_ip"] = ip
-        try:
-            if not state.get(GLOBAL_COUNTED):  # the RSGI entry counted it already
-                await hit_global(self.limits, scope["path"], ip)
-        except RateLimited as exc:
-            from fluxer_oauth.web.responses import json_response
-
-            return await json_response(exc.body(), exc.status, exc.headers)(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-async def hit_global(limits: RateLimits, path: str, ip: str) -> None:
-    """Count a request against the client IP's global bucket; raises RateLimited."""
-    if hit_global_now(limits, path, ip) is NOT_NOW:
-        await limits.hit("global", ip, with_state=False)
-
-
-def hit_global_now(limits: RateLimits, path: str, ip: str):
-    """``hit_global`` without a coroutine; ``NOT_NOW`` when it must be awaited (Redis)."""
-    if limits.enabled and path not in GlobalLimitMiddleware.EXEMPT:
-        return limits.hit_now("global", ip, with_state=False)
-    return None
+def _counted(bucket: str, rate: Rate, estimate: float, now: float) -> LimitState:
+    """The state after a request the memory table counted (``estimate`` includes it; it
+    never exceeds the limit, so the remainder's integer part is its floor); the window
+    ends at the next multiple of the period."""
+    period = rate.period
+    return LimitState(bucket, rate.amount, int(rate.amount - estimate), now - now % period + period)
 
 
 # --- helpers for handlers -------------------------------------------------------------------
-# They work on the ASGI scope, so the raw-ASGI endpoints and Starlette handlers share them
-# (a Starlette Request passes its .scope).
+# They work on an ASGI-like scope ({"app": ..., "state": ..., "client": (ip, port)}), so every
+# interface and handler shares them (a Starlette Request passes its .scope).
+
+# Set in a request's state by the edge: the global count of this form request is made
+# together with the endpoint's own limit once the body says which client it is (one round
+# trip for both with Redis, one clock reading in memory).
+GLOBAL_PENDING = "global_pending"
+
 
 def client_ip(scope) -> str:
     client = scope.get("client")
@@ -404,19 +465,9 @@ def _limits(scope) -> RateLimits:
 
 async def limit(scope, bucket: str, key: str, *, client_id: str | None = None) -> None:
     """Count this request against ``bucket``; the response (whatever it is) carries the
-    X-RateLimit-* headers, added by the edge middleware from the request state. Once per
-    request: a refusal raises before the state is set, and its 429 carries the headers."""
-    if limit_now(scope, bucket, key, client_id=client_id) is NOT_NOW:
-        _keep_state(scope, await _limits(scope).hit(bucket, key, client_id=client_id))
-
-
-def limit_now(scope, bucket: str, key: str, *, client_id: str | None = None):
-    """``limit`` without a coroutine when the counters are in memory; ``NOT_NOW`` when they
-    are in Redis and ``limit`` must be awaited."""
-    state = _limits(scope).hit_now(bucket, key, client_id=client_id)
-    if state is not NOT_NOW:
-        _keep_state(scope, state)
-    return state
+    X-RateLimit-* headers, added by the edge from the request state. Once per request: a
+    refusal raises before the state is set, and its 429 carries the headers."""
+    _keep_state(scope, await _limits(scope).hit(bucket, key, client_id=client_id))
 
 
 def _keep_state(scope, state: LimitState | None) -> None:
@@ -424,59 +475,31 @@ def _keep_state(scope, state: LimitState | None) -> None:
         scope.setdefault("state", {})["rate_limit"] = state
 
 
-def admit_client(scope, bucket: str, application_id: int):
+async def admit_client(scope, bucket: str, application_id: int) -> None:
     """Count a request whose client has authenticated against that client's own bucket, keyed
     by its canonical id (one application, one bucket, however the request spelled it), with
-    the global count left pending. Raises ``RateLimited``; returns an awaitable to await when
-    the counters are in Redis, None when the count is done."""
+    the global count if it was left pending. Raises ``RateLimited``."""
     limits = _limits(scope)
-    if not limits.enabled:
-        return None
-    client_id = str(application_id)
-    return _count_request(scope, limits, bucket, f"client:{client_id}", client_id)
+    if limits.enabled:
+        client_id = str(application_id)
+        _keep_state(scope, await _count(scope, limits, bucket, f"client:{client_id}", client_id))
 
 
-def count_failed_client_auth(scope):
+async def count_failed_client_auth(scope) -> None:
     """A request whose client authentication failed counts against its address alone: naming
     someone else's client_id never spends that client's allowance. Raises ``RateLimited``
-    once the address has used up its failures; an awaitable with Redis, as above."""
+    once the address has used up its failures."""
     limits = _limits(scope)
-    if not limits.enabled:
-        return None
-    return _count_request(scope, limits, "client_auth", f"ip:{client_ip(scope)}", None)
+    if limits.enabled:
+        _keep_state(scope, await _count(scope, limits, "client_auth", f"ip:{client_ip(scope)}", None))
 
 
-def _count_request(scope, limits: RateLimits, bucket: str, key: str, client_id: str | None):
+def _count(scope, limits: RateLimits, bucket: str, key: str, client_id: str | None):
+    """The hit of a request in ``bucket``, with its pending global count if any (awaitable)."""
     state = scope.setdefault("state", {})
-    global_pending = state.pop(GLOBAL_PENDING, False)
-    if limits.counted_in_redis:
-        return _count_request_in_redis(state, limits, bucket, key, client_id, global_pending)
-    if global_pending:
-        limit_state = limits.hit_global_and_now(state["client_ip"], bucket, key, client_id=client_id)
-    else:
-        limit_state = limits.hit_now(bucket, key, client_id=client_id)
-    if limit_state is not None:
-        state["rate_limit"] = limit_state
-    return None
-
-
-async def _count_request_in_redis(state: dict, limits: RateLimits, bucket: str, key: str, client_id: str | None,
-                                  global_pending: bool) -> None:
-    if global_pending:
-        limit_state = await limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id)
-    else:
-        limit_state = await limits.hit(bucket, key, client_id=client_id)
-    if limit_state is not None:
-        state["rate_limit"] = limit_state
-
-
-# Set in a request's state by the RSGI entry: the global count of this form request is made
-# together with the endpoint's own limit once the body says which client it is (one round
-# trip for both with Redis, one clock reading in memory).
-GLOBAL_PENDING = "global_pending"
-# Set in an ASGI scope's state by the RSGI entry when it has counted the request globally
-# already (GET /users/@me, while looking up the token), so the middleware does not again.
-GLOBAL_COUNTED = "global_counted"
+    if state.pop(GLOBAL_PENDING, False):
+        return limits.hit_global_and(state["client_ip"], bucket, key, client_id=client_id)
+    return limits.hit(bucket, key, client_id=client_id)
 
 
 async def count_pending_global(scope) -> None:
