@@ -56,7 +56,7 @@ class Backend:
             asyncio.run(_migrate(_pg_url(self.template).replace("postgresql://", "postgresql+asyncpg://")))
         else:
             self.template = str(self.workdir / "template.db")
-            asyncio.run(_migrate(f"sqlite+aiosqlite:///{self.template}"))
+            asyncio.run(_migrate(f"sqlite:///{self.template}"))
 
     def stop(self) -> None:
         if POSTGRES and self.template:

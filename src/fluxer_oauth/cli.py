@@ -122,6 +122,7 @@ def _with_runtime(work):
     """Run ``work(rt)`` against the configured database; API errors become exit code 1."""
     from fluxer_oauth.core.errors import ApiError
     from fluxer_oauth.runtime import Runtime
+    from fluxer_oauth.store.errors import StoreUnavailable
 
     settings = _settings()
 
@@ -138,6 +139,9 @@ def _with_runtime(work):
         console.print(f"[red]{exc.code}:[/red] {exc.message}")
         for error in exc.details.get("errors", []):
             console.print(f"  {error['path']}: {error['message']}")
+        raise typer.Exit(1)
+    except StoreUnavailable:
+        console.print("[red]SERVICE_UNAVAILABLE:[/red] the database is unreachable")
         raise typer.Exit(1)
 
 

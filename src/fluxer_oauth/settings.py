@@ -174,13 +174,15 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        """The async driver URL for the configured database."""
+        """The SQLAlchemy URL for the configured database: the standard library's sqlite3
+        (run on the event-loop thread, store/database.py) or asyncpg. An old
+        ``sqlite+aiosqlite://`` setting still names the same SQLite file."""
         url = self.database_url
         if "://" not in url:
             url = f"sqlite:///{url}"
         scheme, rest = url.split("://", 1)
         if scheme in ("sqlite", "sqlite+aiosqlite"):
-            return f"sqlite+aiosqlite://{rest}"
+            return f"sqlite://{rest}"
         if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
             return f"postgresql+asyncpg://{rest}"
         raise ConfigurationError(f"unsupported FLUXER_DATABASE_URL scheme {scheme!r}")

@@ -281,14 +281,14 @@ async def test_pkce_challenge_is_carried_on_the_code(client, setup):
 
 async def test_database_failure_after_validation_redirects_temporarily_unavailable(client, setup, monkeypatch):
     from fluxer_oauth.oauth import authorize as authz
-    from fluxer_oauth.store.database import DatabaseUnavailable
+    from fluxer_oauth.store.errors import StoreUnavailable
 
     _owner, app = setup
     await register(client, "outage")
     await browser_login(client, "outage")
 
     async def unavailable(*_args, **_kwargs):
-        raise DatabaseUnavailable()
+        raise StoreUnavailable()
 
     monkeypatch.setattr(authz, "remembered_consent_covers", unavailable)
     response = await client.get(authorize_url(app.id, prompt="none"))

@@ -100,13 +100,13 @@ async def test_forged_bot_token_is_refused_without_a_database_query(client, setu
     statements: list[str] = []
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(rt.db.sync_engine, "before_cursor_execute", listener)
-    hot_fetch = rt.db.hot.fetchrow
+    find_bot = rt.db.clients.bot
 
-    async def spy(name, *args):  # the raw-driver queries are counted too
-        statements.append(name)
-        return await hot_fetch(name, *args)
+    async def spy(bot_id):  # the hot store's lookups are counted too
+        statements.append(f"bot {bot_id}")
+        return await find_bot(bot_id)
 
-    monkeypatch.setattr(rt.db.hot, "fetchrow", spy)
+    monkeypatch.setattr(rt.db.clients, "bot", spy)
     try:
         response = await client.get("/api/v1/users/@me", headers=bot_headers(forged))
         assert response.status_code == 401

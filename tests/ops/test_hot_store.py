@@ -16,6 +16,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from fluxer_oauth.store.records import ClientToken, NewToken
 from fluxer_oauth.store.tables import ACCESS, tokens
 from tests.backends import POSTGRES
 from tests.ops.test_janitor import _hash, _seed
@@ -36,7 +37,7 @@ async def test_a_connection_returned_inside_a_transaction_comes_back_clean(rt):
             assert not connection.is_in_transaction()
             # the temporary table went with the rolled-back transaction
             assert await connection.fetchval("SELECT to_regclass('pg_temp.left_behind')") is None
-    assert await rt.db.hot.fetchrow("application", 1) is None  # and the hot queries still work
+    assert await rt.db.clients.application(1) is None  # and the hot queries still work
 
 
 @sqlite_only
@@ -50,8 +51,8 @@ async def test_wal_stays_small_under_inserts_and_nothing_is_lost(rt, tmp_path):
     for batch in range(150):
         rows = [os.urandom(32) for _ in range(100)]
         await asyncio.gather(*[
-            hot.execute("insert_token", token_hash, ACCESS, 2, 1, None, 10**6 + inserted + n, 10**6 + inserted + n,
-                        "identify", None, now, now + 3600, False)
+            rt.db.tokens.insert(NewToken(token_hash, ACCESS, 2, 1, None, 10**6 + inserted + n, 10**6 + inserted + n,
+                                         "identify", None, now, now + 3600))
             for n, token_hash in enumerate(rows)
         ])
         inserted += len(rows)
@@ -77,12 +78,12 @@ async def test_the_checking_insert_writes_only_for_an_enabled_application_with_t
     owner = await register(client)
     with_bot = await create_app(client, owner, name="with bot")
     botless = await create_app(client, owner, name="botless", bot=False)
-    hot, now = rt.db.hot, time.time()
+    now = time.time()
 
     async def issue(app_id: str, secret: str) -> bool:
         token_hash = os.urandom(32)
-        written = await hot.execute("issue_client_token", token_hash, int(app_id),
-                                    credentials.client_secret_hash(rt.secret, secret), 7, "identify", now, now + 60)
+        written = await rt.db.tokens.issue_client_token(ClientToken(
+            token_hash, int(app_id), credentials.client_secret_hash(rt.secret, secret), 7, "identify", now, now + 60))
         async with rt.db.read() as conn:
             from sqlalchemy import select
 
@@ -114,6 +115,7 @@ async def test_the_checking_insert_writes_only_for_an_enabled_application_with_t
 @postgres_only
 async def test_requests_arriving_before_the_pool_exists_share_one(rt):
     from fluxer_oauth.store.hot import PostgresHot
+    from fluxer_oauth.store.interfaces import ClientStore
 
     dsn = rt.db.hot._dsn
 
@@ -130,7 +132,7 @@ async def test_requests_arriving_before_the_pool_exists_share_one(rt):
     before = await backends()
     hot = PostgresHot(dsn)
     try:
-        assert await asyncio.gather(*[hot.fetchrow("application", n) for n in range(40)]) == [None] * 40
+        assert await asyncio.gather(*[ClientStore(hot).application(n) for n in range(40)]) == [None] * 40
         assert await backends() - before <= 10  # one pool of at most ten, not one pool per early request
     finally:
         await hot.close()
@@ -139,33 +141,33 @@ async def test_requests_arriving_before_the_pool_exists_share_one(rt):
 @sqlite_only
 async def test_a_cached_token_is_refused_as_soon_as_this_process_revokes_it(rt):
     await _seed(rt, expired_tokens=0, live_tokens=1)
-    hot, now = rt.db.hot, time.time()
-    assert await hot.fetchrow("access_token", _hash(0, "t"), now) is not None  # now in the cache
+    found, now = rt.db.tokens.find_access, time.time()
+    assert await found(_hash(0, "t"), now) is not None  # now in the cache
     # A revocation written by this process commits inside the current loop turn; the very
     # next lookup, in the same turn, must not answer from the cache.
     async with rt.db.write() as conn:
         await conn.execute(tokens.update().values(revoked_at=now))
-    assert await hot.fetchrow("access_token", _hash(0, "t"), now) is None
+    assert await found(_hash(0, "t"), now) is None
 
 
 @sqlite_only
 async def test_another_connections_commit_is_seen_from_the_next_loop_turn_and_checked_once_a_turn(rt):
     await _seed(rt, expired_tokens=0, live_tokens=2)
-    hot, now = rt.db.hot, time.time()
+    hot, found, now = rt.db.hot, rt.db.tokens.find_access, time.time()
     checks = []
-    await hot.fetchrow("bot", "warm-up")  # opens the hot connection
+    await rt.db.clients.bot(0)  # opens the hot connection
     hot._connection.set_trace_callback(lambda sql: checks.append(sql) if "data_version" in sql else None)
     await asyncio.sleep(0)
     for _ in range(20):
-        assert await hot.fetchrow("access_token", _hash(0, "t"), now) is not None
+        assert await found(_hash(0, "t"), now) is not None
     assert len(checks) == 1  # one look at data_version for the whole turn
     # Another process (here another connection) revokes; a request that reaches us after
     # its commit is served in a later loop turn, and sees it.
     with sqlite3.connect(hot._path) as other:
         other.execute("UPDATE tokens SET revoked_at = ?", (now,))
     await asyncio.sleep(0)
-    assert await hot.fetchrow("access_token", _hash(0, "t"), now) is None
-    assert await hot.fetchrow("access_token", _hash(1, "t"), now) is None
+    assert await found(_hash(0, "t"), now) is None
+    assert await found(_hash(1, "t"), now) is None
     assert len(checks) == 2
 
 
@@ -173,11 +175,11 @@ async def test_inserts_of_one_loop_turn_commit_together_all_or_nothing(rt):
     """Group commit: 150 inserts made in one turn go into one transaction (on SQLite, as
     statements of 64 rows); one bad row fails them all, and none is stored."""
     await _seed(rt, expired_tokens=0, live_tokens=1)  # user 1, application 2, the token _hash(0, "t")
-    hot, now = rt.db.hot, time.time()
+    now = time.time()
 
     def insert(token_hash, n):
-        return hot.execute("insert_token", token_hash, ACCESS, 2, 1, None, 10**6 + n, 10**6 + n,
-                           "identify", None, now, now + 3600, False)
+        return rt.db.tokens.insert(NewToken(token_hash, ACCESS, 2, 1, None, 10**6 + n, 10**6 + n,
+                                            "identify", None, now, now + 3600))
 
     hashes = [os.urandom(32) for _ in range(150)]
     outcomes = await asyncio.gather(*[insert(h, n) for n, h in enumerate(hashes[:149])], insert(_hash(0, "t"), 149),
@@ -197,52 +199,13 @@ async def _stored(rt, token_hash: bytes) -> bool:
 
 
 @postgres_only
-async def test_lookups_of_one_loop_turn_go_as_one_statement_each_answered_as_if_alone(rt):
-    """Token lookups made in the same turn are sent as one statement; each request gets the
-    row it would have had alone: live ones found, expired, revoked and unknown ones not,
-    a key asked twice answered twice."""
-    await _seed(rt, expired_tokens=1, live_tokens=3)  # _hash(0, "t") expired, 1-3 live
-    now = time.time()
-    async with rt.db.write() as conn:
-        await conn.execute(tokens.update().where(tokens.c.token_hash == _hash(3, "t")).values(revoked_at=now))
-    hot = rt.db.hot
-    keys = [_hash(1, "t"), _hash(0, "t"), _hash(2, "t"), _hash(3, "t"), b"unknown", _hash(1, "t")]
-    alone = [await hot.fetchrow("access_token", key, now) for key in keys]  # one turn each
-    assert [row is not None for row in alone] == [True, False, True, False, False, True]
-
-    pool = await hot._acquire_pool()
-    statements = []
-
-    class CountingPool:  # the real pool, noting each statement sent through it
-        def fetch(self, sql, *args):
-            statements.append(sql)
-            return pool.fetch(sql, *args)
-
-        def fetchrow(self, sql, *args):
-            statements.append(sql)
-            return pool.fetchrow(sql, *args)
-
-    hot._pool = CountingPool()
-    try:
-        together = await asyncio.gather(*[hot.fetchrow("access_token", key, now) for key in keys],
-                                        hot.fetchrow("live_token", _hash(2, "t"), now),
-                                        hot.fetchrow("application", 2))
-    finally:
-        hot._pool = pool
-    assert [tuple(row) if row else None for row in together[:6]] == [tuple(row) if row else None for row in alone]
-    assert together[6][:2] == (2, 1)  # the live_token row: application 2, user 1
-    assert together[7].id == 2 and together[7].name == "a"  # named like a lone application row
-    assert len(statements) == 3  # access tokens together, then the lone live_token and application
-
-
-@postgres_only
 async def test_the_hot_statements_are_planned_once_and_find_each_token_by_its_own_index(rt):
     """The hot pool plans each statement once per connection (a generic plan; planning at
     each execution stalled for up to 600 ms after bulk inserts), so that one plan must be
     right: each token through the primary key, also in a batch and right after a bulk load
     of 100k tokens of one client (given ``= ANY(keys)``, or the lateral lookup merged into
     the outer query, the planner walked all of them through the (user, application) index)."""
-    from fluxer_oauth.store.hot import _POSTGRES_LOOKUPS, _STATEMENTS, _dollars
+    from fluxer_oauth.store.hot import ACCESS_TOKEN, LIVE_TOKEN
 
     await _seed(rt, expired_tokens=0, live_tokens=2)
     pool = await rt.db.hot._acquire_pool()
@@ -253,12 +216,12 @@ async def test_the_hot_statements_are_planned_once_and_find_each_token_by_its_ow
             f"expires_at, rotated) SELECT sha256(n::text::bytea), {ACCESS}, 2, 1, n + 10, n + 10, 'identify', "
             f"{time.time()}, {time.time() + 3600}, false FROM generate_series(1, 100000) AS n")
         for name, sql, types, args in [
-            (name, _STATEMENTS[name], "bytea, float8", r"'\x00', 0") for name in ("access_token", "live_token")
+            (kind.name, kind.postgres, "bytea, float8", r"'\x00', 0") for kind in (ACCESS_TOKEN, LIVE_TOKEN)
         ] + [
-            (f"{name} batch", _POSTGRES_LOOKUPS[name], "bytea[], float8", r"ARRAY['\x00'::bytea], 0")
-            for name in ("access_token", "live_token")
+            (f"{kind.name} batch", kind.postgres_batch, "bytea[], float8", r"ARRAY['\x00'::bytea], 0")
+            for kind in (ACCESS_TOKEN, LIVE_TOKEN)
         ]:
-            await connection.execute(f"PREPARE probe ({types}) AS {_dollars(sql)}")
+            await connection.execute(f"PREPARE probe ({types}) AS {sql}")
             try:
                 plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN EXECUTE probe ({args})"))
             finally:
@@ -269,15 +232,16 @@ async def test_the_hot_statements_are_planned_once_and_find_each_token_by_its_ow
 
 @postgres_only
 async def test_every_lookup_of_a_batch_learns_that_the_database_is_down():
-    from fluxer_oauth.store.database import DatabaseUnavailable
+    from fluxer_oauth.store.errors import StoreUnavailable
     from fluxer_oauth.store.hot import PostgresHot
+    from fluxer_oauth.store.interfaces import ClientStore, TokenStore
 
     hot = PostgresHot("postgresql://postgres@127.0.0.1:1/nowhere")
     try:
         outcomes = await asyncio.wait_for(asyncio.gather(
-            *[hot.fetchrow("access_token", os.urandom(32), time.time()) for _ in range(5)],
-            hot.fetchrow("bot", 7), return_exceptions=True), 10)
-        assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes), outcomes
+            *[TokenStore(hot).find_access(os.urandom(32), time.time()) for _ in range(5)],
+            ClientStore(hot).bot(7), return_exceptions=True), 10)
+        assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes), outcomes
     finally:
         await hot.close()
 

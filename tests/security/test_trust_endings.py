@@ -1,4 +1,4 @@
-"""Every way access ends closes every path derived from it (oauth/endings.py): codes not
+"""Every way access ends closes every path derived from it (grants/endings.py): codes not
 yet redeemed, access and refresh tokens, remembered consent, client-credentials tokens, and
 a departed bot's guild memberships with their managed roles. Each test is a hole an attack
 pass found open."""
@@ -14,10 +14,11 @@ from sqlalchemy import delete, select, update
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.permissions import PERMISSIONS
-from fluxer_oauth.oauth import endings
+from fluxer_oauth.grants import endings
 from fluxer_oauth.platform import admin
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import oauth as oauth_store
+from fluxer_oauth.store.records import ClientToken
 from fluxer_oauth.store.tables import applications, grants, roles
 from tests.backends import POSTGRES
 from tests.api.test_bots import bot_headers, install, make_guild
@@ -176,17 +177,15 @@ async def test_client_token_authenticated_before_a_reset_is_not_issued_after_it(
     reset is made to land in that gap, through the real API."""
     owner = await register(client)
     app = await create_app(client, owner)
-    hot = rt.db.hot
-    write = hot.execute
+    issue = rt.db.tokens.issue_client_token
 
-    async def reset_first(name, *args):
-        if name == "issue_client_token":
-            reset = await client.post(f"/api/v1/oauth2/applications/{app.id}/client-secret/reset",
-                                      json={"password": PASSWORD}, headers=owner.headers)
-            assert reset.status_code == 200
-        return await write(name, *args)
+    async def reset_first(token):
+        reset = await client.post(f"/api/v1/oauth2/applications/{app.id}/client-secret/reset",
+                                  json={"password": PASSWORD}, headers=owner.headers)
+        assert reset.status_code == 200
+        return await issue(token)
 
-    monkeypatch.setattr(hot, "execute", reset_first)
+    monkeypatch.setattr(rt.db.tokens, "issue_client_token", reset_first)
     refused = await cc(client, app)
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
 
@@ -213,8 +212,8 @@ async def test_client_token_written_during_a_secret_reset_does_not_outlive_it(cl
         await conn.execute(update(applications).where(applications.c.id == int(app.id))
                            .values(secret_hash=b"\0" * 32))
         await endings.end_client_credentials(rt, conn, int(app.id), by="test", actor_id=None, at=now)
-        insert = asyncio.ensure_future(rt.db.hot.execute("issue_client_token", token_key, int(app.id), old_hash,
-                                                         rt.ids.next(), "identify", now, now + 60))
+        insert = asyncio.ensure_future(rt.db.tokens.issue_client_token(ClientToken(
+            token_key, int(app.id), old_hash, rt.ids.next(), "identify", now, now + 60)))
         await asyncio.sleep(0.3)
         assert not insert.done()  # waiting for the reset's row lock, not reading the old row
     assert await insert is False

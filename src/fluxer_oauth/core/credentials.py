@@ -47,8 +47,8 @@ def new_opaque_token() -> str:
 # Access and refresh tokens open with their issue time, and are stored under that time
 # followed by their SHA-256. The tokens index is keyed by it, so a new token's key lands at
 # the index's growing end instead of on a random page: a batch of inserts dirties a few
-# pages rather than one per row (+25 % client_credentials on SQLite, and no cold pages to
-# read at a million tokens). The time is no secret (introspection tells it); the 256 random
+# pages rather than one per row, and a million stored tokens leave no cold pages to read
+# (measured in bench/RESULTS.md). The time is no secret (introspection tells it); the 256 random
 # bits stay the token's strength, and the key still holds only a hash of the token.
 _ISSUED_MS_BYTES = 6  # milliseconds since the epoch, big-endian: enough until the year 10889
 _ISSUED_MS_CHARS = 8  # its base64url text, which the 32 random bytes follow

@@ -77,7 +77,7 @@ async def identify_client(rt: Runtime, params: Params):
     client_id = parse_snowflake(client_id_text)
     app = None
     if client_id is not None:
-        app = await rt.db.hot.fetchrow("application", client_id)  # None too when its owner is disabled
+        app = await rt.db.clients.application(client_id)  # None too when its owner is disabled
     if app is None:
         raise UnsafeRequest("client_id does not name a known application")
     registered = redirect_uris_of(app)

@@ -1,4 +1,5 @@
-"""Validating access tokens presented to the resource routes."""
+"""Validating the tokens presented to the resource routes: access tokens (``Bearer``) and
+bot tokens (``Bot``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from dataclasses import dataclass
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store.hot import ACCESS_TOKEN_FIELDS, USER_FIELDS, row_of
+from fluxer_oauth.store.records import AccessToken, User
 
-_USER_OFFSET = USER_OFFSET = len(ACCESS_TOKEN_FIELDS)
 _scope_sets: dict[str, frozenset[str]] = {}  # few distinct scope strings exist: parse each once
 
 MAX_TOKEN_LENGTH = 512
@@ -32,20 +32,43 @@ def scope_set(scope_text: str) -> frozenset[str]:
     return scopes
 
 
-async def access_token_row(rt: Runtime, token: str):
-    """The raw row (ACCESS_TOKEN_FIELDS, then USER_FIELDS) of a live token of an enabled user
-    and application, or None. One indexed query: the token, its user and its application."""
+async def find_access_token(rt: Runtime, token: str) -> AccessToken | None:
+    """The stored access token (with its user) for a live token of an enabled user and
+    application, or None. One indexed query: the token, its user and its application."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    return await rt.db.hot.fetchrow("access_token", credentials.stored_token_key(token), now())
+    return await rt.db.tokens.find_access(credentials.stored_token_key(token), now())
 
 
-async def lookup_access_token(rt: Runtime, token: str):
-    """``(AccessGrant, user row)`` for a live token, or None."""
-    row = await access_token_row(rt, token)
-    if row is None:
+async def lookup_access_token(rt: Runtime, token: str) -> tuple[AccessGrant, User] | None:
+    """``(AccessGrant, user)`` for a live token, or None."""
+    found = await find_access_token(rt, token)
+    if found is None:
         return None
-    application_id, scope_text, expires_at, issued_at = row[:_USER_OFFSET]
-    scopes = scope_set(scope_text)
-    user = row_of(USER_FIELDS, row, _USER_OFFSET)
-    return AccessGrant(user.id, application_id, scopes, scope_text, expires_at, issued_at), user
+    user = found.user
+    grant = AccessGrant(user.id, found.application_id, scope_set(found.scopes), found.scopes, found.expires_at,
+                        found.created_at)
+    return grant, user
+
+
+_verified_bot_tokens: dict[str, int] = {}  # signature checks are pure: remember the good ones
+
+
+async def lookup_bot(rt: Runtime, token: str) -> User | None:
+    """The bot's user for a valid bot token, else None: the signature first (a forged token
+    is refused before any database access), then the stored hash, compared in constant time
+    (a reset token keeps its good signature, but the stored hash has moved on)."""
+    bot_id = _verified_bot_tokens.get(token)
+    if bot_id is None:
+        bot_id = credentials.verify_bot_token(rt.secret, token)
+        if bot_id is None:
+            return None
+        if len(_verified_bot_tokens) > 10_000:
+            _verified_bot_tokens.clear()
+        _verified_bot_tokens[token] = bot_id
+    login = await rt.db.clients.bot(bot_id)
+    if login is None or login.token_hash is None:
+        return None
+    if not credentials.constant_time_equal(credentials.sha256(token), login.token_hash):
+        return None
+    return login.user

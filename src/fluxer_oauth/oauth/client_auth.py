@@ -69,7 +69,7 @@ def presented_secret_hash(rt: Runtime, secret: str) -> bytes:
 async def authenticate_client(rt: Runtime, params: Params, authorization: str | None):
     """The authenticated application row; ``invalid_client`` (401) otherwise."""
     application_id, secret = presented_client(params, authorization)
-    app = await rt.db.hot.fetchrow("application", application_id) if application_id is not None else None
+    app = await rt.db.clients.application(application_id) if application_id is not None else None
     # Hash even for an unknown client, so both paths cost the same.
     presented = presented_secret_hash(rt, secret)
     if app is None or not credentials.constant_time_equal(presented, app.secret_hash):

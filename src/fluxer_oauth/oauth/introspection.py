@@ -14,19 +14,16 @@ INACTIVE = {"active": False}
 
 async def introspect(rt: Runtime, params: Params, authorization: str | None) -> dict:
     app, token = await authenticate_token_request(rt, params, authorization)
-    row = await rt.db.hot.fetchrow("live_token", credentials.stored_token_key(token), now())
-    if row is None:
-        return INACTIVE
-    application_id, user_id, scopes, kind, expires_at, created_at = row
-    if application_id != app.id:
+    found = await rt.db.tokens.find_live(credentials.stored_token_key(token), now())
+    if found is None or found.application_id != app.id:
         return INACTIVE
     return {
         "active": True,
-        "client_id": str(application_id),
-        "sub": str(user_id),
-        "scope": scopes,
-        "token_type": "Bearer" if kind == ACCESS else "refresh_token",
-        "exp": int(expires_at),
-        "iat": int(created_at),
+        "client_id": str(found.application_id),
+        "sub": str(found.user_id),
+        "scope": found.scopes,
+        "token_type": "Bearer" if found.kind == ACCESS else "refresh_token",
+        "exp": int(found.expires_at),
+        "iat": int(found.created_at),
         "iss": rt.settings.issuer,
     }

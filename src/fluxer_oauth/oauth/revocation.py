@@ -5,7 +5,7 @@ from __future__ import annotations
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_token_request
-from fluxer_oauth.oauth.endings import end_grant
+from fluxer_oauth.grants.endings import end_grant
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import oauth as oauth_store

@@ -3,7 +3,7 @@
 Each grant runs in one write transaction. Outcomes that must persist even though the
 client gets an error (a consumed code) are returned, not raised, so the transaction
 commits before the error is reported. What a detected replay or reuse ends is ended in a
-transaction of its own right after (oauth/endings.py: an ending never runs while the
+transaction of its own right after (grants/endings.py: an ending never runs while the
 issuance's own shared lock is held).
 """
 
@@ -17,13 +17,14 @@ from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, cove
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client, presented_secret_hash
 from fluxer_oauth.oauth.params import ParamError, Params
-from fluxer_oauth.oauth import endings
+from fluxer_oauth.grants import endings
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
+from fluxer_oauth.store.records import ClientToken
 from fluxer_oauth.store.tables import ACCESS, REFRESH
 
 def invalid_grant(description: str) -> OAuthError:
@@ -38,7 +39,7 @@ async def token_endpoint(rt: Runtime, params: Params, authorization: str | None)
     # Where the store's checked insert saves the lookup (PostgreSQL), it authenticates and
     # issues in one statement, which leaves no moment between for a per-client limit: taken
     # only when there is none to count.
-    if (grant_type == "client_credentials" and rt.db.hot.checks_clients_on_insert
+    if (grant_type == "client_credentials" and rt.db.tokens.checks_clients_on_insert
             and params.on_client_authenticated is None):
         body = await _client_credentials_checked_on_insert(rt, params, authorization)
         if body is not None:
@@ -246,10 +247,8 @@ async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
     access, issue_id, at, expires_at = _new_client_token(rt)
     # Written only if the application still has this secret and is still enabled (and its
     # owner too): a reset or a disabling committed since the lookup ends this token as well.
-    written = await rt.db.hot.execute(
-        "issue_client_token", credentials.stored_token_key(access), app.id, app.secret_hash, issue_id, scope_text,
-        at, expires_at,
-    )
+    written = await rt.db.tokens.issue_client_token(ClientToken(
+        credentials.stored_token_key(access), app.id, app.secret_hash, issue_id, scope_text, at, expires_at))
     if not written:
         raise invalid_client()
     return _response(rt, access, scope_text)
@@ -269,10 +268,9 @@ async def _client_credentials_checked_on_insert(rt: Runtime, params: Params, aut
     if application_id is None:
         return None
     access, issue_id, at, expires_at = _new_client_token(rt)
-    written = await rt.db.hot.execute(
-        "issue_client_token", credentials.stored_token_key(access), application_id, presented_secret_hash(rt, secret),
-        issue_id, scope_text, at, expires_at,
-    )
+    written = await rt.db.tokens.issue_client_token(ClientToken(
+        credentials.stored_token_key(access), application_id, presented_secret_hash(rt, secret), issue_id,
+        scope_text, at, expires_at))
     return _response(rt, access, scope_text) if written else None
 
 

@@ -12,21 +12,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
-
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.ops.logging import log
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store.tables import authorization_codes, sessions, tokens
+from fluxer_oauth.store.expiry import EXPIRING_TABLES, delete_expired
 
 logger = logging.getLogger("fluxer.janitor")
-
-# (table, its primary key, its expiry column)
-SWEPT = (
-    (authorization_codes, authorization_codes.c.code_hash, authorization_codes.c.expires_at),
-    (tokens, tokens.c.token_hash, tokens.c.expires_at),
-    (sessions, sessions.c.token_hash, sessions.c.expires_at),
-)
 
 
 @dataclass
@@ -47,19 +38,17 @@ async def sweep(rt: Runtime, *, batch_size: int = 2000, at: float | None = None,
     """Delete every row that expired before ``at``, one short transaction per batch."""
     cutoff = now() if at is None else at
     report = SweepReport()
-    for table, key, expires_at in SWEPT:
-        doomed = select(key).where(expires_at < cutoff).limit(batch_size)
-        statement = delete(table).where(key.in_(doomed))
-        report.deleted[table.name] = 0
+    for table in EXPIRING_TABLES:
+        report.deleted[table] = 0
         while True:
             started = time.perf_counter()
             async with rt.db.write() as conn:
-                count = (await conn.execute(statement)).rowcount
+                count = await delete_expired(conn, table, before=cutoff, limit=batch_size)
             elapsed = time.perf_counter() - started
-            report.deleted[table.name] += count
+            report.deleted[table] += count
             report.batch_seconds.append(elapsed)
             if on_batch is not None:
-                on_batch(table.name, count, elapsed)
+                on_batch(table, count, elapsed)
             if count < batch_size:
                 break
             await asyncio.sleep(0)  # let requests in between batches

@@ -7,14 +7,13 @@ import secrets
 from contextlib import asynccontextmanager
 from typing import AsyncContextManager, Awaitable, Callable, Protocol
 
-from sqlalchemy.exc import IntegrityError
-
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.platform.validation import FormErrors, check_text, has_control_characters
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import users as user_store
+from fluxer_oauth.store.errors import AlreadyExists
 
 USERNAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
@@ -61,7 +60,7 @@ async def create_user(rt: Runtime, username: str, email: str, password: str):
                 password_hash=password_hash,
                 created_at=now(),
             )
-    except IntegrityError:  # a parallel registration took the name first
+    except AlreadyExists:  # a parallel registration took the name first
         _raise_taken("username or email")
     async with rt.db.read() as conn:
         return await user_store.get_user(conn, user_id)

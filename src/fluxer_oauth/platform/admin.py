@@ -7,7 +7,7 @@ import json
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import iso, now
-from fluxer_oauth.oauth import endings
+from fluxer_oauth.grants import endings
 from fluxer_oauth.platform.accounts import user_json
 from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION, application_json
 from fluxer_oauth.platform.authorizations import list_authorizations
@@ -64,7 +64,7 @@ async def set_user_disabled(rt: Runtime, actor_id: int, user_id: int, disabled: 
         user = await user_store.get_user(conn, user_id)
         if user is None:
             raise UNKNOWN_USER
-        if disabled:  # the ending first: it locks before any row is written (oauth/endings.py)
+        if disabled:  # the ending first: it locks before any row is written (grants/endings.py)
             await endings.end_user(rt, conn, user_id, by="user_disabled", actor_id=actor_id, at=at)
         await user_store.set_user_fields(conn, user_id, disabled_at=at if disabled else None)
         await _log(rt, conn, actor_id, "user.disabled" if disabled else "user.enabled", target_user_id=user_id)
@@ -86,7 +86,7 @@ async def set_application_disabled(rt: Runtime, actor_id: int | None, applicatio
     async with rt.db.write() as conn:
         if await app_store.get_application(conn, application_id) is None:
             raise UNKNOWN_APPLICATION
-        if disabled:  # the ending first: it locks before any row is written (oauth/endings.py)
+        if disabled:  # the ending first: it locks before any row is written (grants/endings.py)
             await endings.end_application(rt, conn, application_id, by="application_disabled",
                                           actor_id=actor_id, at=at)
         await app_store.update_application(conn, application_id, disabled_at=at if disabled else None)
@@ -100,7 +100,7 @@ async def set_application_trusted(rt: Runtime, actor_id: int | None, application
     async with rt.db.write() as conn:
         if await app_store.get_application(conn, application_id) is None:
             raise UNKNOWN_APPLICATION
-        if not trusted:  # the ending first: it locks before any row is written (oauth/endings.py)
+        if not trusted:  # the ending first: it locks before any row is written (grants/endings.py)
             await endings.end_admin_access(rt, conn, application_id=application_id, by="application_untrusted",
                                            actor_id=actor_id, at=at)
         await app_store.update_application(conn, application_id, trusted=trusted)
@@ -119,7 +119,7 @@ async def set_staff(rt: Runtime, actor_id: int | None, user_id: int, staff: bool
     async with rt.db.write() as conn:
         if await user_store.get_user(conn, user_id) is None:
             raise UNKNOWN_USER
-        if not staff:  # the ending first: it locks before any row is written (oauth/endings.py)
+        if not staff:  # the ending first: it locks before any row is written (grants/endings.py)
             await endings.end_admin_access(rt, conn, user_id=user_id, by="staff_removed", actor_id=actor_id, at=at)
         await user_store.set_user_fields(conn, user_id, staff=staff)
         await audit.record(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import iso, now
-from fluxer_oauth.oauth.endings import end_grant
+from fluxer_oauth.grants.endings import end_grant
 from fluxer_oauth.platform.applications import application_json
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store

@@ -20,6 +20,7 @@ from fluxer_oauth.core.timefmt import iso, now
 from fluxer_oauth.platform.accounts import user_json
 from fluxer_oauth.platform.validation import FormErrors, check_text, invalid_form_body
 from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import guilds as guild_store
 
@@ -292,3 +293,14 @@ async def install_bot(rt: Runtime, conn, *, app, user, guild_id: int, permission
         details={"guild_id": str(guild_id), "permissions": str(requested)},
     )
     return guild
+
+
+async def install_names(rt: Runtime, application_id: int, guild_id: int | None,
+                        user_id: int | None) -> tuple[str | None, str | None]:
+    """The application's name and, for a member of it only, the guild's name: what the page
+    that ends a bot-only install shows."""
+    async with rt.db.read() as conn:
+        app = await app_store.get_application(conn, application_id)
+        guild = await guild_store.get_guild(conn, guild_id) if guild_id else None
+        member = guild is not None and user_id is not None and await guild_store.is_member(conn, guild.id, user_id)
+    return (app.name if app is not None else None), (guild.name if member else None)

@@ -39,9 +39,9 @@ _TOUCH_GRANT = (
 # an ending holds it exclusively, so it waits for the issuances under way to commit and then
 # sees what they wrote, and issuances that come later wait for the ending and then find
 # their code or token ended. Endings take their locks in ascending order, before any row,
-# and never while holding a shared one. (A row lock on the grant did the same at twice the
-# cost: many refreshes of one grant each rewrote the row's lockers, PostgreSQL refresh
-# 550-830 -> 260-335 req/s; a statement of its own for the lock cost a round trip, ~15 %.)
+# and never while holding a shared one. (A row lock on the grant would do the same, but
+# many refreshes of one grant would each rewrite the row's lockers; a statement of its own
+# for the lock would cost a round trip: bench/RESULTS.md, eighth round.)
 _LOCK_SHARED = text("SELECT pg_advisory_xact_lock_shared(:p_application_id)")
 _LOCK_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:p_key)")
 # Every ending takes its locks before it writes any row (a row written first, then a lock

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fluxer_oauth.store.common import rows_by_id
+from fluxer_oauth.store.errors import AlreadyExists
 from fluxer_oauth.store.tables import sessions, users
 
 
 async def insert_user(conn: AsyncConnection, **values) -> None:
-    await conn.execute(users.insert().values(**values))
+    """Raises ``AlreadyExists`` when the username or email (or id) is taken."""
+    try:
+        await conn.execute(users.insert().values(**values))
+    except IntegrityError as exc:
+        raise AlreadyExists("username or email") from exc
 
 
 _GET_USER = select(users).where(users.c.id == bindparam("user_id"))

@@ -1,4 +1,4 @@
-"""Every way access ends, in one place.
+"""Every way access ends, in one place: the grant aggregate's "end this grant".
 
 Each event that ends access calls one of these inside its own write transaction, and each
 ends everything derived from what it ends: the codes not yet redeemed, the access and
