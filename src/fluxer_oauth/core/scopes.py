@@ -1,23 +1,50 @@
-"""OAuth2 scopes (SPEC §3): parsing, ordering and the rules between them."""
+"""OAuth2 scopes (SPEC §3), each declared once; parsing, ordering and the rules between them.
+
+``SCOPES`` is the one declaration: the consent page, the developer portal, the OpenAPI
+document, the server metadata, the client-credentials grant and the scope rules all read
+it. A route that needs a scope names it in its declaration (``web/api.py``)."""
 
 from __future__ import annotations
 
-# The table's order; responses list scopes in this order.
-ALL_SCOPES: tuple[str, ...] = ("identify", "email", "guilds", "connections", "bot", "admin")
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    description: str  # what the consent page says, in plain words
+    unlocks: str  # what a token with it may read or do (the OpenAPI document shows it)
+    client_credentials: bool = False  # the client-credentials grant (the bot's own token) may ask for it
+    requires: str | None = None  # a scope that must be in the same authorization request
+    staff_only: bool = False  # trusted applications ask for it, staff users grant it and use its routes
+
+
+# In the canonical order: responses list scopes in this order.
+SCOPES: tuple[Scope, ...] = (
+    Scope("identify", "Know your username, avatar and profile details",
+          "the user object without its email (/users/@me, /oauth2/userinfo)", client_credentials=True),
+    Scope("email", "Know your email address and whether it is verified",
+          "the email and verified fields of the user object", requires="identify"),
+    Scope("guilds", "See the servers you are in and your permissions there",
+          "the user's guilds and your permissions in them (/users/@me/guilds, /guilds/{guild_id})",
+          client_credentials=True),
+    Scope("connections", "See the accounts you have connected (GitHub, Bluesky, ...)",
+          "the user's connected accounts (/users/@me/connections)"),
+    Scope("bot", "Add a bot to a server you manage",
+          "adding the application's bot to a guild the user manages (authorization only)"),
+    Scope("admin", "Administer Fluxer: all user data and sensitive operations",
+          "the admin API (/admin/*), for staff members through trusted applications", staff_only=True),
+)
+
+SCOPE = {scope.name: scope for scope in SCOPES}
+ALL_SCOPES: tuple[str, ...] = tuple(SCOPE)
 _ORDER = {name: index for index, name in enumerate(ALL_SCOPES)}
 
 # What the consent page says for each scope.
-SCOPE_DESCRIPTIONS: dict[str, str] = {
-    "identify": "Know your username, avatar and profile details",
-    "email": "Know your email address and whether it is verified",
-    "guilds": "See the servers you are in and your permissions there",
-    "connections": "See the accounts you have connected (GitHub, Bluesky, ...)",
-    "bot": "Add a bot to a server you manage",
-    "admin": "Administer Fluxer: all user data and sensitive operations",
-}
+SCOPE_DESCRIPTIONS: dict[str, str] = {scope.name: scope.description for scope in SCOPES}
 
 # Scopes the client-credentials grant may ask for (the token acts as the bot user).
-CLIENT_CREDENTIALS_SCOPES = frozenset({"identify", "guilds"})
+CLIENT_CREDENTIALS_SCOPES = frozenset(scope.name for scope in SCOPES if scope.client_credentials)
 
 
 class ScopeError(ValueError):
@@ -38,8 +65,10 @@ def parse_scopes(raw: str) -> tuple[str, ...]:
 
 
 def check_scope_rules(scopes: tuple[str, ...]) -> None:
-    if "email" in scopes and "identify" not in scopes:
-        raise ScopeError("the email scope requires identify in the same request")
+    for name in scopes:
+        required = SCOPE[name].requires if name in SCOPE else None
+        if required is not None and required not in scopes:
+            raise ScopeError(f"the {name} scope requires {required} in the same request")
 
 
 def format_scopes(scopes) -> str:

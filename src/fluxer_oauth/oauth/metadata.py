@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fluxer_oauth.core.scopes import ALL_SCOPES
+from fluxer_oauth.core.scopes import SCOPES
 from fluxer_oauth.oauth.token import GRANT_TYPES
 from fluxer_oauth.settings import Settings
 
@@ -20,7 +20,7 @@ def metadata(settings: Settings) -> dict:
         "introspection_endpoint": f"{base}/api/v1/oauth2/introspect",
         "userinfo_endpoint": f"{base}/api/v1/oauth2/userinfo",
         "service_documentation": f"{base}/api/v1/openapi.json",
-        "scopes_supported": list(ALL_SCOPES),
+        "scopes_supported": [scope.name for scope in SCOPES],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(GRANT_TYPES),

@@ -1,22 +1,69 @@
 """Declaring JSON API routes once: each declaration mounts the handler under ``/api/v1``
-and ``/v1`` and describes it for the OpenAPI document at ``/api/v1/openapi.json``."""
+and ``/v1``, enforces its policy, and describes it for the OpenAPI document at
+``/api/v1/openapi.json``.
+
+A route's policy is what it declares: ``auth`` (the credential kinds it takes), ``scope``
+(the scope a bearer token needs, from ``core.scopes.SCOPES``) and ``bucket`` (its rate-limit
+bucket and how the key is formed). ``Operation.admit`` applies it, in this order: 401 for a
+missing or bad credential, 403 for a kind the route does not take, 403 for a bearer token
+without the scope, 403 for a user who is not staff on a staff-only scope's route, then the
+bucket's count (429). The handler runs after and receives the caller:
+``handler(request, caller)``; a route without ``auth`` keeps ``handler(request)``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+import functools
 import re
+from dataclasses import dataclass, field
 
 import msgspec
 from starlette.routing import Route
 
 from fluxer_oauth import __version__
+from fluxer_oauth.core.errors import access_denied
+from fluxer_oauth.core.scopes import SCOPE, SCOPES
 from fluxer_oauth.web import schemas
+from fluxer_oauth.web.caller import BEARER, BOT, SESSION, Caller, authenticate_header, runtime
+from fluxer_oauth.web.ratelimit import client_ip, limit
 
 PREFIXES = ("/api/v1", "/v1")
 
 # Security requirement names used in the document.
 SESSION_AUTH, BEARER_AUTH, BOT_AUTH, CLIENT_AUTH = "session", "oauth2", "bot", "client"
+# The caller kinds (web/caller.py) behind them; a client (CLIENT_AUTH) authenticates in the
+# OAuth2 form endpoints themselves (oauth/client_auth.py).
+_CALLER_KINDS = {SESSION_AUTH: SESSION, BEARER_AUTH: BEARER, BOT_AUTH: BOT}
+
+# How a bucket's key is formed: the client's address, the authenticated user, or the
+# authenticated OAuth2 client (counted by the form endpoint once the client authenticates).
+PER_IP, PER_USER, PER_CLIENT = "ip", "user", "client"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A rate-limit bucket (its limit is the setting ``rate_limit_<name>``) and its key."""
+
+    name: str
+    per: str
+
+    def key(self, scope, caller: Caller | None) -> str:
+        if self.per == PER_IP:
+            return f"ip:{client_ip(scope)}"
+        if self.per == PER_USER:
+            return f"user:{caller.user.id}"
+        raise ValueError(f"the {self.name} bucket is counted per {self.per} by its endpoint")
+
+
+def per_ip(name: str) -> Bucket:
+    return Bucket(name, PER_IP)
+
+
+def per_user(name: str) -> Bucket:
+    return Bucket(name, PER_USER)
+
+
+def per_client(name: str) -> Bucket:
+    return Bucket(name, PER_CLIENT)
 
 
 @dataclass
@@ -32,6 +79,60 @@ class Operation:
     errors: tuple[int, ...] = ()
     scope: str | None = None
     tags: tuple[str, ...] = ()
+    bucket: Bucket | None = None
+    handler: object | None = None  # what was declared
+    endpoint: object | None = None  # what the router mounts: the handler behind the policy
+
+    def __post_init__(self) -> None:
+        if self.scope is not None and self.scope not in SCOPE:
+            raise ValueError(f"{self.method} {self.path}: undeclared scope {self.scope}")
+        if self.bucket is not None and self.bucket.per == PER_USER and not self.kinds:
+            raise ValueError(f"{self.method} {self.path}: a per-user bucket needs an authenticated caller")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The caller kinds (web/caller.py) this route takes."""
+        return tuple(_CALLER_KINDS[name] for name in self.auth if name in _CALLER_KINDS)
+
+    async def admit(self, rt, authorization: str | None, scope=None) -> Caller | None:
+        """This route's declared policy applied to an ``Authorization`` header value (None:
+        no header): the authenticated caller (None for a route without ``auth``), or the
+        ``ApiError`` the route answers with. ``scope`` (an ASGI-style scope with ``app`` and
+        ``state``) is needed only when the route declares a bucket counted here."""
+        caller = None
+        if self.kinds:
+            caller = await authenticate_header(rt, authorization, self.kinds)
+            if self.scope is not None:
+                caller.require_scope(self.scope)
+                if SCOPE[self.scope].staff_only and not caller.user.staff:
+                    raise access_denied(f"only staff members may use the {self.scope} API")
+        if self.bucket is not None and self.bucket.per != PER_CLIENT:
+            if scope is None:
+                raise TypeError(f"{self.method} {self.path} counts its {self.bucket.name} bucket: pass the scope")
+            await limit(scope, self.bucket.name, self.bucket.key(scope, caller))
+        return caller
+
+    def enforced(self, handler):
+        """``handler`` behind this route's policy, as the router mounts it. A form endpoint
+        authenticates its client and counts its per-client bucket itself; a hot route of the
+        edge (marked ``hot_route``) is mounted as it is and calls ``admit`` itself."""
+        if self.form:  # a hot route of the edge (web/form_endpoints.py), told its declared bucket
+            handler.hot_route.handler.bucket = self.bucket.name if self.bucket is not None else None
+            return handler
+        if hasattr(handler, "hot_route"):
+            return handler
+        if not self.kinds and (self.bucket is None or self.bucket.per == PER_CLIENT):
+            return handler  # nothing to apply
+        operation = self
+        if self.kinds:
+            async def endpoint(request):
+                caller = await operation.admit(runtime(request), request.headers.get("authorization"), request.scope)
+                return await handler(request, caller)
+        else:
+            async def endpoint(request):
+                await operation.admit(runtime(request), None, request.scope)
+                return await handler(request)
+        return functools.wraps(handler, updated=())(endpoint)
 
 
 @dataclass
@@ -41,12 +142,21 @@ class ApiRouter:
 
     def route(self, method: str, path: str, *, summary: str, auth: tuple[str, ...] = (), **details):
         def register(handler):
+            operation = Operation(method, path, summary, auth, handler=handler, **details)
+            operation.endpoint = operation.enforced(handler)
             for prefix in PREFIXES:
-                self.routes.append(Route(prefix + path, handler, methods=[method]))
-            self.operations.append(Operation(method, path, summary, auth, **details))
+                self.routes.append(Route(prefix + path, operation.endpoint, methods=[method]))
+            self.operations.append(operation)
             return handler
 
         return register
+
+    def operation(self, method: str, path: str) -> Operation:
+        """The declaration of ``method path`` (path without the prefix, e.g. "/users/@me")."""
+        for operation in self.operations:
+            if operation.method == method and operation.path == path:
+                return operation
+        raise KeyError(f"{method} {path}")
 
 
 def _path_schema(name: str) -> dict:
@@ -62,6 +172,12 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
     ordered = sorted(types, key=lambda t: repr(t))
     refs, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
     by_type = dict(zip(ordered, refs))
+    buckets = sorted({op.bucket.name for op in router.operations if op.bucket is not None})
+    rate_limit_headers = {
+        **_RATE_LIMIT_HEADERS,
+        "X-RateLimit-Bucket": {"description": f"the bucket: {', '.join(buckets)} or global",
+                               "schema": {"type": "string"}},
+    }
     paths: dict = {}
     for op in router.operations:
         item = {
@@ -90,11 +206,13 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
                 "description": "error",
                 "content": {"application/json": {"schema": error_schema}},
             }
-        # Every route counts against the global limit per IP; the token, revoke and authorize
-        # routes against their own bucket too, whose X-RateLimit-* headers every answer carries.
+        # Every route counts against the global limit per IP; a route that declares a bucket
+        # against that bucket too, whose X-RateLimit-* headers every answer carries.
+        if op.bucket is not None:
+            item["x-rate-limit-bucket"] = {"name": op.bucket.name, "per": op.bucket.per}
         item["responses"]["429"] = {
             "description": "rate limited",
-            "headers": _RATE_LIMIT_HEADERS,
+            "headers": rate_limit_headers,
             "content": {"application/json": {"schema": by_type[schemas.RateLimitedBody]}},
         }
         paths.setdefault("/api/v1" + op.path, {})[op.method.lower()] = item
@@ -115,7 +233,7 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
                             "authorizationUrl": f"{issuer}/oauth2/authorize",
                             "tokenUrl": f"{issuer}/api/v1/oauth2/token",
                             "refreshUrl": f"{issuer}/api/v1/oauth2/token",
-                            "scopes": {s: s for s in ("identify", "email", "guilds", "connections", "bot", "admin")},
+                            "scopes": {scope.name: f"{scope.description} ({scope.unlocks})" for scope in SCOPES},
                         }
                     },
                 },
@@ -132,8 +250,6 @@ _RATE_LIMIT_HEADERS = {
     "X-RateLimit-Remaining": {"description": "requests left now", "schema": {"type": "integer"}},
     "X-RateLimit-Reset": {"description": "Unix seconds", "schema": {"type": "integer"}},
     "X-RateLimit-Reset-After": {"description": "seconds, three decimals", "schema": {"type": "number"}},
-    "X-RateLimit-Bucket": {"description": "the bucket: authorize, token, revoke or global",
-                           "schema": {"type": "string"}},
 }
 
 router = ApiRouter()

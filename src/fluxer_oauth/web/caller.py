@@ -12,10 +12,9 @@ from starlette.requests import Request
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import access_denied, missing_scope, unauthorized
-from fluxer_oauth.oauth.bearer import AccessGrant, lookup_access_token
+from fluxer_oauth.oauth.bearer import AccessGrant, lookup_access_token, lookup_bot
 from fluxer_oauth.platform.accounts import session_user
 from fluxer_oauth.runtime import Runtime
-from fluxer_oauth.store.hot import USER_FIELDS, row_of
 
 SESSION, BEARER, BOT = "session", "bearer", "bot"
 
@@ -40,8 +39,16 @@ def runtime(request: Request) -> Runtime:
 
 
 async def authenticate(request: Request, *, allow: tuple[str, ...] = (SESSION, BEARER, BOT)) -> Caller:
-    rt = runtime(request)
-    header = request.headers.get("authorization", "").strip()
+    return await authenticate_header(runtime(request), request.headers.get("authorization"), allow)
+
+
+async def authenticate_header(rt: Runtime, authorization: str | None,
+                              allow: tuple[str, ...] = (SESSION, BEARER, BOT)) -> Caller:
+    """The caller an ``Authorization`` header value names (None: no header), if its kind is
+    in ``allow``: 401 ``UNAUTHORIZED`` for a missing or bad credential, then 403
+    ``ACCESS_DENIED`` for a good one of a kind the route does not take. Routes get this
+    through their declaration (``web.api.Operation.admit``), which also checks the scope."""
+    header = (authorization or "").strip()
     if not header:
         raise unauthorized()
     scheme, _, value = header.partition(" ")
@@ -75,27 +82,6 @@ async def _bearer(rt: Runtime, token: str) -> Caller | None:
     return Caller(BEARER, user, grant=grant)
 
 
-_verified_bot_tokens: dict[str, int] = {}  # signature checks are pure: remember the good ones
-
-
-async def bot_row(rt: Runtime, token: str):
-    """The bot's row (token hash, then USER_FIELDS) for a valid bot token, else None."""
-    bot_id = _verified_bot_tokens.get(token)
-    if bot_id is None:
-        bot_id = credentials.verify_bot_token(rt.secret, token)
-        if bot_id is None:  # forged or malformed: refused before any database access
-            return None
-        if len(_verified_bot_tokens) > 10_000:
-            _verified_bot_tokens.clear()
-        _verified_bot_tokens[token] = bot_id
-    row = await rt.db.hot.fetchrow("bot", bot_id)
-    if row is None or row[0] is None:
-        return None
-    if not credentials.constant_time_equal(credentials.sha256(token), row[0]):
-        return None  # a reset token: the signature is fine, the stored hash moved on
-    return row
-
-
 async def _bot(rt: Runtime, token: str) -> Caller | None:
-    row = await bot_row(rt, token)
-    return Caller(BOT, row_of(USER_FIELDS, row, 1)) if row is not None else None
+    user = await lookup_bot(rt, token)
+    return Caller(BOT, user) if user is not None else None

@@ -21,13 +21,11 @@ from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import defined_only, permission_names
-from fluxer_oauth.core.scopes import SCOPE_DESCRIPTIONS
+from fluxer_oauth.core.scopes import SCOPE
 from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.platform import accounts, authorizations, guilds
-from fluxer_oauth.store import applications as app_store
-from fluxer_oauth.store import guilds as guild_store
-from fluxer_oauth.store.database import DatabaseUnavailable
+from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.web.caller import runtime
 from fluxer_oauth.web.ratelimit import PasswordThrottle, RateLimited, client_ip, limit
 
@@ -258,7 +256,7 @@ async def authorize_page(request: Request) -> Response:
     query = request.url.query
     try:
         return await _authorize(request, Params.from_pairs(request.query_params.multi_items()), query, decision=None)
-    except DatabaseUnavailable:  # before the redirect URI could be validated: say so here
+    except StoreUnavailable:  # before the redirect URI could be validated: say so here
         return _unavailable(request)
 
 
@@ -275,7 +273,7 @@ async def authorize_submit(request: Request) -> Response:
     guild_choice = parse_snowflake(form_field(form, "guild_id")) if form_field(form, "guild_id") else None
     try:
         return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
-    except DatabaseUnavailable:
+    except StoreUnavailable:
         return _unavailable(request)
 
 
@@ -313,7 +311,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     except authz.RedirectError as exc:
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description,
                                                       auth_request.state), status)
-    except DatabaseUnavailable:
+    except StoreUnavailable:
         if auth_request.redirect_uri is None:
             return _unavailable(request)
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, "temporarily_unavailable",
@@ -353,7 +351,7 @@ async def _consent_page(request: Request, auth_request, user, query: str, *, err
         app=auth_request.app,
         user=user,
         error=error,
-        scopes=[(scope, SCOPE_DESCRIPTIONS[scope]) for scope in auth_request.scopes],
+        scopes=[(scope, SCOPE[scope].description) for scope in auth_request.scopes],
         bot=bot,
         guilds=eligible,
         selected_guild=str(auth_request.guild_id) if auth_request.guild_id else None,
@@ -373,14 +371,7 @@ async def bot_added_page(request: Request) -> Response:
     guild_id = parse_snowflake(request.query_params.get("guild_id", ""))
     app_name = guild_name = None
     if client_id is not None:
-        async with rt.db.read() as conn:
-            app = await app_store.get_application(conn, client_id)
-            guild = await guild_store.get_guild(conn, guild_id) if guild_id else None
-            if app is not None:
-                app_name = app.name
-            # Only members learn the guild's name from this page.
-            if guild is not None and user is not None and await guild_store.is_member(conn, guild.id, user.id):
-                guild_name = guild.name
+        app_name, guild_name = await guilds.install_names(rt, client_id, guild_id, user.id if user else None)
     return render(request, "bot_added.html", app_name=app_name, guild_name=guild_name)
 
 

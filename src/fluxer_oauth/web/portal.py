@@ -12,7 +12,7 @@ from starlette.responses import Response
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import PERMISSIONS
-from fluxer_oauth.core.scopes import ALL_SCOPES, SCOPE_DESCRIPTIONS, format_scopes
+from fluxer_oauth.core.scopes import SCOPE, SCOPES, format_scopes
 from fluxer_oauth.platform import applications
 from fluxer_oauth.web.caller import runtime
 from fluxer_oauth.web.ratelimit import PasswordThrottle
@@ -204,7 +204,7 @@ async def url_generator_page(request: Request) -> Response:
     user, view, refusal = await _owned_view(request)
     if refusal is not None:
         return refusal
-    offered = [scope for scope in ALL_SCOPES if scope != "admin" or view["trusted"]]
+    offered = [scope.name for scope in SCOPES if not scope.staff_only or view["trusted"]]
     if "bot" not in view:
         offered = [scope for scope in offered if scope != "bot"]
     chosen_scopes = [scope for scope in request.query_params.getlist("scope") if scope in offered]
@@ -228,7 +228,7 @@ async def url_generator_page(request: Request) -> Response:
             url = f"{runtime(request).settings.public_url}/oauth2/authorize?{urlencode(query)}"
     return render(
         request, "url_generator.html", user=user, app=view, url=url, error=error,
-        scopes=[(scope, SCOPE_DESCRIPTIONS[scope]) for scope in offered],
+        scopes=[(scope, SCOPE[scope].description) for scope in offered],
         chosen_scopes=chosen_scopes, chosen_permissions=chosen_permissions, chosen_redirect=chosen_redirect,
         permission_list=list(PERMISSIONS),
     )

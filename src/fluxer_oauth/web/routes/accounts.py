@@ -6,7 +6,7 @@ from starlette.requests import Request
 
 from fluxer_oauth.platform import accounts
 from fluxer_oauth.web.api import SESSION_AUTH, router
-from fluxer_oauth.web.caller import SESSION, authenticate, runtime
+from fluxer_oauth.web.caller import Caller, runtime
 from fluxer_oauth.web.ratelimit import PasswordThrottle, limit_registration
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import LoginBody, RegisterBody, SessionResponse
@@ -31,7 +31,6 @@ async def login(request: Request):
 
 @router.route("POST", "/auth/logout", summary="End the calling session", auth=(SESSION_AUTH,), status=204,
               errors=(401, 403), tags=("accounts",))
-async def logout(request: Request):
-    caller = await authenticate(request, allow=(SESSION,))
+async def logout(request: Request, caller: Caller):
     await accounts.logout(runtime(request), caller.session_token)
     return no_content()

@@ -8,7 +8,7 @@ from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.platform import applications
 from fluxer_oauth.platform.applications import UNKNOWN_APPLICATION
 from fluxer_oauth.web.api import BOT_AUTH, SESSION_AUTH, router
-from fluxer_oauth.web.caller import BOT, SESSION, authenticate, runtime
+from fluxer_oauth.web.caller import Caller, runtime
 from fluxer_oauth.web.ratelimit import PasswordThrottle
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import (
@@ -31,15 +31,11 @@ def _application_id(request: Request) -> int:
     return application_id
 
 
-async def _owner(request: Request):
-    return (await authenticate(request, allow=(SESSION,))).user
-
-
 @router.route("POST", "/oauth2/applications", summary="Create an application (and its bot)", auth=OWNER,
               request=ApplicationCreateBody, response=CreatedApplication, status=201, errors=(400, 401, 403),
               tags=("applications",))
-async def create_application(request: Request):
-    owner = await _owner(request)
+async def create_application(request: Request, caller: Caller):
+    owner = caller.user
     body = await decode_json(request, ApplicationCreateBody)
     created = await applications.create(
         runtime(request), owner, name=body.name, description=body.description, redirect_uris=body.redirect_uris,
@@ -50,22 +46,21 @@ async def create_application(request: Request):
 
 @router.route("GET", "/oauth2/applications/@me", summary="The calling bot's own application", auth=(BOT_AUTH,),
               response=Application, errors=(401, 403), tags=("applications",))
-async def bot_application(request: Request):
-    caller = await authenticate(request, allow=(BOT,))
+async def bot_application(request: Request, caller: Caller):
     return json_response(await applications.bot_view(runtime(request), caller.user.id))
 
 
 @router.route("GET", "/users/@me/applications", summary="The caller's applications", auth=OWNER,
               response=list[Application], errors=(401, 403), tags=("applications",))
-async def list_applications(request: Request):
-    owner = await _owner(request)
+async def list_applications(request: Request, caller: Caller):
+    owner = caller.user
     return json_response(await applications.list_owned(runtime(request), owner))
 
 
 @router.route("GET", "/oauth2/applications/{application_id}", summary="One of the caller's applications",
               auth=OWNER, response=Application, errors=(401, 403, 404), tags=("applications",))
-async def get_application(request: Request):
-    owner = await _owner(request)
+async def get_application(request: Request, caller: Caller):
+    owner = caller.user
     app, bot_user = await applications.owned(runtime(request), owner, _application_id(request))
     return json_response(applications.application_json(app, owner=owner, bot_user=bot_user, private=True))
 
@@ -73,8 +68,8 @@ async def get_application(request: Request):
 @router.route("PATCH", "/oauth2/applications/{application_id}", summary="Change an application", auth=OWNER,
               request=ApplicationUpdateBody, response=Application, errors=(400, 401, 403, 404),
               tags=("applications",))
-async def update_application(request: Request):
-    owner = await _owner(request)
+async def update_application(request: Request, caller: Caller):
+    owner = caller.user
     application_id = _application_id(request)
     body = await decode_json(request, ApplicationUpdateBody)
     changes = {
@@ -86,8 +81,8 @@ async def update_application(request: Request):
 
 @router.route("DELETE", "/oauth2/applications/{application_id}", summary="Delete an application", auth=OWNER,
               status=204, errors=(401, 403, 404), tags=("applications",))
-async def delete_application(request: Request):
-    owner = await _owner(request)
+async def delete_application(request: Request, caller: Caller):
+    owner = caller.user
     await applications.delete(runtime(request), owner, _application_id(request))
     return no_content()
 
@@ -95,8 +90,8 @@ async def delete_application(request: Request):
 @router.route("POST", "/oauth2/applications/{application_id}/client-secret/reset",
               summary="Replace the client secret (password confirmation)", auth=OWNER, request=PasswordBody,
               response=ClientSecret, errors=(400, 401, 403, 404), tags=("applications",))
-async def reset_client_secret(request: Request):
-    owner = await _owner(request)
+async def reset_client_secret(request: Request, caller: Caller):
+    owner = caller.user
     application_id = _application_id(request)
     body = await decode_json(request, PasswordBody)
     return json_response(await applications.reset_client_secret(runtime(request), owner, application_id, body.password,
@@ -106,8 +101,8 @@ async def reset_client_secret(request: Request):
 @router.route("POST", "/oauth2/applications/{application_id}/bot/reset-token",
               summary="Replace the bot token (password confirmation)", auth=OWNER, request=PasswordBody,
               response=BotToken, errors=(400, 401, 403, 404), tags=("applications",))
-async def reset_bot_token(request: Request):
-    owner = await _owner(request)
+async def reset_bot_token(request: Request, caller: Caller):
+    owner = caller.user
     application_id = _application_id(request)
     body = await decode_json(request, PasswordBody)
     return json_response(await applications.reset_bot_token(runtime(request), owner, application_id, body.password,

@@ -12,10 +12,10 @@ from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth import introspection, revocation
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.oauth.token import token_endpoint
-from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, router
-from fluxer_oauth.web.caller import SESSION, authenticate, runtime
-from fluxer_oauth.web.ratelimit import client_ip, limit
+from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, per_client, per_ip, per_user, router
+from fluxer_oauth.web.caller import Caller, runtime
 from fluxer_oauth.platform import authorizations
+from fluxer_oauth.web.edge import WITH_CLIENT, hot
 from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import (
@@ -30,19 +30,16 @@ from fluxer_oauth.web.schemas import (
 
 
 @router.route("GET", "/oauth2/authorize", summary="Redirects to the authorization page with the same query",
-              status=302, tags=("oauth2",))
+              status=302, bucket=per_ip("authorize"), tags=("oauth2",))
 async def authorize_redirect(request: Request):
-    await limit(request.scope, "authorize", f"ip:{client_ip(request.scope)}")
     query = request.url.query
     return RedirectResponse("/oauth2/authorize" + (f"?{query}" if query else ""), status_code=302)
 
 
 @router.route("POST", "/oauth2/authorize/consent", summary="Approve or deny an authorization request",
               auth=(SESSION_AUTH,), request=ConsentBody, response=RedirectTo, errors=(400, 401, 403),
-              tags=("oauth2",))
-async def consent(request: Request):
-    caller = await authenticate(request, allow=(SESSION,))
-    await limit(request.scope, "authorize", f"user:{caller.user.id}")
+              bucket=per_user("authorize"), tags=("oauth2",))
+async def consent(request: Request, caller: Caller):
     body = await decode_json(request, ConsentBody)
     rt = runtime(request)
     params = Params.from_pairs(_consent_pairs(body))
@@ -88,38 +85,36 @@ async def _revoke(rt, params, authorization) -> dict:
 token = router.route(
     "POST", "/oauth2/token", summary="Exchange a code, refresh a token, or get a client-credentials token",
     auth=(CLIENT_AUTH,), request=TokenRequest, response=TokenResponse, errors=(400, 401), form=True,
-    tags=("oauth2",),
-)(FormEndpoint("token", token_endpoint))
+    bucket=per_client("token"), tags=("oauth2",),
+)(hot(FormEndpoint(token_endpoint), global_count=WITH_CLIENT))
 
 revoke_token = router.route(
     "POST", "/oauth2/token/revoke", summary="Revoke a token and its whole grant (RFC 7009)", auth=(CLIENT_AUTH,),
-    request=RevokeRequest, errors=(400, 401), form=True, tags=("oauth2",),
-)(FormEndpoint("revoke", _revoke))
+    request=RevokeRequest, errors=(400, 401), form=True, bucket=per_client("revoke"), tags=("oauth2",),
+)(hot(FormEndpoint(_revoke), global_count=WITH_CLIENT))
 
 revoke_alias = router.route(
     "POST", "/oauth2/revoke", summary="Alias of /oauth2/token/revoke", auth=(CLIENT_AUTH,), request=RevokeRequest,
-    errors=(400, 401), form=True, tags=("oauth2",),
+    errors=(400, 401), form=True, bucket=per_client("revoke"), tags=("oauth2",),
 )(revoke_token)
 
 introspect_token = router.route(
     "POST", "/oauth2/introspect", summary="Introspect a token (RFC 7662)", auth=(CLIENT_AUTH,),
     request=RevokeRequest, response=Introspection, errors=(400, 401), form=True, tags=("oauth2",),
-)(FormEndpoint(None, introspection.introspect))
+)(hot(FormEndpoint(introspection.introspect)))
 
 
 @router.route("GET", "/oauth2/@me/authorizations", summary="Applications the user has authorized",
               auth=(SESSION_AUTH,), response=list[Authorization], errors=(401, 403), tags=("oauth2",))
-async def list_authorizations(request: Request):
-    user = (await authenticate(request, allow=(SESSION,))).user
-    return json_response(await authorizations.list_authorizations(runtime(request), user.id))
+async def list_authorizations(request: Request, caller: Caller):
+    return json_response(await authorizations.list_authorizations(runtime(request), caller.user.id))
 
 
 @router.route("DELETE", "/oauth2/@me/authorizations/{application_id}", summary="Revoke an application's grant",
               auth=(SESSION_AUTH,), status=204, errors=(401, 403, 404), tags=("oauth2",))
-async def delete_authorization(request: Request):
-    user = (await authenticate(request, allow=(SESSION,))).user
+async def delete_authorization(request: Request, caller: Caller):
     application_id = parse_snowflake(request.path_params["application_id"])
     if application_id is None:
         raise ApiError(404, "UNKNOWN_AUTHORIZATION", "you have not authorized this application")
-    await authorizations.revoke_authorization(runtime(request), user.id, application_id)
+    await authorizations.revoke_authorization(runtime(request), caller.user.id, application_id)
     return no_content()
