@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from dataclasses import replace
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -23,24 +24,22 @@ from fluxer_oauth.ops.logging import configure as configure_logging
 from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
+from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.web import pages, portal
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
-from fluxer_oauth.web.fastpath import FastPathMiddleware
-from fluxer_oauth.web.form_endpoints import FormEndpoint
-from fluxer_oauth.web.middleware import TOO_LARGE, BodyTooLarge, EdgeMiddleware
-from fluxer_oauth.web.ratelimit import GlobalLimitMiddleware, RateLimits
-from fluxer_oauth.web.responses import api_error_handler, json_response, oauth_error_handler
+from fluxer_oauth.web import asgi
+from fluxer_oauth.web.edge import Edge
+from fluxer_oauth.web.ratelimit import RateLimits
+from fluxer_oauth.web.responses import (
+    api_error_handler, json_response, oauth_error_handler, store_unavailable_handler,
+)
 
 
 async def http_error_handler(_request: Request, exc: HTTPException):
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
     return json_response({"code": code, "message": str(exc.detail)}, exc.status_code, exc.headers)
-
-
-async def body_too_large_handler(_request: Request, _exc: BodyTooLarge):
-    return json_response(TOO_LARGE, 413)
 
 
 def build_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
@@ -103,7 +102,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
-        # collector's way, so full collections stay short (they showed as 40 ms stalls).
+        # collector's way, so full collections stay short (they showed as stalls at p99).
         gc.collect()
         gc.freeze()
         janitor = None
@@ -129,7 +128,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         ],
         exception_handlers={
             ApiError: api_error_handler, OAuthError: oauth_error_handler, HTTPException: http_error_handler,
-            BodyTooLarge: body_too_large_handler,
+            StoreUnavailable: store_unavailable_handler,
         },
         lifespan=lifespan,
     )
@@ -141,20 +140,16 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     app.runtime, app.limits = rt, limits  # plain attributes for the hot paths (State lookups cost)
     # Metrics label requests by route template; the /api/v1 form wins over the /v1 alias.
     route_names = {route.endpoint: route.path for route in reversed(app.routes) if isinstance(route, Route)}
-    # Outside Starlette's own stack: the edge sees every request, and the fast path answers
-    # the hottest one without entering the framework at all.
     app.resolver = ClientIpResolver(settings.trusted_proxies)
-    app.form_endpoints = {
-        route.path: route.endpoint for route in app.routes
-        if isinstance(route, Route) and isinstance(route.endpoint, FormEndpoint)
+    # Every request enters through the edge; the hot routes there are the same functions the
+    # router mounts (as_starlette), found by their mark.
+    hot_routes = {
+        (method, route.path): replace(route.endpoint.hot_route, name=route_names[route.endpoint])
+        for route in app.routes if isinstance(route, Route) and hasattr(route.endpoint, "hot_route")
+        for method in route.methods - {"HEAD"}
     }
-    app.edge = EdgeMiddleware(
-        GlobalLimitMiddleware(
-            FastPathMiddleware(app.framework, runtime=rt, form_endpoints=app.form_endpoints),
-            limits=limits, resolver=app.resolver,
-        ),
-        max_body_bytes=settings.max_body_bytes, route_names=route_names,
-    )
+    app.edge = Edge(app, framework=app.framework, hot_routes=hot_routes, route_names=route_names,
+                    max_body=settings.max_body_bytes)
     return app
 
 
@@ -168,13 +163,12 @@ def hot_first(routes: list[Route]) -> list[Route]:
 
 
 class FluxerApp(Starlette):
-    """Starlette, entered through the pure-ASGI edge built in ``build_app``."""
+    """Starlette, entered through the edge built in ``build_app`` (web/edge.py)."""
 
     edge = None
     runtime = None
     limits = None
     resolver = None
-    form_endpoints = None
 
     async def framework(self, scope, receive, send) -> None:
         if self.middleware_stack is None:
@@ -182,8 +176,11 @@ class FluxerApp(Starlette):
         await self.middleware_stack(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:
-        scope["app"] = self
-        await self.edge(scope, receive, send)
+        if scope["type"] == "http":
+            await asgi.serve(self.edge, scope, receive, send)
+            return
+        scope["app"] = self  # the lifespan
+        await self.framework(scope, receive, send)
 
 
 def create_app() -> Starlette:

@@ -189,7 +189,7 @@ def test_worker_ids_are_exclusive_per_process():
 def test_request_ids_are_unique_and_a_forked_child_draws_its_own_prefix():
     import os
 
-    from fluxer_oauth.web.middleware import new_request_id
+    from fluxer_oauth.web.edge import new_request_id
 
     ids = {new_request_id() for _ in range(10_000)}
     assert len(ids) == 10_000 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)

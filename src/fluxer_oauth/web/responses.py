@@ -14,11 +14,12 @@ from starlette.responses import Response
 from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.platform.validation import invalid_form_body
+from fluxer_oauth.store.errors import StoreUnavailable
 
 _encoder = msgspec.json.Encoder()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # API answers carry personal data or credentials: no cache may keep them, unless a route
-# chose its own Cache-Control. Each edge adds it (middleware, fastpath, rsgi).
+# chose its own Cache-Control. The edge adds it (web/edge.py).
 API_NO_STORE = ("cache-control", "no-store")
 API_NO_STORE_RAW = tuple(part.encode() for part in API_NO_STORE)  # as ASGI header bytes
 
@@ -46,9 +47,9 @@ def header_pairs(headers: dict | None) -> list[tuple[str, str]]:
     return [(name.lower(), str(value)) for name, value in headers.items()] if headers else []
 
 
-def error_answer(exc: ApiError | OAuthError, first_headers: Sequence[tuple[str, str]] = ()) -> tuple[int, bytes, list]:
-    """An error as the (status, JSON body, header pairs) the raw endpoints answer with."""
-    return exc.status, _encoder.encode(exc.body()), [*first_headers, *header_pairs(exc.headers)]
+def error_answer(exc: ApiError | OAuthError, first_headers: Sequence[tuple[str, str]] = ()) -> tuple[int, list, bytes]:
+    """An error as an answer of the edge: (status, header pairs, JSON body)."""
+    return exc.status, [*first_headers, *header_pairs(exc.headers)], _encoder.encode(exc.body())
 
 
 def no_content() -> Response:
@@ -57,6 +58,16 @@ def no_content() -> Response:
 
 async def api_error_handler(_request: Request, exc: ApiError) -> JSONResponse:
     return json_response(exc.body(), exc.status, exc.headers)
+
+
+def database_unavailable() -> ApiError:
+    """What the web answers when the store raises ``StoreUnavailable``: 503."""
+    return ApiError(503, "SERVICE_UNAVAILABLE", "the database is unreachable; try again shortly")
+
+
+async def store_unavailable_handler(_request: Request, _exc: StoreUnavailable) -> JSONResponse:
+    error = database_unavailable()
+    return json_response(error.body(), error.status, error.headers)
 
 
 async def oauth_error_handler(_request: Request, exc: OAuthError) -> JSONResponse:

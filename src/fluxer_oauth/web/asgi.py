@@ -1,0 +1,71 @@
+"""The ASGI interface in front of the edge (uvicorn, ``granian --interface asgi``, and the
+tests' in-process client): one request becomes an ``Exchange``, the edge's answer two
+messages. Everything a request goes through lives in web/edge.py."""
+
+from __future__ import annotations
+
+from fluxer_oauth.web.edge import Edge, Exchange
+
+
+async def serve(edge: Edge, scope, receive, send) -> None:
+    status, headers, body = await edge.serve(_AsgiExchange(scope, receive))
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    if not any(name == b"content-length" for name, _ in raw):
+        raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Headers:
+    """ASGI's header pairs behind ``get``/``get_all`` (text values, lower-case names)."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs) -> None:
+        self._pairs = pairs
+
+    def get(self, name: str, default=None):
+        key = name.encode("latin-1")
+        for pair_name, value in self._pairs:
+            if pair_name == key:
+                return value.decode("latin-1")
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        key = name.encode("latin-1")
+        return [value.decode("latin-1") for pair_name, value in self._pairs if pair_name == key]
+
+
+class _AsgiExchange(Exchange):
+    __slots__ = ("_scope", "_receive", "method", "path", "headers", "peer")
+
+    def __init__(self, scope, receive) -> None:
+        self._scope = scope
+        self._receive = receive
+        self.method = scope["method"]
+        self.path = scope["path"]
+        self.headers = _Headers(scope["headers"])
+        client = scope.get("client")
+        self.peer = client[0] if client else "unknown"
+
+    async def read_body(self, limit: int) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await self._receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def asgi_scope(self) -> dict:
+        scope = dict(self._scope)
+        # The edge collects the framework's answer as body messages: no server extension
+        # (such as http.response.pathsend, which files would use) may take their place.
+        scope.pop("extensions", None)
+        return scope

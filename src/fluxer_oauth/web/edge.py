@@ -1,0 +1,331 @@
+"""The edge: what happens to every request around its route, written once.
+
+``Edge.serve`` takes one request from a server interface (an ``Exchange``) and gives back
+one answer, ``(status, headers, body)``. Its steps, in order:
+
+1. a request id;
+2. the declared body size (413 above the limit);
+3. the client's address and the global per-IP limit (429): counted before the route, or,
+   when the route says so, side by side with a route that changes nothing, or together
+   with the route's own per-client count once the body names the client;
+4. the body, read under the size limit (413);
+5. the route: a hot route (a function of the request, see ``HotRoute``) or the framework
+   (Starlette: pages, the portal, the rest of the API), whose answer is collected whole;
+6. errors: an ``ApiError`` as its JSON answer, the database out of reach as 503, anything
+   else as a logged 500 that names the request id;
+7. response headers: ``Cache-Control: no-store`` on API answers that set none, nosniff,
+   the request id, X-RateLimit-* of the route's bucket;
+8. metrics and the access-log line.
+
+The server interfaces only translate: web/rsgi.py (granian, what ``fluxer-oauth serve``
+runs), ``FluxerApp.__call__`` (ASGI: uvicorn and the tests' in-process client), and
+``as_starlette`` (a hot route mounted in the router, for the OpenAPI document, 405s and
+the equivalence tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.ops import metrics
+from fluxer_oauth.ops.logging import log
+from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, count_pending_global, exempt_from_global
+from fluxer_oauth.store.errors import StoreUnavailable
+from fluxer_oauth.web.responses import database_unavailable, error_answer, has_header
+
+logger = logging.getLogger("fluxer.http")
+_encode = msgspec.json.Encoder().encode
+
+Headers = list[tuple[str, str]]
+Answer = tuple[int, Headers, bytes]
+
+API_PREFIXES = ("/api/v1", "/v1")
+JSON = ("content-type", "application/json")
+NO_STORE = ("cache-control", "no-store")
+NOSNIFF = ("x-content-type-options", "nosniff")
+TOO_LARGE = {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
+
+# When a hot route's request counts against the global limit (step 3).
+BEFORE = "before"            # before the route runs (every framework route too)
+ALONGSIDE = "alongside"      # while the route runs: it changes nothing, and a refusal replaces its answer
+WITH_CLIENT = "with_client"  # with the route's per-client count (one round trip for both on Redis)
+
+
+class _RequestIds:
+    """Request ids: a random per-process prefix and a counter (16 hex digits). They need to be
+    unique, not secret, so no system call per request; a forked child draws its own prefix."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"
+
+
+new_request_id = _RequestIds().next
+
+
+class Call:
+    """One request as a hot route sees it. ``scope`` is what the rate-limit helpers read:
+    the application, the request's state and the client's address."""
+
+    __slots__ = ("method", "path", "headers", "body", "scope")
+
+    def __init__(self, method: str, path: str, headers, body: bytes, scope: dict) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers  # .get(lower-case name) -> str | None
+        self.body = body
+        self.scope = scope
+
+    @property
+    def app(self):
+        return self.scope["app"]
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    """A route answered without the framework: ``handler(call) -> (status, headers, body)``,
+    its headers complete but for what the edge adds. ``name`` labels its metrics."""
+
+    name: str
+    handler: Callable[[Call], Awaitable[Answer]]
+    global_count: str = BEFORE
+    reads_body: bool = True
+
+
+class Exchange:
+    """What a server interface tells the edge about one request and how it reads the body."""
+
+    method: str
+    path: str
+    headers: object  # .get(name) and .get_all(name), lower-case names, text values
+    peer: str
+
+    async def read_body(self, limit: int) -> bytes | None:
+        """The body, or None once it passes ``limit``."""
+        raise NotImplementedError
+
+    def asgi_scope(self) -> dict:
+        """An ASGI HTTP scope for the framework (without state and app, which the edge sets)."""
+        raise NotImplementedError
+
+
+class Edge:
+    def __init__(self, app, *, framework, hot_routes: dict[tuple[str, str], HotRoute], route_names: dict,
+                 max_body: int) -> None:
+        self.app = app
+        self.framework = framework  # an ASGI application: Starlette's router and handlers
+        self.hot_routes = hot_routes
+        self.route_names = route_names  # framework endpoint -> route template, for metrics
+        self.max_body = max_body
+        self.limits = app.limits
+        self.resolver = app.resolver
+
+    async def serve(self, exchange: Exchange) -> Answer:
+        start = time.perf_counter()
+        request_id = new_request_id()
+        state = {"request_id": request_id}
+        path = exchange.path
+        route = self.hot_routes.get((exchange.method, path))
+        scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
+        try:
+            status, headers, body = await self._answer(exchange, route, scope)
+        except ApiError as exc:
+            status, headers, body = error_answer(exc, (JSON,))
+        except StoreUnavailable:
+            status, headers, body = error_answer(database_unavailable(), (JSON,))
+        except Exception as exc:
+            status, headers, body = _failure(exc, request_id, path)
+        headers.append(("x-request-id", request_id))
+        if path.startswith(API_PREFIXES):
+            if not has_header(headers, "cache-control"):
+                headers.append(NO_STORE)
+            headers.append(NOSNIFF)
+        limit_state = state.get("rate_limit")
+        if limit_state is not None:
+            headers += limit_state.text_headers()
+        name = route.name if route is not None else self.route_names.get(scope.get("endpoint"), "unmatched")
+        self.finish(name, exchange.method, path, status, start, request_id)
+        return status, headers, body
+
+    async def _answer(self, exchange: Exchange, route: HotRoute | None, scope: dict) -> Answer:
+        headers = exchange.headers
+        declared = _length(headers.get("content-length"))
+        if declared is not None and declared > self.max_body:
+            return _json(413, TOO_LARGE)
+        limits = self.limits
+        counting = None
+        if limits.enabled:  # the client's address matters to the rate limits only
+            state = scope["state"]
+            ip = state["client_ip"] = self._client_ip(exchange)
+            mode = route.global_count if route is not None else BEFORE
+            if mode == WITH_CLIENT:
+                state[GLOBAL_PENDING] = True
+            elif mode == ALONGSIDE and limits.counted_in_redis:
+                counting = asyncio.ensure_future(limits.hit("global", ip, with_state=False))
+            elif route is not None or not exempt_from_global(exchange.path):
+                await limits.hit("global", ip, with_state=False)
+        if route is None or route.reads_body:
+            body = await _read_body(exchange, declared, self.max_body)
+            if body is None:
+                await count_pending_global(scope)  # such a request counts like any other: its 429 first
+                return _json(413, TOO_LARGE)
+        else:
+            body = b""
+        if route is None:
+            return await self._framework(exchange, scope, body)
+        call = Call(exchange.method, exchange.path, headers, body, scope)
+        if counting is None:
+            return await route.handler(call)
+        try:
+            answer = await route.handler(call)
+        finally:
+            await counting  # always awaited; a refusal (429) replaces the route's answer
+        return answer
+
+    def _client_ip(self, exchange: Exchange) -> str:
+        if not self.resolver.trusts_proxies:  # the header is not even read
+            return exchange.peer
+        return self.resolver.resolve_forwarded(exchange.peer, exchange.headers.get_all("x-forwarded-for"))
+
+    async def _framework(self, exchange: Exchange, scope: dict, body: bytes) -> Answer:
+        """The framework's answer to a request whose body is read already, collected whole."""
+        asgi_scope = exchange.asgi_scope()
+        asgi_scope["app"] = self.app
+        asgi_scope["state"] = scope["state"]
+        collected = _Collected()
+        await self.framework(asgi_scope, _receive_once(body), collected.send)
+        scope["endpoint"] = asgi_scope.get("endpoint")  # set by routing; names the route for metrics
+        return collected.status, collected.headers, b"".join(collected.parts)
+
+    def finish(self, route: str, method: str, path: str, status: int, start: float, request_id: str) -> None:
+        """Metrics and the access-log line of one answered request."""
+        elapsed = time.perf_counter() - start
+        metrics.observe_request(route, method, status, elapsed)
+        if status == 503 and path != "/readyz":
+            # Every 503 but readiness is a request that found the database unreachable.
+            metrics.DATABASE_ERRORS.inc()
+        if logger.isEnabledFor(logging.INFO):
+            log(logger, logging.INFO, "request",
+                request_id=request_id, method=method, path=path, status=status, ms=round(elapsed * 1000, 3))
+
+
+def _failure(exc: Exception, request_id: str, path: str) -> Answer:
+    """The answer to an exception no route handled: a logged 500 that names the request."""
+    logger.error("unhandled error", exc_info=exc, extra={"fields": {"request_id": request_id, "path": path}})
+    return _json(500, {"code": "INTERNAL_ERROR", "message": "unexpected error", "request_id": request_id})
+
+
+def _json(status: int, body: dict) -> Answer:
+    return status, [JSON], _encode(body)
+
+
+def _length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def _read_body(exchange: Exchange, declared: int | None, limit: int) -> bytes | None:
+    if declared is None and exchange.method in ("GET", "HEAD") and exchange.headers.get("transfer-encoding") is None:
+        return b""  # no length and no chunks: a request without a body
+    body = await exchange.read_body(limit)
+    return body if body is not None and len(body) <= limit else None
+
+
+def _receive_once(body: bytes):
+    """An ASGI receive that gives the body in one message, then waits (the framework cancels
+    what still listens once it has answered)."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.get_running_loop().create_future()  # never set: no disconnect to report
+
+    return receive
+
+
+class _Collected:
+    """An ASGI send that keeps the response's status, headers (as text) and body parts."""
+
+    __slots__ = ("status", "headers", "parts")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: Headers = []
+        self.parts: list[bytes] = []
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(name.decode("latin-1").lower(), value.decode("latin-1"))
+                            for name, value in message.get("headers", ())]
+        elif message["type"] == "http.response.body":
+            self.parts.append(message.get("body", b""))
+
+
+# --- a hot route mounted in the framework ---------------------------------------------------
+
+class _RequestHeaders:
+    """Starlette's request headers behind the ``get``/``get_all`` of the edge's exchanges."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers) -> None:
+        self._headers = headers
+
+    def get(self, name: str, default=None):
+        return self._headers.get(name, default)
+
+    def get_all(self, name: str) -> list[str]:
+        return self._headers.getlist(name)
+
+
+def hot(handler: Callable[[Call], Awaitable[Answer]], *, global_count: str = BEFORE, reads_body: bool = True):
+    """``handler`` as a hot route, ready for the router (``as_starlette``): the edge finds it by
+    its mark and names it by the route's path."""
+    return as_starlette(HotRoute(handler.__name__, handler, global_count, reads_body))
+
+
+def as_starlette(route: HotRoute):
+    """A Starlette endpoint that answers with ``route``: the same function, entered through
+    the framework (the router mounts it, so the OpenAPI document and 405s know the path)."""
+
+    async def endpoint(request: Request) -> Response:
+        scope = request.scope
+        scope.setdefault("state", {})
+        call = Call(request.method, request.url.path, _RequestHeaders(request.headers),
+                    await request.body() if route.reads_body else b"", scope)
+        status, headers, body = await route.handler(call)
+        response = Response(body, status_code=status)
+        response.raw_headers = [pair for pair in response.raw_headers if pair[0] != b"content-type"]
+        response.raw_headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        return response
+
+    endpoint.__name__ = route.handler.__name__
+    endpoint.hot_route = route
+    return endpoint
+
+
