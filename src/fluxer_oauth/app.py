@@ -1,4 +1,4 @@
-"""build_app(settings): routes, middleware and lifespan; nothing else."""
+"""build_app(settings): routes, the edge and the lifespan; nothing else."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
 from fluxer_oauth.web import asgi
-from fluxer_oauth.web.edge import Edge
+from fluxer_oauth.web.edge import API_PREFIXES, Edge
 from fluxer_oauth.web.ratelimit import RateLimits
 from fluxer_oauth.web.responses import (
     api_error_handler, json_response, oauth_error_handler, store_unavailable_handler,
@@ -40,6 +40,13 @@ from fluxer_oauth.web.responses import (
 async def http_error_handler(_request: Request, exc: HTTPException):
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
     return json_response({"code": code, "message": str(exc.detail)}, exc.status_code, exc.headers)
+
+
+async def store_unavailable(request: Request, exc: StoreUnavailable):
+    """503 for a request that found the database unreachable: JSON on the API, a page elsewhere."""
+    if request.url.path.startswith(API_PREFIXES):
+        return await store_unavailable_handler(request, exc)
+    return pages.unavailable_page(request)
 
 
 def build_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
@@ -118,7 +125,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
 
     app = FluxerApp(
         routes=[
-            *hot_first(router.routes),
+            *router.routes,
             Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", metadata_json, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -128,7 +135,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         ],
         exception_handlers={
             ApiError: api_error_handler, OAuthError: oauth_error_handler, HTTPException: http_error_handler,
-            StoreUnavailable: store_unavailable_handler,
+            StoreUnavailable: store_unavailable,
         },
         lifespan=lifespan,
     )
@@ -151,15 +158,6 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     app.edge = Edge(app, framework=app.framework, hot_routes=hot_routes, route_names=route_names,
                     max_body=settings.max_body_bytes)
     return app
-
-
-# Starlette tries routes in order; the busiest go first.
-HOT_PATHS = ("/api/v1/oauth2/token", "/api/v1/oauth2/introspect", "/api/v1/users/@me", "/api/v1/users/@me/guilds")
-
-
-def hot_first(routes: list[Route]) -> list[Route]:
-    rank = {path: index for index, path in enumerate(HOT_PATHS)}
-    return sorted(routes, key=lambda route: rank.get(route.path, len(HOT_PATHS)))
 
 
 class FluxerApp(Starlette):

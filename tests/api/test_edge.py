@@ -222,3 +222,46 @@ async def test_users_me_full_handler_answers_the_user_with_email_only_under_its_
     assert bot["bot"] is True and "email" not in bot
     missing = await via_handler(app, "GET", "/api/v1/users/@me", bearer(world["guilds_only"]), b"")
     assert missing[0] == 403 and b"MISSING_OAUTH_SCOPE" in missing[2]
+
+
+async def test_answers_without_a_body_carry_no_content_length_through_asgi(app, world):
+    """A 204 (and a 304) may not carry Content-Length (RFC 9110 §8.6)."""
+    owner, application = world["owner"], world["app"]
+    status, headers, _ = await via_asgi(app, "DELETE", f"/api/v1/oauth2/@me/authorizations/{application.id}",
+                                        owner.headers, b"")
+    assert status == 204 and "content-length" not in headers
+
+
+async def test_an_unexpected_error_is_a_json_500_that_names_the_request_and_its_route(app, world, monkeypatch):
+    from fluxer_oauth.ops import metrics
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("fluxer_oauth.platform.guilds.user_guilds", broken)
+    counted = metrics.REQUESTS.labels("/api/v1/users/@me/guilds", "GET", "500")
+    before = counted._value.get()
+    for send in (via_rsgi, via_asgi):
+        status, headers, content = await send(app, "GET", "/api/v1/users/@me/guilds", world["owner"].headers, b"")
+        assert status == 500
+        assert json.loads(content) == {"code": "INTERNAL_ERROR", "message": "unexpected error",
+                                       "request_id": headers["x-request-id"]}
+    assert counted._value.get() == before + 2  # named by its route, not "unmatched"
+
+
+async def test_the_database_out_of_reach_is_a_503_page_on_pages_and_json_on_the_api(app, client, monkeypatch):
+    from contextlib import asynccontextmanager
+
+    from fluxer_oauth.store.errors import StoreUnavailable
+
+    @asynccontextmanager
+    async def unreachable():
+        raise StoreUnavailable()
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(app.runtime.db, "read", unreachable)
+    page = await client.get("/oauth2/authorized?client_id=123")
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "Temporarily unavailable" in page.text
+    api = await client.get("/api/v1/users/@me", headers={"Authorization": "flx_" + "a" * 36})
+    assert api.status_code == 503 and api.json()["code"] == "SERVICE_UNAVAILABLE"

@@ -230,3 +230,20 @@ def test_the_scope_rules_read_the_declaration():
             with pytest.raises(ScopeError, match=f"the {scope.name} scope requires {scope.requires} in the same request"):
                 check_scope_rules((scope.name,))
             check_scope_rules(tuple(n for n in ALL_SCOPES if n in (scope.name, scope.requires)))
+
+
+def test_a_declaration_the_table_could_not_enforce_is_refused():
+    """Mounted open while the document says otherwise would be worse than no route."""
+    from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, ApiRouter, per_client
+
+    async def handler(request):
+        return None
+
+    table = ApiRouter()
+    with pytest.raises(ValueError, match="bearer"):  # a scope no credential of the route is checked for
+        table.route("GET", "/x", summary="x", auth=(SESSION_AUTH,), scope="identify")(handler)
+    with pytest.raises(ValueError, match="form endpoints"):  # a client credential outside the form endpoints
+        table.route("POST", "/y", summary="y", auth=(CLIENT_AUTH,))(handler)
+    with pytest.raises(ValueError, match="per-client"):
+        table.route("GET", "/z", summary="z", bucket=per_client("token"))(handler)
+    assert table.routes == []

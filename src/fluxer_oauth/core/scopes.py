@@ -40,11 +40,15 @@ SCOPE = {scope.name: scope for scope in SCOPES}
 ALL_SCOPES: tuple[str, ...] = tuple(SCOPE)
 _ORDER = {name: index for index, name in enumerate(ALL_SCOPES)}
 
-# What the consent page says for each scope.
-SCOPE_DESCRIPTIONS: dict[str, str] = {scope.name: scope.description for scope in SCOPES}
-
 # Scopes the client-credentials grant may ask for (the token acts as the bot user).
 CLIENT_CREDENTIALS_SCOPES = frozenset(scope.name for scope in SCOPES if scope.client_credentials)
+# Scopes only trusted applications may ask for, and only staff members grant and use.
+STAFF_ONLY_SCOPES = frozenset(scope.name for scope in SCOPES if scope.staff_only)
+
+
+def needs_staff(scopes) -> bool:
+    """Whether any of ``scopes`` is staff-only."""
+    return not STAFF_ONLY_SCOPES.isdisjoint(scopes)
 
 
 class ScopeError(ValueError):

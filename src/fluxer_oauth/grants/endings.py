@@ -27,6 +27,7 @@ against another ending.
 
 from __future__ import annotations
 
+from fluxer_oauth.core.scopes import STAFF_ONLY_SCOPES
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
@@ -104,8 +105,11 @@ async def end_admin_access(rt: Runtime, conn, *, by: str, actor_id: int | None, 
         await _lock_user(conn, user_id)
     if application_id is not None:
         await _lock_application(conn, application_id)
-    holders = await oauth_store.users_granting_scope(conn, "admin", application_id=application_id, user_id=user_id)
-    for grant_user_id, grant_application_id in holders:
+    holders = set()
+    for scope in sorted(STAFF_ONLY_SCOPES):
+        holders.update(await oauth_store.users_granting_scope(conn, scope, application_id=application_id,
+                                                              user_id=user_id))
+    for grant_user_id, grant_application_id in sorted(holders):
         await end_grant(rt, conn, user_id=grant_user_id, application_id=grant_application_id, by=by,
                         actor_id=actor_id, at=at)
 

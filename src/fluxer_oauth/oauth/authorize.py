@@ -16,7 +16,7 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import parse_permissions
 from fluxer_oauth.core.redirect_uris import find_registered
-from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, format_scopes, parse_scopes
+from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, format_scopes, needs_staff, parse_scopes
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.oauth.metadata import CODE_CHALLENGE_METHODS
@@ -156,7 +156,7 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         raise RedirectError("invalid_scope", str(exc)) from exc
     if "bot" in scopes and app.bot_id is None:
         raise RedirectError("invalid_scope", "the bot scope needs an application with a bot")
-    if "admin" in scopes and not app.trusted:
+    if needs_staff(scopes) and not app.trusted:
         raise RedirectError("invalid_scope", "the admin scope is only for trusted applications")
 
     if method is not None and method not in CODE_CHALLENGE_METHODS:
@@ -209,7 +209,7 @@ def error_redirect(rt: Runtime, redirect_uri: str, error: str, description: str,
 
 
 def check_user_may_grant(request: AuthorizationRequest, user) -> None:
-    if "admin" in request.scopes and not user.staff:
+    if needs_staff(request.scopes) and not user.staff:
         raise RedirectError("access_denied", "only staff members can grant the admin scope")
 
 
@@ -243,7 +243,7 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
         # since the request was validated (the application, its owner or the user disabled,
         # the application untrusted, the user no longer staff) must not be outlived by this.
         await oauth_store.hold_for_approval(conn, user.id, request.app.id)
-        if not await app_store.may_authorize(conn, request.app.id, user.id, admin="admin" in request.scopes):
+        if not await app_store.may_authorize(conn, request.app.id, user.id, admin=needs_staff(request.scopes)):
             raise ApiError(400, "APPLICATION_UNAVAILABLE", "this application can no longer be authorized")
         if guild_id is not None:
             await guilds.install_bot(

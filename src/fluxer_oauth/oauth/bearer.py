@@ -3,7 +3,7 @@ bot tokens (``Bot``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Awaitable, NamedTuple
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.timefmt import now
@@ -15,8 +15,9 @@ _scope_sets: dict[str, frozenset[str]] = {}  # few distinct scope strings exist:
 MAX_TOKEN_LENGTH = 512
 
 
-@dataclass(frozen=True, slots=True)
-class AccessGrant:
+class AccessGrant(NamedTuple):
+    """What a live access token grants: to whom, for which application, which scopes."""
+
     user_id: int
     application_id: int
     scopes: frozenset[str]
@@ -32,23 +33,23 @@ def scope_set(scope_text: str) -> frozenset[str]:
     return scopes
 
 
-async def find_access_token(rt: Runtime, token: str) -> AccessToken | None:
+def find_access_token(rt: Runtime, token: str) -> Awaitable[AccessToken | None]:
     """The stored access token (with its user) for a live token of an enabled user and
-    application, or None. One indexed query: the token, its user and its application."""
+    application, or None. One indexed query: the token, its user and its application.
+    (The store's awaitable itself, on the path of every bearer request.)"""
     if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    return await rt.db.tokens.find_access(credentials.stored_token_key(token), now())
+        return _nothing()
+    return rt.db.tokens.find_access(credentials.stored_token_key(token), now())
 
 
-async def lookup_access_token(rt: Runtime, token: str) -> tuple[AccessGrant, User] | None:
-    """``(AccessGrant, user)`` for a live token, or None."""
-    found = await find_access_token(rt, token)
-    if found is None:
-        return None
-    user = found.user
-    grant = AccessGrant(user.id, found.application_id, scope_set(found.scopes), found.scopes, found.expires_at,
-                        found.created_at)
-    return grant, user
+async def _nothing() -> None:
+    return None
+
+
+def grant_of(found: AccessToken) -> AccessGrant:
+    """The grant of a found access token."""
+    return AccessGrant(found.user.id, found.application_id, scope_set(found.scopes), found.scopes,
+                       found.expires_at, found.created_at)
 
 
 _verified_bot_tokens: dict[str, int] = {}  # signature checks are pure: remember the good ones

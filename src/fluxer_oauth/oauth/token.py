@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import OAuthError, invalid_client
-from fluxer_oauth.core.scopes import CLIENT_CREDENTIALS_SCOPES, ScopeError, covers, format_scopes, parse_scopes
+from fluxer_oauth.core.scopes import (CLIENT_CREDENTIALS_SCOPES, ScopeError, covers, format_scopes, needs_staff,
+                                      parse_scopes)
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client, presented_secret_hash
 from fluxer_oauth.oauth.params import ParamError, Params
@@ -149,7 +150,7 @@ def _holder_refusal(app, user, scopes) -> tuple[OAuthError | None, str | None]:
     and the reason to end the grant with the refusal, if it must end."""
     if user is None or user.disabled_at is not None:
         return invalid_grant("the user is no longer active"), None
-    if "admin" in scopes and not (app.trusted and user.staff):
+    if needs_staff(scopes) and not (app.trusted and user.staff):
         # Untrusting or removing staff ends such grants; this holds the rule even so.
         return (invalid_grant("the admin scope is no longer allowed for this grant"),
                 "grant.admin_no_longer_allowed")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 from starlette.routing import Route
@@ -24,9 +24,10 @@ from fluxer_oauth.core.errors import access_denied
 from fluxer_oauth.core.scopes import SCOPE, SCOPES
 from fluxer_oauth.web import schemas
 from fluxer_oauth.web.caller import BEARER, BOT, SESSION, Caller, authenticate_header, runtime
+from fluxer_oauth.web.edge import API_PREFIXES, Call, as_starlette
 from fluxer_oauth.web.ratelimit import client_ip, limit
 
-PREFIXES = ("/api/v1", "/v1")
+PREFIXES = API_PREFIXES
 
 # Security requirement names used in the document.
 SESSION_AUTH, BEARER_AUTH, BOT_AUTH, CLIENT_AUTH = "session", "oauth2", "bot", "client"
@@ -82,17 +83,21 @@ class Operation:
     bucket: Bucket | None = None
     handler: object | None = None  # what was declared
     endpoint: object | None = None  # what the router mounts: the handler behind the policy
+    kinds: tuple[str, ...] = field(init=False)  # the caller kinds (web/caller.py) it takes
 
     def __post_init__(self) -> None:
+        self.kinds = tuple(_CALLER_KINDS[name] for name in self.auth if name in _CALLER_KINDS)
         if self.scope is not None and self.scope not in SCOPE:
             raise ValueError(f"{self.method} {self.path}: undeclared scope {self.scope}")
         if self.bucket is not None and self.bucket.per == PER_USER and not self.kinds:
             raise ValueError(f"{self.method} {self.path}: a per-user bucket needs an authenticated caller")
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """The caller kinds (web/caller.py) this route takes."""
-        return tuple(_CALLER_KINDS[name] for name in self.auth if name in _CALLER_KINDS)
+        # A declaration the table could not enforce is refused, not mounted open.
+        if self.scope is not None and BEARER not in self.kinds:
+            raise ValueError(f"{self.method} {self.path}: a scope is checked on bearer tokens; declare BEARER_AUTH")
+        if (CLIENT_AUTH in self.auth) != self.form:
+            raise ValueError(f"{self.method} {self.path}: client authentication belongs to the form endpoints")
+        if self.bucket is not None and (self.bucket.per == PER_CLIENT) != self.form:
+            raise ValueError(f"{self.method} {self.path}: a per-client bucket is counted by a form endpoint")
 
     async def admit(self, rt, authorization: str | None, scope=None) -> Caller | None:
         """This route's declared policy applied to an ``Authorization`` header value (None:
@@ -103,24 +108,29 @@ class Operation:
         if self.kinds:
             caller = await authenticate_header(rt, authorization, self.kinds)
             if self.scope is not None:
-                caller.require_scope(self.scope)
-                if SCOPE[self.scope].staff_only and not caller.user.staff:
-                    raise access_denied(f"only staff members may use the {self.scope} API")
+                self.check_scope(caller)
         if self.bucket is not None and self.bucket.per != PER_CLIENT:
             if scope is None:
                 raise TypeError(f"{self.method} {self.path} counts its {self.bucket.name} bucket: pass the scope")
             await limit(scope, self.bucket.name, self.bucket.key(scope, caller))
         return caller
 
+    def check_scope(self, caller: Caller) -> None:
+        """The route's scope: a bearer token must carry it; a staff-only one, staff to use it."""
+        caller.require_scope(self.scope)
+        if SCOPE[self.scope].staff_only and not caller.user.staff:
+            raise access_denied(f"only staff members may use the {self.scope} API")
+
     def enforced(self, handler):
-        """``handler`` behind this route's policy, as the router mounts it. A form endpoint
-        authenticates its client and counts its per-client bucket itself; a hot route of the
-        edge (marked ``hot_route``) is mounted as it is and calls ``admit`` itself."""
-        if self.form:  # a hot route of the edge (web/form_endpoints.py), told its declared bucket
-            handler.hot_route.handler.bucket = self.bucket.name if self.bucket is not None else None
+        """``handler`` behind this route's policy, as the router mounts it (and the edge, for a
+        hot route: marked ``hot_route``). A form endpoint authenticates its client and counts
+        its per-client bucket itself, once the client is known: it is told which bucket."""
+        hot = getattr(handler, "hot_route", None)
+        if self.form:
+            hot.handler.bucket = self.bucket.name if self.bucket is not None else None
             return handler
-        if hasattr(handler, "hot_route"):
-            return handler
+        if hot is not None:
+            return self._enforced_hot(hot)
         if not self.kinds and (self.bucket is None or self.bucket.per == PER_CLIENT):
             return handler  # nothing to apply
         operation = self
@@ -133,6 +143,25 @@ class Operation:
                 await operation.admit(runtime(request), None, request.scope)
                 return await handler(request)
         return functools.wraps(handler, updated=())(endpoint)
+
+    def _enforced_hot(self, hot):
+        """A hot route's handler behind the policy: ``handler(call, caller)``."""
+        operation, handler = self, hot.handler
+
+        if operation.kinds and operation.bucket is None:  # admit's steps, written out: a coroutine less
+            async def admitted(call: Call):
+                caller = await authenticate_header(call.app.runtime, call.headers.get("authorization"),
+                                                   operation.kinds)
+                if operation.scope is not None:
+                    operation.check_scope(caller)
+                return await handler(call, caller)
+        else:
+            async def admitted(call: Call):
+                caller = await operation.admit(call.app.runtime, call.headers.get("authorization"), call.scope)
+                return await handler(call, caller)
+
+        admitted.__name__ = handler.__name__
+        return as_starlette(replace(hot, handler=admitted))
 
 
 @dataclass

@@ -4,14 +4,16 @@ messages. Everything a request goes through lives in web/edge.py."""
 
 from __future__ import annotations
 
+from starlette.requests import ClientDisconnect
+
 from fluxer_oauth.web.edge import Edge, Exchange
 
 
 async def serve(edge: Edge, scope, receive, send) -> None:
     status, headers, body = await edge.serve(_AsgiExchange(scope, receive))
     raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    if not any(name == b"content-length" for name, _ in raw):
-        raw.append((b"content-length", str(len(body)).encode()))
+    if status >= 200 and status not in (204, 304) and not any(name == b"content-length" for name, _ in raw):
+        raw.append((b"content-length", str(len(body)).encode()))  # none on answers that may not carry a body
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -53,7 +55,7 @@ class _AsgiExchange(Exchange):
         while True:
             message = await self._receive()
             if message["type"] != "http.request":
-                break
+                raise ClientDisconnect()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

@@ -6,40 +6,47 @@ access token; ``Bot <token>`` a bot. Tokens in the query string are never read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from starlette.requests import Request
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import access_denied, missing_scope, unauthorized
-from fluxer_oauth.oauth.bearer import AccessGrant, lookup_access_token, lookup_bot
+from fluxer_oauth.oauth.bearer import AccessGrant, find_access_token, grant_of, lookup_bot, scope_set
 from fluxer_oauth.platform.accounts import session_user
 from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store.records import AccessToken
 
 SESSION, BEARER, BOT = "session", "bearer", "bot"
 
 
-@dataclass(frozen=True)
 class Caller:
-    kind: str
-    user: object
-    grant: AccessGrant | None = None  # for bearer tokens
-    session_token: str | None = None
+    """Who is calling: the kind of credential, the user (a bot's own user for a bot), and for
+    a bearer token the stored token, for a session the session token."""
+
+    __slots__ = ("kind", "user", "token", "session_token")
+
+    def __init__(self, kind: str, user, token: AccessToken | None = None, session_token: str | None = None) -> None:
+        self.kind = kind
+        self.user = user
+        self.token = token
+        self.session_token = session_token
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """A bearer token's scopes (empty for other credentials, which no scope limits)."""
+        return scope_set(self.token.scopes) if self.token is not None else frozenset()
+
+    @property
+    def grant(self) -> AccessGrant | None:
+        """What a bearer token grants (None for other credentials)."""
+        return grant_of(self.token) if self.token is not None else None
 
     def require_scope(self, scope: str) -> None:
-        if self.kind == BEARER and scope not in self.grant.scopes:
+        if self.kind == BEARER and scope not in scope_set(self.token.scopes):
             raise missing_scope(scope)
-
-    def has_scope(self, scope: str) -> bool:
-        return self.kind != BEARER or scope in self.grant.scopes
 
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
-
-
-async def authenticate(request: Request, *, allow: tuple[str, ...] = (SESSION, BEARER, BOT)) -> Caller:
-    return await authenticate_header(runtime(request), request.headers.get("authorization"), allow)
 
 
 async def authenticate_header(rt: Runtime, authorization: str | None,
@@ -52,36 +59,23 @@ async def authenticate_header(rt: Runtime, authorization: str | None,
     if not header:
         raise unauthorized()
     scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bot" and value:
-        kind, caller = BOT, await _bot(rt, value)
-    elif scheme.lower() == "bearer" and value and not credentials.looks_like_session_token(value):
-        kind, caller = BEARER, await _bearer(rt, value)
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "bearer" and value and not credentials.looks_like_session_token(value):
+        found = await find_access_token(rt, value)
+        caller = Caller(BEARER, found.user, found) if found is not None else None
+    elif scheme == "bot" and value:
+        user = await lookup_bot(rt, value)
+        caller = Caller(BOT, user) if user is not None else None
     else:
-        token = value if scheme.lower() == "bearer" else header
-        kind, caller = SESSION, await _session(rt, token)
+        token = value if scheme == "bearer" else header
+        user = await session_user(rt, token)
+        caller = Caller(SESSION, user, session_token=token) if user is not None else None
     if caller is None:
         raise unauthorized()
+    kind = caller.kind
     if kind not in allow:
         raise access_denied(
             "this route needs a user session" if allow == (SESSION,) else f"a {kind} credential may not use this route"
         )
     return caller
 
-
-async def _session(rt: Runtime, token: str) -> Caller | None:
-    user = await session_user(rt, token)
-    return Caller(SESSION, user, session_token=token) if user is not None else None
-
-
-async def _bearer(rt: Runtime, token: str) -> Caller | None:
-    found = await lookup_access_token(rt, token)
-    if found is None:
-        return None
-    grant, user = found
-    return Caller(BEARER, user, grant=grant)
-
-
-async def _bot(rt: Runtime, token: str) -> Caller | None:
-    user = await lookup_bot(rt, token)
-    return Caller(BOT, user) if user is not None else None

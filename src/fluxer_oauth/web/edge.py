@@ -13,12 +13,12 @@ one answer, ``(status, headers, body)``. Its steps, in order:
    (Starlette: pages, the portal, the rest of the API), whose answer is collected whole;
 6. errors: an ``ApiError`` as its JSON answer, the database out of reach as 503, anything
    else as a logged 500 that names the request id;
-7. response headers: ``Cache-Control: no-store`` on API answers that set none, nosniff,
-   the request id, X-RateLimit-* of the route's bucket;
+7. response headers: ``Cache-Control: no-store`` on API answers that set none, nosniff on
+   every answer that has not set it, the request id, X-RateLimit-* of the route's bucket;
 8. metrics and the access-log line.
 
 The server interfaces only translate: web/rsgi.py (granian, what ``fluxer-oauth serve``
-runs), ``FluxerApp.__call__`` (ASGI: uvicorn and the tests' in-process client), and
+runs), web/asgi.py (ASGI: uvicorn and the tests' in-process client), and
 ``as_starlette`` (a hot route mounted in the router, for the OpenAPI document, 405s and
 the equivalence tests).
 """
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fluxer_oauth.core.errors import ApiError
@@ -51,9 +51,9 @@ _encode = msgspec.json.Encoder().encode
 Headers = list[tuple[str, str]]
 Answer = tuple[int, Headers, bytes]
 
-API_PREFIXES = ("/api/v1", "/v1")
+API_PREFIXES = ("/api/v1", "/v1")  # where the JSON API lives (the route table mounts under both)
 JSON = ("content-type", "application/json")
-NO_STORE = ("cache-control", "no-store")
+API_NO_STORE = ("cache-control", "no-store")
 NOSNIFF = ("x-content-type-options", "nosniff")
 TOO_LARGE = {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
 
@@ -110,6 +110,11 @@ class HotRoute:
     global_count: str = BEFORE
     reads_body: bool = True
 
+    def __post_init__(self) -> None:
+        if self.global_count == ALONGSIDE and self.reads_body:
+            # Counted while the body is read, a 413 could answer before the count's 429.
+            raise ValueError(f"{self.name}: a route counted alongside must not read a body")
+
 
 class Exchange:
     """What a server interface tells the edge about one request and how it reads the body."""
@@ -152,13 +157,20 @@ class Edge:
             status, headers, body = error_answer(exc, (JSON,))
         except StoreUnavailable:
             status, headers, body = error_answer(database_unavailable(), (JSON,))
+        except ClientDisconnect:  # gone before its body arrived: nobody reads the answer
+            status, headers, body = 400, [], b""
         except Exception as exc:
             status, headers, body = _failure(exc, request_id, path)
-        headers.append(("x-request-id", request_id))
         if path.startswith(API_PREFIXES):
-            if not has_header(headers, "cache-control"):
-                headers.append(NO_STORE)
+            for name, _ in headers:
+                if name == "cache-control":
+                    break
+            else:
+                headers.append(API_NO_STORE)
             headers.append(NOSNIFF)
+        elif not has_header(headers, "x-content-type-options"):
+            headers.append(NOSNIFF)
+        headers.append(("x-request-id", request_id))
         limit_state = state.get("rate_limit")
         if limit_state is not None:
             headers += limit_state.text_headers()
@@ -212,8 +224,10 @@ class Edge:
         asgi_scope["app"] = self.app
         asgi_scope["state"] = scope["state"]
         collected = _Collected()
-        await self.framework(asgi_scope, _receive_once(body), collected.send)
-        scope["endpoint"] = asgi_scope.get("endpoint")  # set by routing; names the route for metrics
+        try:
+            await self.framework(asgi_scope, _receive_once(body), collected.send)
+        finally:
+            scope["endpoint"] = asgi_scope.get("endpoint")  # set by routing; names the route for metrics
         return collected.status, collected.headers, b"".join(collected.parts)
 
     def finish(self, route: str, method: str, path: str, status: int, start: float, request_id: str) -> None:

@@ -257,7 +257,7 @@ async def authorize_page(request: Request) -> Response:
     try:
         return await _authorize(request, Params.from_pairs(request.query_params.multi_items()), query, decision=None)
     except StoreUnavailable:  # before the redirect URI could be validated: say so here
-        return _unavailable(request)
+        return unavailable_page(request)
 
 
 @same_origin
@@ -274,7 +274,7 @@ async def authorize_submit(request: Request) -> Response:
     try:
         return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
     except StoreUnavailable:
-        return _unavailable(request)
+        return unavailable_page(request)
 
 
 async def _authorize(request: Request, params: Params, query: str, *, decision: str | None,
@@ -313,7 +313,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
                                                       auth_request.state), status)
     except StoreUnavailable:
         if auth_request.redirect_uri is None:
-            return _unavailable(request)
+            return unavailable_page(request)
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, "temporarily_unavailable",
                                                       "the server is temporarily unavailable", auth_request.state),
                         status)
@@ -332,7 +332,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     return await _consent_page(request, auth_request, user, query)
 
 
-def _unavailable(request: Request) -> Response:
+def unavailable_page(request: Request) -> Response:
     return error_page(request, "Fluxer is temporarily unavailable. Try again in a moment.", status=503,
                       heading="Temporarily unavailable", hint="")
 

@@ -79,10 +79,6 @@ class LimitState:
             bucket,
         ]
 
-    def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """The same as ASGI header pairs."""
-        return [(name.encode(), value.encode()) for name, value in self.text_headers()]
-
 
 class RateLimited(ApiError):
     def __init__(self, state: LimitState, *, is_global: bool) -> None:
@@ -335,7 +331,6 @@ class RateLimits:
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
 
-    exempt_from_global = staticmethod(exempt_from_global)
 
     def _rate(self, bucket: str, client_id: str | None) -> Rate:
         """The bucket's rate, or the application's own where it has one (token and revoke)."""

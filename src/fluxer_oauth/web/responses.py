@@ -18,10 +18,6 @@ from fluxer_oauth.store.errors import StoreUnavailable
 
 _encoder = msgspec.json.Encoder()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-# API answers carry personal data or credentials: no cache may keep them, unless a route
-# chose its own Cache-Control. The edge adds it (web/edge.py).
-API_NO_STORE = ("cache-control", "no-store")
-API_NO_STORE_RAW = tuple(part.encode() for part in API_NO_STORE)  # as ASGI header bytes
 
 
 def has_header(headers, name) -> bool:
