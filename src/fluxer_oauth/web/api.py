@@ -20,7 +20,7 @@ import msgspec
 from starlette.routing import Route
 
 from fluxer_oauth import __version__
-from fluxer_oauth.core.errors import access_denied
+from fluxer_oauth.core.errors import access_denied, missing_scope
 from fluxer_oauth.core.scopes import SCOPE, SCOPES
 from fluxer_oauth.web import schemas
 from fluxer_oauth.web.caller import BEARER, BOT, SESSION, Caller, authenticate_header, runtime
@@ -84,11 +84,13 @@ class Operation:
     handler: object | None = None  # what was declared
     endpoint: object | None = None  # what the router mounts: the handler behind the policy
     kinds: tuple[str, ...] = field(init=False)  # the caller kinds (web/caller.py) it takes
+    staff_only: bool = field(init=False)  # its scope is for staff members only
 
     def __post_init__(self) -> None:
         self.kinds = tuple(_CALLER_KINDS[name] for name in self.auth if name in _CALLER_KINDS)
         if self.scope is not None and self.scope not in SCOPE:
             raise ValueError(f"{self.method} {self.path}: undeclared scope {self.scope}")
+        self.staff_only = self.scope is not None and SCOPE[self.scope].staff_only
         if self.bucket is not None and self.bucket.per == PER_USER and not self.kinds:
             raise ValueError(f"{self.method} {self.path}: a per-user bucket needs an authenticated caller")
         # A declaration the table could not enforce is refused, not mounted open.
@@ -117,8 +119,9 @@ class Operation:
 
     def check_scope(self, caller: Caller) -> None:
         """The route's scope: a bearer token must carry it; a staff-only one, staff to use it."""
-        caller.require_scope(self.scope)
-        if SCOPE[self.scope].staff_only and not caller.user.staff:
+        if caller.kind == BEARER and self.scope not in caller.scopes:
+            raise missing_scope(self.scope)
+        if self.staff_only and not caller.user.staff:
             raise access_denied(f"only staff members may use the {self.scope} API")
 
     def enforced(self, handler):

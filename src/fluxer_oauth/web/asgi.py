@@ -39,7 +39,7 @@ class _Headers:
 
 
 class _AsgiExchange(Exchange):
-    __slots__ = ("_scope", "_receive", "method", "path", "headers", "peer")
+    __slots__ = ("_scope", "_receive")
 
     def __init__(self, scope, receive) -> None:
         self._scope = scope

@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from fluxer_oauth.core import credentials
-from fluxer_oauth.core.errors import access_denied, missing_scope, unauthorized
+from fluxer_oauth.core.errors import access_denied, unauthorized
 from fluxer_oauth.oauth.bearer import AccessGrant, find_access_token, grant_of, lookup_bot, scope_set
 from fluxer_oauth.platform.accounts import session_user
 from fluxer_oauth.runtime import Runtime
@@ -39,10 +39,6 @@ class Caller:
     def grant(self) -> AccessGrant | None:
         """What a bearer token grants (None for other credentials)."""
         return grant_of(self.token) if self.token is not None else None
-
-    def require_scope(self, scope: str) -> None:
-        if self.kind == BEARER and scope not in scope_set(self.token.scopes):
-            raise missing_scope(scope)
 
 
 def runtime(request: Request) -> Runtime:

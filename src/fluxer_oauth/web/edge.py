@@ -116,13 +116,13 @@ class HotRoute:
             raise ValueError(f"{self.name}: a route counted alongside must not read a body")
 
 
-class Exchange:
-    """What a server interface tells the edge about one request and how it reads the body."""
+class Exchange(Call):
+    """What a server interface tells the edge about one request (method, path, headers:
+    ``get`` and ``get_all`` by lower-case name, text values; the peer's address) and how it
+    reads the body. The edge fills in ``body`` and ``scope`` and hands it to a hot route as
+    its call."""
 
-    method: str
-    path: str
-    headers: object  # .get(name) and .get_all(name), lower-case names, text values
-    peer: str
+    __slots__ = ("peer",)
 
     async def read_body(self, limit: int) -> bytes | None:
         """The body, or None once it passes ``limit``."""
@@ -150,7 +150,7 @@ class Edge:
         state = {"request_id": request_id}
         path = exchange.path
         route = self.hot_routes.get((exchange.method, path))
-        scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
+        scope = exchange.scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
         try:
             status, headers, body = await self._answer(exchange, route, scope)
         except ApiError as exc:
@@ -204,11 +204,11 @@ class Edge:
             body = b""
         if route is None:
             return await self._framework(exchange, scope, body)
-        call = Call(exchange.method, exchange.path, headers, body, scope)
+        exchange.body = body  # the exchange is the route's call
         if counting is None:
-            return await route.handler(call)
+            return await route.handler(exchange)
         try:
-            answer = await route.handler(call)
+            answer = await route.handler(exchange)
         finally:
             await counting  # always awaited; a refusal (429) replaces the route's answer
         return answer

@@ -30,7 +30,7 @@ class RsgiEntry:
 
 
 class _RsgiExchange(Exchange):
-    __slots__ = ("_scope", "_proto", "method", "path", "headers", "peer")
+    __slots__ = ("_scope", "_proto")
 
     def __init__(self, scope, proto) -> None:
         self._scope = scope
