@@ -55,7 +55,12 @@ API_PREFIXES = ("/api/v1", "/v1")  # where the JSON API lives (the route table m
 JSON = ("content-type", "application/json")
 API_NO_STORE = ("cache-control", "no-store")
 NOSNIFF = ("x-content-type-options", "nosniff")
-TOO_LARGE = {"code": "PAYLOAD_TOO_LARGE", "message": "the request body is too large"}
+
+
+class PayloadTooLarge(ApiError):
+    def __init__(self) -> None:
+        super().__init__(413, "PAYLOAD_TOO_LARGE", "the request body is too large")
+
 
 # When a hot route's request counts against the global limit (step 3).
 BEFORE = "before"            # before the route runs (every framework route too)
@@ -145,15 +150,35 @@ class Edge:
         self.resolver = app.resolver
 
     async def serve(self, exchange: Exchange) -> Answer:
+        """The answer to one request: the steps of the module's docstring, in that order."""
         start = time.perf_counter()
-        request_id = new_request_id()
+        request_id = new_request_id()  # 1
         state = {"request_id": request_id}
         path = exchange.path
         route = self.hot_routes.get((exchange.method, path))
         scope = exchange.scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
         try:
-            status, headers, body = await self._answer(exchange, route, scope)
-        except ApiError as exc:
+            declared = _length(exchange.headers.get("content-length"))  # 2
+            if declared is not None and declared > self.max_body:
+                raise PayloadTooLarge()
+            counting = await self._count_globally(exchange, route, state) if self.limits.enabled else None  # 3
+            if route is None or route.reads_body:  # 4
+                exchange.body = await _read_body(exchange, declared, self.max_body)
+                if exchange.body is None:
+                    await count_pending_global(scope)  # such a request counts like any other: its 429 first
+                    raise PayloadTooLarge()
+            else:
+                exchange.body = b""
+            if route is None:  # 5
+                status, headers, body = await self._framework(exchange, scope)
+            elif counting is None:
+                status, headers, body = await route.handler(exchange)  # the exchange is the route's call
+            else:
+                try:
+                    status, headers, body = await route.handler(exchange)
+                finally:
+                    await counting  # always awaited; a refusal (429) replaces the route's answer
+        except ApiError as exc:  # 6
             status, headers, body = error_answer(exc, (JSON,))
         except StoreUnavailable:
             status, headers, body = error_answer(database_unavailable(), (JSON,))
@@ -161,7 +186,7 @@ class Edge:
             status, headers, body = 400, [], b""
         except Exception as exc:
             status, headers, body = _failure(exc, request_id, path)
-        if path.startswith(API_PREFIXES):
+        if path.startswith(API_PREFIXES):  # 7
             for name, _ in headers:
                 if name == "cache-control":
                     break
@@ -175,57 +200,37 @@ class Edge:
         if limit_state is not None:
             headers += limit_state.text_headers()
         name = route.name if route is not None else self.route_names.get(scope.get("endpoint"), "unmatched")
-        self.finish(name, exchange.method, path, status, start, request_id)
+        self.finish(name, exchange.method, path, status, start, request_id)  # 8
         return status, headers, body
 
-    async def _answer(self, exchange: Exchange, route: HotRoute | None, scope: dict) -> Answer:
-        headers = exchange.headers
-        declared = _length(headers.get("content-length"))
-        if declared is not None and declared > self.max_body:
-            return _json(413, TOO_LARGE)
+    async def _count_globally(self, exchange: Exchange, route: HotRoute | None, state: dict):
+        """Step 3 (rate limits on): the client's address, and the global count made now, left
+        pending for the route's client bucket, or started alongside the route (returned, to be
+        awaited after it)."""
         limits = self.limits
-        counting = None
-        if limits.enabled:  # the client's address matters to the rate limits only
-            state = scope["state"]
-            ip = state["client_ip"] = self._client_ip(exchange)
-            mode = route.global_count if route is not None else BEFORE
-            if mode == WITH_CLIENT:
-                state[GLOBAL_PENDING] = True
-            elif mode == ALONGSIDE and limits.counted_in_redis:
-                counting = asyncio.ensure_future(limits.hit("global", ip, with_state=False))
-            elif route is not None or not exempt_from_global(exchange.path):
-                await limits.hit("global", ip, with_state=False)
-        if route is None or route.reads_body:
-            body = await _read_body(exchange, declared, self.max_body)
-            if body is None:
-                await count_pending_global(scope)  # such a request counts like any other: its 429 first
-                return _json(413, TOO_LARGE)
-        else:
-            body = b""
-        if route is None:
-            return await self._framework(exchange, scope, body)
-        exchange.body = body  # the exchange is the route's call
-        if counting is None:
-            return await route.handler(exchange)
-        try:
-            answer = await route.handler(exchange)
-        finally:
-            await counting  # always awaited; a refusal (429) replaces the route's answer
-        return answer
+        ip = state["client_ip"] = self._client_ip(exchange)
+        mode = route.global_count if route is not None else BEFORE
+        if mode == WITH_CLIENT:
+            state[GLOBAL_PENDING] = True
+        elif mode == ALONGSIDE and limits.counted_in_redis:
+            return asyncio.ensure_future(limits.hit("global", ip, with_state=False))
+        elif route is not None or not exempt_from_global(exchange.path):
+            await limits.hit("global", ip, with_state=False)
+        return None
 
     def _client_ip(self, exchange: Exchange) -> str:
         if not self.resolver.trusts_proxies:  # the header is not even read
             return exchange.peer
         return self.resolver.resolve_forwarded(exchange.peer, exchange.headers.get_all("x-forwarded-for"))
 
-    async def _framework(self, exchange: Exchange, scope: dict, body: bytes) -> Answer:
+    async def _framework(self, exchange: Exchange, scope: dict) -> Answer:
         """The framework's answer to a request whose body is read already, collected whole."""
         asgi_scope = exchange.asgi_scope()
         asgi_scope["app"] = self.app
         asgi_scope["state"] = scope["state"]
         collected = _Collected()
         try:
-            await self.framework(asgi_scope, _receive_once(body), collected.send)
+            await self.framework(asgi_scope, _receive_once(exchange.body), collected.send)
         finally:
             scope["endpoint"] = asgi_scope.get("endpoint")  # set by routing; names the route for metrics
         return collected.status, collected.headers, b"".join(collected.parts)
