@@ -148,6 +148,7 @@ class Edge:
         self.max_body = max_body
         self.limits = app.limits
         self.resolver = app.resolver
+        self._behind_proxies = app.resolver.trusts_proxies  # else X-Forwarded-For is not even read
 
     async def serve(self, exchange: Exchange) -> Answer:
         """The answer to one request: the steps of the module's docstring, in that order."""
@@ -161,7 +162,19 @@ class Edge:
             declared = _length(exchange.headers.get("content-length"))  # 2
             if declared is not None and declared > self.max_body:
                 raise PayloadTooLarge()
-            counting = await self._count_globally(exchange, route, state) if self.limits.enabled else None  # 3
+            counting = None
+            limits = self.limits
+            if limits.enabled:  # 3
+                ip = state["client_ip"] = (self.resolver.resolve_forwarded(exchange.peer, exchange.headers.get_all(
+                    "x-forwarded-for")) if self._behind_proxies else exchange.peer)
+                mode = route.global_count if route is not None else BEFORE
+                if mode == BEFORE or (mode == ALONGSIDE and not limits.counted_in_redis):
+                    if route is not None or not exempt_from_global(path):
+                        await limits.hit("global", ip, with_state=False)
+                elif mode == WITH_CLIENT:
+                    state[GLOBAL_PENDING] = True  # counted with the client's bucket, once known
+                else:  # alongside the route, which changes nothing: a refusal replaces its answer
+                    counting = asyncio.ensure_future(limits.hit("global", ip, with_state=False))
             if route is None or route.reads_body:  # 4
                 exchange.body = await _read_body(exchange, declared, self.max_body)
                 if exchange.body is None:
@@ -202,26 +215,6 @@ class Edge:
         name = route.name if route is not None else self.route_names.get(scope.get("endpoint"), "unmatched")
         self.finish(name, exchange.method, path, status, start, request_id)  # 8
         return status, headers, body
-
-    async def _count_globally(self, exchange: Exchange, route: HotRoute | None, state: dict):
-        """Step 3 (rate limits on): the client's address, and the global count made now, left
-        pending for the route's client bucket, or started alongside the route (returned, to be
-        awaited after it)."""
-        limits = self.limits
-        ip = state["client_ip"] = self._client_ip(exchange)
-        mode = route.global_count if route is not None else BEFORE
-        if mode == WITH_CLIENT:
-            state[GLOBAL_PENDING] = True
-        elif mode == ALONGSIDE and limits.counted_in_redis:
-            return asyncio.ensure_future(limits.hit("global", ip, with_state=False))
-        elif route is not None or not exempt_from_global(exchange.path):
-            await limits.hit("global", ip, with_state=False)
-        return None
-
-    def _client_ip(self, exchange: Exchange) -> str:
-        if not self.resolver.trusts_proxies:  # the header is not even read
-            return exchange.peer
-        return self.resolver.resolve_forwarded(exchange.peer, exchange.headers.get_all("x-forwarded-for"))
 
     async def _framework(self, exchange: Exchange, scope: dict) -> Answer:
         """The framework's answer to a request whose body is read already, collected whole."""
