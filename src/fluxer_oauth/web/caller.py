@@ -16,24 +16,22 @@ from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store.records import AccessToken
 
 SESSION, BEARER, BOT = "session", "bearer", "bot"
+_NO_SCOPES: frozenset[str] = frozenset()
 
 
 class Caller:
     """Who is calling: the kind of credential, the user (a bot's own user for a bot), and for
-    a bearer token the stored token, for a session the session token."""
+    a bearer token the stored token and its scopes (empty for other credentials, which no
+    scope limits), for a session the session token."""
 
-    __slots__ = ("kind", "user", "token", "session_token")
+    __slots__ = ("kind", "user", "token", "scopes", "session_token")
 
     def __init__(self, kind: str, user, token: AccessToken | None = None, session_token: str | None = None) -> None:
         self.kind = kind
         self.user = user
         self.token = token
+        self.scopes = scope_set(token.scopes) if token is not None else _NO_SCOPES
         self.session_token = session_token
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        """A bearer token's scopes (empty for other credentials, which no scope limits)."""
-        return scope_set(self.token.scopes) if self.token is not None else frozenset()
 
     @property
     def grant(self) -> AccessGrant | None:
