@@ -106,7 +106,6 @@ ACCESS_TOKEN = Lookup("access_token", _ACCESS_TOKEN, "bytea", 2, _access_token)
 LIVE_TOKEN = Lookup("live_token", _LIVE_TOKEN, "bytea", 4, LiveToken._make)
 BOT = Lookup("bot", _BOT, "bigint", None, _bot_login)
 APPLICATION = Lookup("application", _APPLICATION, "bigint", None, Application._make)
-LOOKUPS = (ACCESS_TOKEN, LIVE_TOKEN, BOT, APPLICATION)
 
 # The group-committed inserts, by name; each row is a tuple of the statement's arguments
 # (records.NewToken for INSERT_TOKEN, records.ClientToken for ISSUE_CLIENT_TOKEN).

@@ -4,38 +4,20 @@ messages. Everything a request goes through lives in web/edge.py."""
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
-from fluxer_oauth.web.edge import Edge, Exchange
+from fluxer_oauth.web.edge import Edge, Exchange, HeadersView
+from fluxer_oauth.web.responses import has_header
 
 
 async def serve(edge: Edge, scope, receive, send) -> None:
     status, headers, body = await edge.serve(_AsgiExchange(scope, receive))
     raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    if status >= 200 and status not in (204, 304) and not any(name == b"content-length" for name, _ in raw):
+    if status >= 200 and status not in (204, 304) and not has_header(raw, b"content-length"):
         raw.append((b"content-length", str(len(body)).encode()))  # none on answers that may not carry a body
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
-
-
-class _Headers:
-    """ASGI's header pairs behind ``get``/``get_all`` (text values, lower-case names)."""
-
-    __slots__ = ("_pairs",)
-
-    def __init__(self, pairs) -> None:
-        self._pairs = pairs
-
-    def get(self, name: str, default=None):
-        key = name.encode("latin-1")
-        for pair_name, value in self._pairs:
-            if pair_name == key:
-                return value.decode("latin-1")
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        key = name.encode("latin-1")
-        return [value.decode("latin-1") for pair_name, value in self._pairs if pair_name == key]
 
 
 class _AsgiExchange(Exchange):
@@ -46,7 +28,7 @@ class _AsgiExchange(Exchange):
         self._receive = receive
         self.method = scope["method"]
         self.path = scope["path"]
-        self.headers = _Headers(scope["headers"])
+        self.headers = HeadersView(Headers(raw=scope["headers"]))
         client = scope.get("client")
         self.peer = client[0] if client else "unknown"
 

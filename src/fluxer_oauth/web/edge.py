@@ -200,10 +200,7 @@ class Edge:
         except Exception as exc:
             status, headers, body = _failure(exc, request_id, path)
         if path.startswith(API_PREFIXES):  # 7
-            for name, _ in headers:
-                if name == "cache-control":
-                    break
-            else:
+            if not has_header(headers, "cache-control"):
                 headers.append(API_NO_STORE)
             headers.append(NOSNIFF)
         elif not has_header(headers, "x-content-type-options"):
@@ -300,8 +297,8 @@ class _Collected:
 
 # --- a hot route mounted in the framework ---------------------------------------------------
 
-class _RequestHeaders:
-    """Starlette's request headers behind the ``get``/``get_all`` of the edge's exchanges."""
+class HeadersView:
+    """Starlette's ``Headers`` behind the ``get``/``get_all`` of the edge's exchanges."""
 
     __slots__ = ("_headers",)
 
@@ -328,7 +325,7 @@ def as_starlette(route: HotRoute):
     async def endpoint(request: Request) -> Response:
         scope = request.scope
         scope.setdefault("state", {})
-        call = Call(request.method, request.url.path, _RequestHeaders(request.headers),
+        call = Call(request.method, request.url.path, HeadersView(request.headers),
                     await request.body() if route.reads_body else b"", scope)
         status, headers, body = await route.handler(call)
         response = Response(body, status_code=status)

@@ -21,8 +21,12 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def has_header(headers, name) -> bool:
-    """Whether a list of (name, value) pairs has ``name`` (str or bytes, as the pairs are)."""
-    return any(key == name for key, _ in headers)
+    """Whether a list of (name, value) pairs has ``name`` (str or bytes, as the pairs are).
+    A plain loop: the edge asks it of every answer."""
+    for key, _ in headers:
+        if key == name:
+            return True
+    return False
 
 
 class JSONResponse(Response):
