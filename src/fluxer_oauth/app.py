@@ -37,6 +37,10 @@ from fluxer_oauth.web.responses import (
 )
 
 
+# Relying parties read discovery once and keep it; it changes only with a new release.
+DISCOVERY_CACHE = {"Cache-Control": "public, max-age=3600"}
+
+
 async def http_error_handler(_request: Request, exc: HTTPException):
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
     return json_response({"code": code, "message": str(exc.detail)}, exc.status_code, exc.headers)
@@ -63,7 +67,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         return json_response(openapi)
 
     async def metadata_json(_request: Request):
-        return json_response(server_metadata)
+        return json_response(server_metadata, headers=DISCOVERY_CACHE)
 
     async def healthz(_request: Request):
         return json_response({"status": "ok"})
@@ -128,6 +132,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
             *router.routes,
             Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", metadata_json, methods=["GET"]),
+            Route("/.well-known/openid-configuration", metadata_json, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

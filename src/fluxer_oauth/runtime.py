@@ -87,7 +87,7 @@ class Runtime:
         return cls(
             settings=settings,
             db=Database(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous,
-                        pool_size=settings.database_pool_size),
+                        pool_size=settings.database_pool_size, key_cache_seconds=settings.key_cache_seconds),
             ids=SnowflakeGenerator(worker_id),
             passwords=Passwords(settings),
         )

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     rate_limit_password_account_failures: str = "100/5minutes"
     # Registrations per client IP (each one is an argon2 hash).
     rate_limit_registrations: str = "10/hour"
+    # Device authorization requests (RFC 8628), per client as the token endpoint counts them.
+    rate_limit_device: str = "10/10seconds"
+    # Wrong user codes typed at /activate: per (user, IP), per IP, and a per-user ceiling
+    # that no single IP can reach alone (as the password limits).
+    rate_limit_user_code_failures: str = "5/minute"
+    rate_limit_user_code_ip_failures: str = "20/10minutes"
+    rate_limit_user_code_account_failures: str = "50/10minutes"
     # Per-application overrides of the token and revoke limits, as JSON:
     # {"<client_id>": "1000/10seconds"} for trusted high-volume applications.
     rate_limit_overrides: dict[str, str] = Field(default_factory=dict)
@@ -76,6 +83,16 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = 30 * 24 * 3600
     code_ttl: int = 10 * 60
     session_ttl: int = 30 * 24 * 3600
+    id_token_ttl: int = Field(default=3600, ge=60)
+    # The device flow (RFC 8628): how long a user code may be entered, and the polling interval.
+    device_code_ttl: int = Field(default=10 * 60, ge=60)
+    device_poll_interval: int = Field(default=5, ge=1)
+
+    # OpenID Connect signing keys: how long a new key is published before it signs (relying
+    # parties that cached the JWKS fetch it again within this), and how long each worker
+    # keeps the key set it read before reading it again. The delay must exceed the cache.
+    key_publish_delay: int = Field(default=3600, ge=0)
+    key_cache_seconds: int = Field(default=60, ge=0)
 
     # argon2id cost; lowered only by the test suite to keep it quick.
     argon2_time_cost: int = 3
@@ -118,7 +135,9 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_authorize", "rate_limit_token", "rate_limit_revoke", "rate_limit_global",
                      "rate_limit_client_auth_failures", "rate_limit_login_failures", "rate_limit_password_ip_failures",
-                     "rate_limit_password_account_failures", "rate_limit_registrations")
+                     "rate_limit_password_account_failures", "rate_limit_registrations", "rate_limit_device",
+                     "rate_limit_user_code_failures", "rate_limit_user_code_ip_failures",
+                     "rate_limit_user_code_account_failures")
     @classmethod
     def _limit(cls, value: str) -> str:
         from fluxer_oauth.core.rate_window import parse_rate

@@ -110,7 +110,11 @@ async def test_metadata_matches_what_the_server_enforces(client, setup):
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert meta["response_types_supported"] == ["code"]
-    assert set(meta["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post"}
+    assert set(meta["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "none"}
+    # introspection is for confidential clients only
+    assert "none" not in meta["introspection_endpoint_auth_methods_supported"]
+    # OpenID Connect Discovery serves the same document
+    assert (await client.get("/.well-known/openid-configuration")).json() == meta
     # plain PKCE (not advertised) is refused
     response = await client.get(authorize_url(app.id, code_challenge="a" * 43, code_challenge_method="plain"))
     assert query_of(response.headers["location"])["error"] == "invalid_request"
@@ -123,9 +127,11 @@ async def test_metadata_matches_what_the_server_enforces(client, setup):
                                                               if s not in ("bot", "admin")))
     assert "code" in params
     # every advertised endpoint is routed
-    for key in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
+    for key in ("token_endpoint", "revocation_endpoint", "introspection_endpoint", "device_authorization_endpoint"):
         path = meta[key].removeprefix("http://testserver")
         assert (await client.post(path, data={}, auth=app.basic)).status_code != 404
+    for key in ("jwks_uri", "userinfo_endpoint"):
+        assert (await client.get(meta[key].removeprefix("http://testserver"))).status_code in (200, 401)
     assert (await client.get(meta["authorization_endpoint"].removeprefix("http://testserver"))).status_code == 400
 
 

@@ -36,8 +36,8 @@ def url(op) -> str:
 
 
 def without(scope: str) -> str:
-    """Every scope a code grant can carry except ``scope`` (and what requires it)."""
-    kept = [s.name for s in SCOPES if s.name not in (scope, "bot") and s.requires != scope]
+    """Every scope a code grant can carry except ``scope`` (and what requires or implies it)."""
+    kept = [s.name for s in SCOPES if s.name not in (scope, "bot") and scope not in (s.requires, s.implies)]
     return " ".join(kept)
 
 

@@ -45,11 +45,13 @@ async def _count(rt, table) -> int:
 async def test_janitor_deletes_only_expired_rows(rt):
     await _seed(rt, expired_tokens=2500, live_tokens=40)
     report = await sweep(rt, batch_size=1000)
-    assert report.deleted == {"authorization_codes": 50, "tokens": 2500, "sessions": 30}
+    assert report.deleted == {"authorization_codes": 50, "tokens": 2500, "sessions": 30, "device_codes": 0,
+                              "signing_keys": 0}
     assert await _count(rt, tokens) == 40
     assert await _count(rt, authorization_codes) == 50
     assert await _count(rt, sessions) == 20
-    assert len([s for s in report.batch_seconds]) == 1 + 3 + 1  # tokens took three batches of at most 1000
+    # tokens took three batches of at most 1000; each other table one
+    assert len([s for s in report.batch_seconds]) == 1 + 3 + 1 + 1 + 1
     assert (await sweep(rt)).total == 0
 
 

@@ -165,8 +165,10 @@ async def test_api_answers_are_not_stored(client, owner):
     token = await client.post("/api/v1/oauth2/token", auth=app.basic,
                               data={"grant_type": "client_credentials", "scope": "identify"})
     assert token.headers.get_list("cache-control") == ["no-store"] and token.headers["pragma"] == "no-cache"
-    # Outside the API, nothing changes.
-    assert "cache-control" not in (await client.get("/.well-known/oauth-authorization-server")).headers
+    # Public documents say how long they may be kept, which the edge leaves as they are.
+    assert (await client.get("/.well-known/oauth-authorization-server")).headers.get_list("cache-control") == [
+        "public, max-age=3600"]
+    assert (await client.get("/api/v1/oauth2/keys")).headers.get_list("cache-control") == ["public, max-age=300"]
 
 
 def test_api_answers_are_not_stored_over_rsgi(tmp_path, backend):

@@ -17,6 +17,7 @@ class Scope:
     client_credentials: bool = False  # the client-credentials grant (the bot's own token) may ask for it
     requires: str | None = None  # a scope that must be in the same authorization request
     staff_only: bool = False  # trusted applications ask for it, staff users grant it and use its routes
+    implies: str | None = None  # a scope granted with it (asking for it asks for that one too)
 
 
 # In the canonical order: responses list scopes in this order.
@@ -34,6 +35,8 @@ SCOPES: tuple[Scope, ...] = (
           "adding the application's bot to a guild the user manages (authorization only)"),
     Scope("admin", "Administer Fluxer: all user data and sensitive operations",
           "the admin API (/admin/*), for staff members through trusted applications", staff_only=True),
+    Scope("openid", "Sign you in to the app with your Fluxer account",
+          "an id_token in the code and device grants (OpenID Connect); implies identify", implies="identify"),
 )
 
 SCOPE = {scope.name: scope for scope in SCOPES}
@@ -57,7 +60,8 @@ class ScopeError(ValueError):
 
 def parse_scopes(raw: str) -> tuple[str, ...]:
     """Split on spaces (and '+', which a query string may carry), collapse duplicates,
-    reject unknown scopes, and return them in the canonical order."""
+    reject unknown scopes, add what the named ones imply, and return them in the canonical
+    order."""
     names = {part for part in raw.replace("+", " ").split(" ") if part}
     if not names:
         raise ScopeError("scope is empty")
@@ -65,6 +69,7 @@ def parse_scopes(raw: str) -> tuple[str, ...]:
     if unknown:
         shown = ", ".join(name[:40] for name in unknown[:5])
         raise ScopeError(f"unknown scope: {shown}")
+    names |= {SCOPE[name].implies for name in names if SCOPE[name].implies}
     return tuple(sorted(names, key=_ORDER.__getitem__))
 
 

@@ -19,7 +19,6 @@ from fluxer_oauth.core.redirect_uris import find_registered
 from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, format_scopes, needs_staff, parse_scopes
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.params import ParamError, Params
-from fluxer_oauth.oauth.metadata import CODE_CHALLENGE_METHODS
 from fluxer_oauth.oauth.redirects import with_query
 from fluxer_oauth.platform import guilds
 from fluxer_oauth.platform.applications import redirect_uris_of
@@ -27,6 +26,13 @@ from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import oauth as oauth_store
+
+
+PROMPTS = frozenset({"none", "consent", "login"})
+CODE_CHALLENGE_METHODS = ("S256",)
+# The parameter the login page's round trip adds to an authorization request (see
+# AuthorizationRequest.login_after); not one a client sends.
+LOGIN_AFTER = "login_after"
 
 
 class UnsafeRequest(Exception):
@@ -49,12 +55,29 @@ class AuthorizationRequest:
     redirect_uri_explicit: bool
     state: str | None
     scopes: tuple[str, ...]
-    prompt: str | None
+    prompts: frozenset[str]  # none, consent, login (OpenID Connect allows several but none)
     code_challenge: str | None
     permissions: int
     guild_id: int | None
     disable_guild_select: bool
     bot_install: bool = False  # bot-only, no code: ends on the success page
+    nonce: str | None = None  # OpenID Connect: echoed in the id_token
+    max_age: int | None = None  # OpenID Connect: the longest time since the user signed in
+    # Set when the user has just signed in again for this request (prompt=login, max_age):
+    # a sign-in at or after this time satisfies them (pages.py adds it to the request).
+    login_after: int | None = None
+
+    @property
+    def openid(self) -> bool:
+        return "openid" in self.scopes
+
+    def needs_fresh_login(self, signed_in_at: float, at: float) -> bool:
+        """Whether the user must sign in again before this request goes on."""
+        if self.login_after is not None and signed_in_at >= self.login_after:
+            return False
+        if "login" in self.prompts:
+            return True
+        return self.max_age is not None and at - signed_in_at > self.max_age
 
     def chosen_guild(self, choice: int | None) -> int | None:
         """The guild to add the bot to: the preselected one when the request locks it."""
@@ -138,6 +161,9 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         raw_permissions = params.get("permissions")
         raw_guild = params.get("guild_id")
         raw_lock = params.get("disable_guild_select")
+        nonce = params.get("nonce")
+        raw_max_age = params.get("max_age")
+        raw_login_after = params.get(LOGIN_AFTER)
     except ParamError as exc:
         raise RedirectError("invalid_request", str(exc)) from exc
 
@@ -167,8 +193,20 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         raise RedirectError("invalid_request", "code_challenge is required with code_challenge_method")
     if challenge is not None and not credentials.valid_code_challenge(challenge):
         raise RedirectError("invalid_request", "code_challenge must be 43 base64url characters")
-    if prompt is not None and prompt not in ("none", "consent"):
-        raise RedirectError("invalid_request", "prompt must be none or consent")
+    if app.public_client and challenge is None and not bot_install:
+        raise RedirectError("invalid_request", "a public client must use PKCE (code_challenge with S256)")
+    prompts = frozenset(prompt.split()) if prompt is not None else frozenset()
+    if not prompts <= PROMPTS:
+        raise RedirectError("invalid_request", "prompt must be none, consent or login")
+    if "none" in prompts and len(prompts) > 1:
+        raise RedirectError("invalid_request", "prompt=none cannot be combined with other values")
+    max_age = None
+    if raw_max_age is not None:
+        if not raw_max_age.isdigit() or len(raw_max_age) > 10:
+            raise RedirectError("invalid_request", "max_age must be a non-negative number of seconds")
+        max_age = int(raw_max_age)
+    login_after = int(raw_login_after) if raw_login_after is not None and raw_login_after.isdigit() \
+        and len(raw_login_after) <= 12 else None
 
     permissions = 0
     if raw_permissions is not None:
@@ -190,12 +228,15 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         redirect_uri_explicit=explicit,
         state=state,
         scopes=scopes,
-        prompt=prompt,
+        prompts=prompts,
         code_challenge=challenge,
         permissions=permissions,
         guild_id=guild_id,
         disable_guild_select=raw_lock == "true",
         bot_install=bot_install,
+        nonce=nonce if "openid" in scopes else None,
+        max_age=max_age,
+        login_after=login_after,
     )
 
 
@@ -226,7 +267,8 @@ def check_bot_allowed(request: AuthorizationRequest, user) -> None:
         raise ApiError(403, "BOT_IS_PRIVATE", "only the owner of this private bot can add it")
 
 
-async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id: int | None = None) -> str:
+async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id: int | None = None,
+                  signed_in_at: float | None = None) -> str:
     """Record the consent (and add the bot), issue a code, and return where to send the
     user: the client's redirect with the code, or the success page of a bot install.
     Raises ``ApiError`` for a refused bot installation; nothing is written then."""
@@ -274,6 +316,8 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
             permissions=request.permissions if guild_id is not None else None,
             created_at=at,
             expires_at=at + rt.settings.code_ttl,
+            nonce=request.nonce,
+            auth_time=signed_in_at,
         )
     return with_query(request.redirect_uri, {"code": code, "state": request.state, "iss": rt.settings.issuer})
 

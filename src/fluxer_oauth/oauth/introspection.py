@@ -13,7 +13,9 @@ INACTIVE = {"active": False}
 
 
 async def introspect(rt: Runtime, params: Params, authorization: str | None) -> dict:
-    app, token = await authenticate_token_request(rt, params, authorization)
+    # Only confidential clients introspect: a public client proves nothing, and anyone holding
+    # its client_id could otherwise probe which tokens are live.
+    app, token = await authenticate_token_request(rt, params, authorization, allow_public=False)
     found = await rt.db.tokens.find_live(credentials.stored_token_key(token), now())
     if found is None or found.application_id != app.id:
         return INACTIVE

@@ -19,6 +19,7 @@ from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client, presented_secret_hash
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.grants import endings
+from fluxer_oauth.oauth import id_token
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
@@ -123,7 +124,7 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
             else:
                 failure = invalid_grant("the code is unknown, expired, or was issued to another client")
         else:
-            failure = _check_code_binding(row, redirect_uri, verifier)
+            failure = _check_code_binding(row, redirect_uri, verifier, public=app.public_client)
             if failure is None:
                 user = await user_store.get_user(conn, row.user_id)
                 failure, ending = _holder_refusal(app, user, row.scopes.split())
@@ -141,8 +142,13 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
         await endings.end_grant_now(rt, user_id=row.user_id, application_id=app.id, by=ending, at=at)
     if failure is not None:
         raise failure
-    return _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
+    body = _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
                      guild=partial_guild_json(guild) if guild is not None else None)
+    if "openid" in row.scopes.split():
+        body["id_token"] = await id_token.issue(rt, app=app, user=user, scopes=row.scopes.split(),
+                                                access_token=issued.access_token, nonce=row.nonce,
+                                                auth_time=row.auth_time, at=at)
+    return body
 
 
 def _holder_refusal(app, user, scopes) -> tuple[OAuthError | None, str | None]:
@@ -157,7 +163,9 @@ def _holder_refusal(app, user, scopes) -> tuple[OAuthError | None, str | None]:
     return None, None
 
 
-def _check_code_binding(row, redirect_uri: str | None, verifier: str | None) -> OAuthError | None:
+def _check_code_binding(row, redirect_uri: str | None, verifier: str | None, *, public: bool) -> OAuthError | None:
+    if public and row.code_challenge is None:  # issued before the application became public
+        return invalid_grant("a public client's code must have been issued with PKCE")
     if row.redirect_uri_explicit or redirect_uri is not None:
         if redirect_uri is None or redirect_uri != row.redirect_uri:
             return invalid_grant("redirect_uri does not match the one of the authorization request")
@@ -242,6 +250,8 @@ def _client_credentials_scope(raw_scope: str | None) -> str:
 
 async def _client_credentials(rt: Runtime, app, params: Params) -> dict:
     (raw_scope,) = _read(params, "scope")
+    if app.public_client:
+        raise OAuthError("unauthorized_client", "a public client cannot use client_credentials")
     if app.bot_id is None:
         raise OAuthError("unauthorized_client", "client_credentials needs an application with a bot")
     scope_text = _client_credentials_scope(raw_scope)
@@ -261,6 +271,8 @@ async def _client_credentials_checked_on_insert(rt: Runtime, params: Params, aut
     was written: a wrong secret, a disabled application, no bot, a bad scope; the caller
     then takes the full path, which gives each of those its usual answer, in its usual order."""
     application_id, secret = presented_client(params, authorization)
+    if secret is None:  # a public client: refused on the full path
+        return None
     try:
         (raw_scope,) = _read(params, "scope")
         scope_text = _client_credentials_scope(raw_scope)

@@ -10,6 +10,7 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.redirect_uris import RedirectUriError, validate_for_registration
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.grants import endings
+from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
 from fluxer_oauth.platform.accounts import UNTHROTTLED, PasswordThrottle, check_password, new_discriminator, user_json
 from fluxer_oauth.platform.validation import FormErrors, check_text
 from fluxer_oauth.runtime import Runtime
@@ -48,6 +49,12 @@ def _check_fields(rt: Runtime, errors: FormErrors, name, description, redirect_u
     return check_redirect_uris(errors, redirect_uris, rt.settings.max_redirect_uris)
 
 
+def _check_alg(errors: FormErrors, alg) -> None:
+    if alg not in SIGNING_ALGORITHMS:
+        errors.add("id_token_signed_response_alg", "INVALID_ALGORITHM",
+                   f"must be one of {', '.join(SIGNING_ALGORITHMS)}")
+
+
 def _bot_username(name: str) -> str:
     cleaned = "".join(ch for ch in name if ch.isalnum() or ch in "_. ").strip()[:32]
     return cleaned if len(cleaned) >= 2 else "bot"
@@ -63,9 +70,12 @@ async def create(
     bot_public: bool = True,
     bot_require_code_grant: bool = False,
     bot: bool = True,
+    public_client: bool = False,
+    id_token_signed_response_alg: str = DEFAULT_ALGORITHM,
 ) -> dict:
     errors = FormErrors()
     uris = _check_fields(rt, errors, name, description, redirect_uris or []) or []
+    _check_alg(errors, id_token_signed_response_alg)
     errors.raise_if_any()
     async with rt.db.read() as conn:
         if await app_store.count_owned(conn, owner.id) >= rt.settings.max_applications_per_user:
@@ -99,6 +109,8 @@ async def create(
             bot_token_hash=credentials.sha256(bot_token) if bot_token else None,
             bot_public=bot_public,
             bot_require_code_grant=bot_require_code_grant,
+            public_client=public_client,
+            id_token_signed_response_alg=id_token_signed_response_alg,
             verify_key=secrets.token_hex(32),
             created_at=at,
             updated_at=at,
@@ -110,7 +122,8 @@ async def create(
         app = await app_store.get_application(conn, application_id)
         bot_user = await user_store.get_user(conn, application_id) if bot else None
     body = application_json(app, owner=owner, bot_user=bot_user, private=True)
-    body["client_secret"] = client_secret
+    if not public_client:  # a public client has no secret to keep (its stored hash is of a discarded one)
+        body["client_secret"] = client_secret
     if bot_token:
         body["bot"]["token"] = bot_token
     return body
@@ -138,6 +151,8 @@ async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict
     uris = _check_fields(
         rt, errors, changes.get("name"), changes.get("description"), changes.get("redirect_uris")
     )
+    if changes.get("id_token_signed_response_alg") is not None:
+        _check_alg(errors, changes["id_token_signed_response_alg"])
     errors.raise_if_any()
     values: dict = {}
     if changes.get("name") is not None:
@@ -146,13 +161,23 @@ async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict
         values["description"] = changes["description"]
     if uris is not None:
         values["redirect_uris"] = json.dumps(uris)
-    for flag in ("bot_public", "bot_require_code_grant"):
+    for flag in ("bot_public", "bot_require_code_grant", "id_token_signed_response_alg"):
         if changes.get(flag) is not None:
             values[flag] = changes[flag]
+    switched = changes.get("public_client") is not None and bool(changes["public_client"]) != bool(app.public_client)
+    if switched:
+        # Either way the secret it had stops working: a public client has none, and a client
+        # made confidential again gets a new one from the secret reset (no one knows this one).
+        values["public_client"] = bool(changes["public_client"])
+        values["secret_hash"] = credentials.client_secret_hash(rt.secret, credentials.new_client_secret())
     at = now()
     async with rt.db.write() as conn:
         if values:
             await app_store.update_application(conn, app.id, updated_at=at, **values)
+            if switched:
+                await endings.end_client_credentials(rt, conn, app.id, by="client_type_changed", actor_id=owner.id,
+                                                     at=at)
+            values.pop("secret_hash", None)
             logged = {key: value for key, value in values.items() if key != "redirect_uris"}
             if uris is not None:
                 logged["redirect_uris"] = uris
@@ -180,6 +205,8 @@ async def delete(rt: Runtime, owner, application_id: int) -> None:
 async def reset_client_secret(rt: Runtime, owner, application_id: int, password,
                               throttle: PasswordThrottle = UNTHROTTLED) -> dict:
     app, _ = await owned(rt, owner, application_id)
+    if app.public_client:
+        raise ApiError(400, "PUBLIC_CLIENT", "a public client has no secret: make it confidential first")
     await check_password(rt, owner, password, throttle)
     client_secret = credentials.new_client_secret()
     at = now()
@@ -241,6 +268,8 @@ def application_json(app, *, owner, bot_user, private: bool) -> dict:
         body["redirect_uris"] = redirect_uris_of(app)
         body["trusted"] = bool(app.trusted)
         body["disabled"] = app.disabled_at is not None
+        body["public_client"] = bool(app.public_client)
+        body["id_token_signed_response_alg"] = app.id_token_signed_response_alg
     return body
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.pool import QueuePool
 
 from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.store.hot import PostgresHot, SqliteHot
+from fluxer_oauth.store.keys import SigningKeyStore
 from fluxer_oauth.store.interfaces import ClientStore, TokenStore
 
 _WRITE = "fluxer_write"
@@ -82,7 +83,8 @@ def _sqlite_engine(url: str, synchronous: str):
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 20,
+                 key_cache_seconds: float = 60.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -97,6 +99,7 @@ class Database:
         # self.hot is the engine (tests look inside it); callers use these two.
         self.tokens = TokenStore(self.hot)
         self.clients = ClientStore(self.hot)
+        self.keys = SigningKeyStore(self, key_cache_seconds)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator:

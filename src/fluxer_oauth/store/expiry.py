@@ -1,11 +1,11 @@
-"""Deleting rows whose time is up: expired codes, tokens and sessions (ops/janitor.py
+"""Deleting rows whose time is up: expired codes, tokens, sessions, device codes and retired signing keys (ops/janitor.py
 calls this in short batches)."""
 
 from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from fluxer_oauth.store.tables import authorization_codes, sessions, tokens
+from fluxer_oauth.store.tables import authorization_codes, device_codes, sessions, signing_keys, tokens
 
 # Each table with an expiry, by name: (the table, its primary key, its expiry column).
 _EXPIRING = {
@@ -14,6 +14,9 @@ _EXPIRING = {
         (authorization_codes, authorization_codes.c.code_hash, authorization_codes.c.expires_at),
         (tokens, tokens.c.token_hash, tokens.c.expires_at),
         (sessions, sessions.c.token_hash, sessions.c.expires_at),
+        (device_codes, device_codes.c.device_code_hash, device_codes.c.expires_at),
+        # A retired key once every id_token it signed has expired (never a current one: NULL).
+        (signing_keys, signing_keys.c.kid, signing_keys.c.published_until),
     )
 }
 EXPIRING_TABLES = tuple(_EXPIRING)  # the order a sweep goes in

@@ -132,7 +132,7 @@ _POSTGRES_BATCHES = {
         f"SELECT t.h, {ACCESS}, a.id, a.bot_id, NULL, t.i, t.i, t.s, NULL, t.c, t.e, NULL, false "
         "FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[], $5::text[], $6::float8[], "
         "$7::float8[]) AS t(h, a, sh, i, s, c, e) "
-        "JOIN applications a ON a.id = t.a AND a.secret_hash = t.sh AND a.disabled_at IS NULL "
+        "JOIN applications a ON a.id = t.a AND a.secret_hash = t.sh AND a.disabled_at IS NULL AND NOT a.public_client "
         f"AND a.bot_id IS NOT NULL {_OWNER_ENABLED} "
         # Read locked: a reset or a disabling under way is waited for and its outcome re-read
         # (a plain read would see the row as it was, and the ending's revocation, made
@@ -151,7 +151,7 @@ _SQLITE_CHECKED_INSERTS = {
         f"INSERT INTO tokens ({_TOKEN_COLUMNS}) "
         f"SELECT v.column1, {ACCESS}, a.id, a.bot_id, NULL, v.column4, v.column4, v.column5, NULL, v.column6, "
         "v.column7, NULL, 0 FROM (VALUES {rows}) AS v "
-        "JOIN applications a ON a.id = v.column2 AND a.secret_hash = v.column3 AND a.disabled_at IS NULL "
+        "JOIN applications a ON a.id = v.column2 AND a.secret_hash = v.column3 AND a.disabled_at IS NULL AND NOT a.public_client "
         f"AND a.bot_id IS NOT NULL {_OWNER_ENABLED} "
         "RETURNING token_hash",
         "(?, ?, ?, ?, ?, ?, ?)",

@@ -48,6 +48,8 @@ class Application(NamedTuple):
     verify_key: str
     created_at: float
     updated_at: float
+    public_client: bool
+    id_token_signed_response_alg: str
 
 
 class AccessToken(NamedTuple):
@@ -112,3 +114,17 @@ class ClientToken(NamedTuple):
 
 USER_FIELDS = User._fields
 APPLICATION_FIELDS = Application._fields
+
+
+class SigningKey(NamedTuple):
+    """An OpenID Connect signing key as stored: its public JWK (JSON text) and its private
+    key encrypted under the server secret (oauth/keys.py decrypts it)."""
+
+    kid: str
+    alg: str
+    public_jwk: str
+    private_key: bytes
+    created_at: float
+    signs_from: float
+    retires_at: float | None
+    published_until: float | None

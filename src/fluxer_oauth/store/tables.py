@@ -92,6 +92,12 @@ applications = Table(
     Column("verify_key", String(64), nullable=False),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
+    # A public client (an app that cannot keep a secret: mobile, desktop, single-page, CLI)
+    # authenticates with its client_id alone, must use PKCE S256, and has no client_credentials.
+    Column("public_client", Boolean, nullable=False, default=False, server_default=text("false")),
+    # How its id_tokens are signed (OpenID Connect Dynamic Registration's name): RS256 or ES256.
+    Column("id_token_signed_response_alg", String(8), nullable=False, default="RS256",
+           server_default=text("'RS256'")),
 )
 
 # One remembered consent per (user, application): what prompt=none and the
@@ -124,6 +130,48 @@ authorization_codes = Table(
     Column("created_at", Time, nullable=False),
     Column("expires_at", Time, nullable=False, index=True),
     Column("consumed_at", Time),
+    # OpenID Connect: the request's nonce and when the user last signed in, for the id_token.
+    Column("nonce", String(256)),
+    Column("auth_time", Time),
+)
+
+# The device authorization grant (RFC 8628): a device asks for a code pair, the user approves
+# the user_code at /activate, the device polls with the device_code until it gets its tokens.
+device_codes = Table(
+    "device_codes", metadata,
+    Column("device_code_hash", Hash, primary_key=True),
+    # Normalized (upper case, no hyphen); unique so that typing it names one request.
+    Column("user_code", String(16), nullable=False, unique=True),
+    Column("application_id", Id, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("scopes", String(200), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+    Column("interval", Integer, nullable=False),  # seconds between polls; slow_down adds 5
+    Column("last_polled_at", Time),
+    # Set once the user decides: who approved (and the grant and family of the tokens), or denied.
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    Column("grant_id", Id),
+    Column("family_id", Id),
+    Column("auth_time", Time),
+    Column("approved_at", Time),
+    Column("denied_at", Time),
+    Column("consumed_at", Time),
+)
+
+# OpenID Connect signing keys. A key is published (JWKS) from its creation, signs from
+# signs_from, stops signing when its successor starts (retires_at), and leaves the JWKS at
+# published_until, once every id_token it signed has expired. The private key is encrypted
+# under the server secret (oidc/keys.py); the public half is a JWK.
+signing_keys = Table(
+    "signing_keys", metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(8), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("private_key", LargeBinary, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("signs_from", Time, nullable=False),
+    Column("retires_at", Time),
+    Column("published_until", Time),
 )
 
 ACCESS, REFRESH = 1, 2

@@ -80,9 +80,10 @@ async def insert_session(conn: AsyncConnection, token_hash: bytes, user_id: int,
 
 
 async def session_user(conn: AsyncConnection, token_hash: bytes, now: float):
-    """The live, enabled user behind a session token hash, or None."""
+    """The live, enabled user behind a session token hash, or None. The row also carries
+    ``signed_in_at``: when the session began (OpenID Connect's auth_time)."""
     query = (
-        select(users)
+        select(users, sessions.c.created_at.label("signed_in_at"))
         .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
         .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now, users.c.disabled_at.is_(None))
     )

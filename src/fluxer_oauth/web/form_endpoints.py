@@ -49,7 +49,8 @@ class FormEndpoint:
         count."""
         bucket = self.bucket
         if bucket is not None and scope["app"].limits.enabled:
-            params.on_client_authenticated = lambda application_id: admit_client(scope, bucket, application_id)
+            params.on_client_authenticated = lambda application_id, public: admit_client(scope, bucket, application_id,
+                                                                                           public=public)
         try:
             return await self.handler(scope["app"].runtime, params, authorization)
         except OAuthError as exc:

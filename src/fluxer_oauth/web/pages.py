@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -123,9 +124,21 @@ def form_expired(request: Request) -> HTMLResponse:
                       heading="Something went wrong", hint="")
 
 
-def login_redirect(request: Request, next_path: str, status: int = 302) -> Response:
-    """To the login page, which sends the user back to ``next_path`` afterwards."""
-    return redirect(request, "/login?next=" + quote(next_path, safe=""), status)
+def login_redirect(request: Request, next_path: str, status: int = 302, *, again: bool = False) -> Response:
+    """To the login page, which sends the user back to ``next_path`` afterwards; ``again``:
+    the user is signed in but must sign in again (OpenID Connect's prompt=login, max_age)."""
+    return redirect(request, "/login?" + ("again=1&" if again else "") + "next=" + quote(next_path, safe=""), status)
+
+
+def _after_login(query: str, *, fresh: bool) -> str:
+    """Where the login page sends the user back to: the authorization request, which a
+    sign-in from now on satisfies when it asked for a fresh one (its earlier login_after,
+    if any, replaced)."""
+    if not fresh:
+        return f"/oauth2/authorize?{query}"
+    pairs = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name != authz.LOGIN_AFTER]
+    pairs.append((authz.LOGIN_AFTER, str(int(time.time()))))
+    return "/oauth2/authorize?" + urlencode(pairs)
 
 
 def csrf_ok(request: Request, params: Params, *, before_login: bool = False) -> bool:
@@ -190,9 +203,12 @@ async def cookie_user(request: Request):
 
 async def login_page(request: Request) -> Response:
     next_url = safe_next(request.query_params.get("next"))
-    if await cookie_user(request) is not None:  # signing in as someone else starts with logout
+    again = request.query_params.get("again") == "1"
+    user = await cookie_user(request)
+    if user is not None and not again:  # signing in as someone else starts with logout
         return redirect(request, next_url)
-    return render(request, "login.html", next=next_url, login="", error=None)
+    return render(request, "login.html", next=next_url, login=user.username if user is not None else "", error=None,
+                  again=again)
 
 
 @same_origin
@@ -292,10 +308,12 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
         return redirect(request, authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state), status)
 
     try:
-        if user is None:
-            if auth_request.prompt == "none":
-                raise authz.RedirectError("login_required", "the user is not logged in")
-            return login_redirect(request, f"/oauth2/authorize?{query}", status)
+        if user is None or auth_request.needs_fresh_login(user.signed_in_at, time.time()):
+            if "none" in auth_request.prompts:
+                raise authz.RedirectError("login_required", "the user is not logged in" if user is None
+                                          else "the user must sign in again")
+            return login_redirect(request, _after_login(query, fresh=user is not None), status,
+                                  again=user is not None)
         authz.check_user_may_grant(auth_request, user)
         authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":
@@ -303,11 +321,13 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
                 return error_page(request, "You cancelled adding the bot.", status=200, heading="Cancelled", hint="")
             return redirect(request, authz.deny(rt, auth_request), status)
         if decision == "authorize":
-            return redirect(request, await authz.approve(rt, auth_request, user, guild_id=guild_choice), status)
-        if auth_request.prompt == "none":
+            return redirect(request, await authz.approve(rt, auth_request, user, guild_id=guild_choice,
+                                                         signed_in_at=user.signed_in_at), status)
+        if "none" in auth_request.prompts:
             if not await authz.remembered_consent_covers(rt, auth_request, user):
                 raise authz.RedirectError("consent_required", "the user has not granted these scopes")
-            return redirect(request, await authz.approve(rt, auth_request, user), status)
+            return redirect(request, await authz.approve(rt, auth_request, user, signed_in_at=user.signed_in_at),
+                            status)
     except authz.RedirectError as exc:
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description,
                                                       auth_request.state), status)

@@ -327,6 +327,10 @@ class RateLimits:
             "password_ip": parse_rate(settings.rate_limit_password_ip_failures),
             "password_account": parse_rate(settings.rate_limit_password_account_failures),
             "register": parse_rate(settings.rate_limit_registrations),
+            "device": parse_rate(settings.rate_limit_device),
+            "user_code": parse_rate(settings.rate_limit_user_code_failures),
+            "user_code_ip": parse_rate(settings.rate_limit_user_code_ip_failures),
+            "user_code_account": parse_rate(settings.rate_limit_user_code_account_failures),
         }
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
         self._last_warning = 0.0
@@ -470,14 +474,17 @@ def _keep_state(scope, state: LimitState | None) -> None:
         scope.setdefault("state", {})["rate_limit"] = state
 
 
-async def admit_client(scope, bucket: str, application_id: int) -> None:
+async def admit_client(scope, bucket: str, application_id: int, *, public: bool = False) -> None:
     """Count a request whose client has authenticated against that client's own bucket, keyed
     by its canonical id (one application, one bucket, however the request spelled it), with
-    the global count if it was left pending. Raises ``RateLimited``."""
+    the global count if it was left pending. A public client proves nothing (anyone may
+    send its client_id), so its requests count per (client, address): a stranger naming it
+    spends only their own allowance. Raises ``RateLimited``."""
     limits = _limits(scope)
     if limits.enabled:
         client_id = str(application_id)
-        _keep_state(scope, await _count(scope, limits, bucket, f"client:{client_id}", client_id))
+        key = f"client:{client_id}|ip:{client_ip(scope)}" if public else f"client:{client_id}"
+        _keep_state(scope, await _count(scope, limits, bucket, key, client_id))
 
 
 async def count_failed_client_auth(scope) -> None:

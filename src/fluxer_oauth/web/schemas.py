@@ -31,6 +31,8 @@ class ApplicationCreateBody(Struct):
     bot_public: bool = True
     bot_require_code_grant: bool = False
     bot: bool = True
+    public_client: bool = False  # no secret, PKCE required, no client_credentials
+    id_token_signed_response_alg: Literal["RS256", "ES256"] = "RS256"
 
 
 class ApplicationUpdateBody(Struct):
@@ -39,6 +41,8 @@ class ApplicationUpdateBody(Struct):
     redirect_uris: list[str] | None = None
     bot_public: bool | None = None
     bot_require_code_grant: bool | None = None
+    public_client: bool | None = None
+    id_token_signed_response_alg: Literal["RS256", "ES256"] | None = None
 
 
 class PasswordBody(Struct):
@@ -58,6 +62,8 @@ class ConsentBody(Struct):
     permissions: str | int | None = None
     guild_id: str | None = None
     disable_guild_select: bool | None = None
+    nonce: str | None = None
+    max_age: int | None = None
 
 
 class TokenRequest(Struct):
@@ -112,7 +118,12 @@ class User(Struct):
 
 
 class UserInfo(User):
+    """The user object with the OpenID Connect standard claims the token's scopes allow."""
+
     sub: Snowflake = ""
+    preferred_username: str | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    email_verified: bool | UnsetType = UNSET
 
 
 class SessionResponse(Struct):
@@ -134,6 +145,8 @@ class Application(Struct):
     redirect_uris: list[str] | UnsetType = UNSET
     trusted: bool | UnsetType = UNSET
     disabled: bool | UnsetType = UNSET
+    public_client: bool | UnsetType = UNSET
+    id_token_signed_response_alg: str | UnsetType = UNSET
 
 
 class BotWithToken(User):
@@ -223,6 +236,13 @@ class TokenResponse(Struct):
     scope: str
     refresh_token: str | UnsetType = UNSET
     guild: InviteGuild | UnsetType = UNSET
+    id_token: str | UnsetType = UNSET  # with the openid scope (code and device grants)
+
+
+class JsonWebKeySet(Struct):
+    """The public signing keys (RFC 7517): RS256 and ES256 keys, current and retiring."""
+
+    keys: list[dict]
 
 
 class RevokeRequest(Struct):

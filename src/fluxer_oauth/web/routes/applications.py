@@ -40,6 +40,7 @@ async def create_application(request: Request, caller: Caller):
     created = await applications.create(
         runtime(request), owner, name=body.name, description=body.description, redirect_uris=body.redirect_uris,
         bot_public=body.bot_public, bot_require_code_grant=body.bot_require_code_grant, bot=body.bot,
+        public_client=body.public_client, id_token_signed_response_alg=body.id_token_signed_response_alg,
     )
     return json_response(created, 201)
 
@@ -75,6 +76,7 @@ async def update_application(request: Request, caller: Caller):
     changes = {
         "name": body.name, "description": body.description, "redirect_uris": body.redirect_uris,
         "bot_public": body.bot_public, "bot_require_code_grant": body.bot_require_code_grant,
+        "public_client": body.public_client, "id_token_signed_response_alg": body.id_token_signed_response_alg,
     }
     return json_response(await applications.update(runtime(request), owner, application_id, changes))
 

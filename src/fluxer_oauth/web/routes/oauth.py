@@ -3,6 +3,8 @@ and the token endpoint."""
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
@@ -53,8 +55,12 @@ async def consent(request: Request, caller: Caller):
         if not body.authorize:
             url = authz.deny(rt, auth_request) if auth_request.redirect_uri else None
         else:
+            if auth_request.needs_fresh_login(caller.user.signed_in_at, time.time()):
+                # No login form here: the client sends the user to the authorization page.
+                raise authz.RedirectError("login_required", "the user must sign in again")
             # The body's guild_id is the user's choice (or the locked preselection).
-            url = await authz.approve(rt, auth_request, caller.user, guild_id=auth_request.guild_id)
+            url = await authz.approve(rt, auth_request, caller.user, guild_id=auth_request.guild_id,
+                                      signed_in_at=caller.user.signed_in_at)
     except authz.RedirectError as exc:
         url = authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description, auth_request.state)
     return json_response({"redirect_to": url})
@@ -73,6 +79,8 @@ def _consent_pairs(body: ConsentBody):
         "permissions": None if body.permissions is None else str(body.permissions),
         "guild_id": body.guild_id,
         "disable_guild_select": None if body.disable_guild_select is None else str(body.disable_guild_select).lower(),
+        "nonce": body.nonce,
+        "max_age": None if body.max_age is None else str(body.max_age),
     }
     return [(name, value) for name, value in fields.items() if value is not None]
 

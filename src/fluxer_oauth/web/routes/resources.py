@@ -7,6 +7,8 @@ import msgspec
 from starlette.requests import Request
 
 from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.core.scopes import ALL_SCOPES
+from fluxer_oauth.oauth.id_token import user_claims
 from fluxer_oauth.core.timefmt import iso
 from fluxer_oauth.platform import applications, guilds
 from fluxer_oauth.platform.accounts import user_json
@@ -85,8 +87,18 @@ async def oauth2_me(request: Request, caller: Caller):
     return json_response(body)
 
 
-@router.route("GET", "/oauth2/userinfo", summary="The user, OpenID Connect style", auth=(SESSION_AUTH, BEARER_AUTH),
-              scope="identify", response=UserInfo, errors=USER_READ_ERRORS, tags=("oauth2",))
+@router.route("GET", "/oauth2/userinfo", summary="The user, OpenID Connect style (Core 1.0 §5.3)",
+              auth=(SESSION_AUTH, BEARER_AUTH), scope="identify", response=UserInfo, errors=USER_READ_ERRORS,
+              tags=("oauth2",))
 async def userinfo(request: Request, caller: Caller):
-    with_email = caller.kind == SESSION or "email" in caller.grant.scopes
-    return json_response({"sub": str(caller.user.id), **user_json(caller.user, with_email=with_email)})
+    """The standard claims the token's scopes allow (``sub`` always), beside the user object
+    Discord's clients read."""
+    scopes = ALL_SCOPES if caller.kind == SESSION else caller.scopes
+    return json_response({**user_json(caller.user, with_email="email" in scopes),
+                          **user_claims(caller.user, scopes)})
+
+
+userinfo_post = router.route(
+    "POST", "/oauth2/userinfo", summary="The user, OpenID Connect style (POST, as Core 1.0 §5.3.1 allows)",
+    auth=(SESSION_AUTH, BEARER_AUTH), scope="identify", response=UserInfo, errors=USER_READ_ERRORS, tags=("oauth2",),
+)(userinfo)

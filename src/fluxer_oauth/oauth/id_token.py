@@ -1,0 +1,54 @@
+"""The OpenID Connect id_token (Core 1.0 §2, §3.1.3.6) and the claims the user's scopes
+allow, which userinfo answers too."""
+
+from __future__ import annotations
+
+import hashlib
+
+from joserfc import jwt
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, signing_key
+from fluxer_oauth.runtime import Runtime
+
+
+def user_claims(user, scopes) -> dict:
+    """The standard claims of the user that ``scopes`` allow: the profile with identify,
+    the address and whether it is verified with email."""
+    claims = {"sub": str(user.id)}
+    if "identify" in scopes:
+        claims["preferred_username"] = user.username
+        claims["name"] = user.global_name or user.username
+        claims["locale"] = user.locale
+    if "email" in scopes and user.email is not None:
+        claims["email"] = user.email
+        claims["email_verified"] = bool(user.verified)
+    return claims
+
+
+def at_hash(access_token: str) -> str:
+    """The left half of the access token's SHA-256, base64url (both algorithms hash with SHA-256)."""
+    return credentials.b64url(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
+
+
+async def issue(rt: Runtime, *, app, user, scopes, access_token: str, nonce: str | None,
+                auth_time: float | None, at: float) -> str:
+    """A signed id_token for ``user``, for the client ``app``."""
+    alg = app.id_token_signed_response_alg if app.id_token_signed_response_alg in SIGNING_ALGORITHMS \
+        else DEFAULT_ALGORITHM
+    issued_at = int(at)
+    claims = {
+        "iss": rt.settings.issuer,
+        "aud": str(app.id),
+        "azp": str(app.id),
+        "iat": issued_at,
+        "exp": issued_at + rt.settings.id_token_ttl,
+        "at_hash": at_hash(access_token),
+        **user_claims(user, scopes),
+    }
+    if auth_time is not None:
+        claims["auth_time"] = int(auth_time)
+    if nonce is not None:
+        claims["nonce"] = nonce
+    key = await signing_key(rt, alg)
+    return jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=[alg])

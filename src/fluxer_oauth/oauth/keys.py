@@ -1,0 +1,148 @@
+"""OpenID Connect signing keys: made, kept encrypted, published, rotated (with joserfc).
+
+Each algorithm the server signs with (RS256, which every relying party supports, and ES256)
+has its own key. A new key is published in the JWKS at once and signs only from
+``signs_from`` (the publish delay later), so a relying party holding a cached JWKS has
+fetched it again before it meets a token the new key signed. The key it replaces stops
+signing then and stays published until every id_token it signed has expired.
+
+Private keys are stored as PKCS#8, encrypted with AES-256-GCM under a key derived from the
+server secret (HKDF), the key id as associated data: a row copied to another key id, or
+read with another secret, does not decrypt. Nothing here logs a key."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc.jwk import ECKey, RSAKey
+
+from fluxer_oauth.core import credentials
+from fluxer_oauth.core.timefmt import now as current_time
+from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import keys as key_store
+from fluxer_oauth.store.records import SigningKey
+
+# The algorithms id_tokens are signed with, the default first. Nothing else is ever produced:
+# no "none", no HMAC (a relying party must never be able to verify with a public key as an
+# HMAC secret, or accept an unsigned token because the header said so).
+SIGNING_ALGORITHMS = ("RS256", "ES256")
+DEFAULT_ALGORITHM = "RS256"
+_ENCRYPTION_VERSION = b"k1"
+
+
+class KeyUnreadable(RuntimeError):
+    """A stored private key does not decrypt with this server's secret."""
+
+
+def _encryption_key(secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fluxer oidc signing keys").derive(secret)
+
+
+def _generate(alg: str):
+    kid = credentials.b64url(os.urandom(12))
+    parameters = {"kid": kid, "alg": alg, "use": "sig"}
+    if alg == "RS256":
+        return RSAKey.generate_key(2048, parameters=parameters)
+    return ECKey.generate_key("P-256", parameters=parameters)
+
+
+def new_key(secret: bytes, alg: str, *, at: float, signs_from: float) -> SigningKey:
+    """A fresh key of ``alg``, its private half encrypted under ``secret``."""
+    if alg not in SIGNING_ALGORITHMS:
+        raise ValueError(f"unsupported signing algorithm {alg!r}")
+    key = _generate(alg)
+    kid = key.kid
+    nonce = os.urandom(12)
+    sealed = AESGCM(_encryption_key(secret)).encrypt(nonce, key.as_pem(private=True), kid.encode())
+    public = key.as_dict(private=False)
+    return SigningKey(kid=kid, alg=alg, public_jwk=json.dumps(public, sort_keys=True),
+                      private_key=_ENCRYPTION_VERSION + nonce + sealed, created_at=at, signs_from=signs_from,
+                      retires_at=None, published_until=None)
+
+
+@functools.lru_cache(maxsize=16)
+def private_key(secret: bytes, kid: str, alg: str, sealed: bytes):
+    """The joserfc key of a stored row (decrypted once per process)."""
+    if not sealed.startswith(_ENCRYPTION_VERSION):
+        raise KeyUnreadable(f"signing key {kid} is stored in an unknown format")
+    body = sealed[len(_ENCRYPTION_VERSION):]
+    try:
+        pem = AESGCM(_encryption_key(secret)).decrypt(body[:12], body[12:], kid.encode())
+    except Exception as exc:  # InvalidTag: another secret, or a tampered row
+        raise KeyUnreadable(f"signing key {kid} does not decrypt with this server secret") from exc
+    parameters = {"kid": kid, "alg": alg, "use": "sig"}
+    return (RSAKey if alg == "RS256" else ECKey).import_key(pem, parameters=parameters)
+
+
+def jwks(keys: tuple[SigningKey, ...]) -> dict:
+    """The JWK Set of the published keys (public halves only)."""
+    return {"keys": [json.loads(key.public_jwk) for key in keys]}
+
+
+def signer_of(keys: tuple[SigningKey, ...], alg: str, at: float) -> SigningKey | None:
+    """The key that signs ``alg`` at ``at``: the newest one whose time has come."""
+    for key in keys:  # newest first
+        if key.alg == alg and key.signs_from <= at and (key.retires_at is None or key.retires_at > at):
+            return key
+    return None
+
+
+async def signing_key(rt: Runtime, alg: str):
+    """The joserfc private key to sign with now, making the first key of ``alg`` if there is none."""
+    at = current_time()
+    key = signer_of(await rt.db.keys.published(at), alg, at)
+    if key is None:
+        key = await _first_key(rt, alg, at)
+    return private_key(rt.secret, key.kid, key.alg, key.private_key)
+
+
+async def _first_key(rt: Runtime, alg: str, at: float) -> SigningKey:
+    """No key signs ``alg`` yet (a new server): one that signs at once (nothing can have
+    cached a JWKS without it). Made under the keys lock, so two workers make one."""
+    async with rt.db.write() as conn:
+        await key_store.lock(conn)
+        key = signer_of(await key_store.list_published(conn, at), alg, at)
+        if key is None:
+            key = new_key(rt.secret, alg, at=at, signs_from=at)
+            await key_store.insert(conn, key)
+    rt.db.keys.forget()
+    return key
+
+
+async def rotate(rt: Runtime, *, publish_delay: float | None = None) -> list[SigningKey]:
+    """A new key for each algorithm, published now and signing after ``publish_delay``
+    (the setting by default); the keys it replaces stop signing then and leave the JWKS once
+    the last id_token they could have signed has expired. Returns the new keys."""
+    delay = rt.settings.key_publish_delay if publish_delay is None else publish_delay
+    at = current_time()
+    starts = at + delay
+    # Past their last id_token's expiry, with a cache period for the workers that still
+    # signed with them until they read the rotation.
+    published_until = starts + rt.settings.id_token_ttl + rt.settings.key_cache_seconds
+    made = []
+    async with rt.db.write() as conn:
+        await key_store.lock(conn)
+        for alg in SIGNING_ALGORITHMS:
+            await key_store.retire_current(conn, alg, starts, published_until)
+            key = new_key(rt.secret, alg, at=at, signs_from=starts)
+            await key_store.insert(conn, key)
+            made.append(key)
+    rt.db.keys.forget()
+    return made
+
+
+async def published(rt: Runtime) -> dict:
+    """The JWKS document, making the first keys on a new server."""
+    at = current_time()
+    keys = await rt.db.keys.published(at)
+    if any(signer_of(keys, alg, at) is None for alg in SIGNING_ALGORITHMS):
+        for alg in SIGNING_ALGORITHMS:
+            if signer_of(keys, alg, at) is None:
+                await _first_key(rt, alg, at)
+        keys = await rt.db.keys.published(at)
+    return jwks(keys)
