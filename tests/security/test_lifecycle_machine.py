@@ -60,6 +60,7 @@ class App:
     trusted: bool = False
     deleted: bool = False
     in_guild: bool = False  # its bot, with the managed role it was given
+    secret_known: bool = True  # False once made public and back: no one knows its secret until a reset
 
 
 @dataclass
@@ -145,6 +146,10 @@ def lifecycle_machine(server_settings):
             """Whether the application authenticates at all: enabled, not deleted, owner enabled."""
             return app.enabled and not app.deleted and self.world.people[app.owner].enabled
 
+        def authenticates(self, app: App) -> bool:
+            """Whether the application's client authentication with the secret the machine holds works."""
+            return self.usable(app) and app.secret_known
+
         def end(self, predicate) -> None:
             for credential in self.world.credentials:
                 if predicate(credential):
@@ -205,7 +210,7 @@ def lifecycle_machine(server_settings):
             app = self.world.apps[code.app]
             response = self.token_request(app, {"grant_type": "authorization_code", "code": code.value,
                                                 "redirect_uri": CALLBACK})
-            if not self.usable(app):
+            if not self.authenticates(app):
                 assert response.status_code in (400, 401), response.text
                 return
             if code.alive and not code.used:
@@ -231,7 +236,7 @@ def lifecycle_machine(server_settings):
             token = data.draw(st.sampled_from([c for c in self.world.credentials if c.kind == "refresh"]))
             app = self.world.apps[token.app]
             response = self.token_request(app, {"grant_type": "refresh_token", "refresh_token": token.value})
-            if not self.usable(app):
+            if not self.authenticates(app):
                 assert response.status_code in (400, 401), response.text
                 return
             if token.alive:
@@ -248,7 +253,7 @@ def lifecycle_machine(server_settings):
         def client_credentials(self, app) -> None:
             target = self.world.apps[app]
             response = self.token_request(target, {"grant_type": "client_credentials"})
-            if not self.usable(target):
+            if not self.authenticates(target):
                 assert response.status_code in (400, 401), response.text
                 return
             assert response.status_code == 200, response.text
@@ -264,7 +269,7 @@ def lifecycle_machine(server_settings):
             app = self.world.apps[token.app]
             response = self.run(self.http.post("/api/v1/oauth2/revoke", data={"token": token.value},
                                                auth=(app.id, app.secret)))
-            if not self.usable(app):
+            if not self.authenticates(app):
                 assert response.status_code in (400, 401), response.text
                 return
             assert response.status_code == 200, response.text
@@ -335,9 +340,26 @@ def lifecycle_machine(server_settings):
             assert response.status_code == 200, response.text
             if which == "client-secret/reset":
                 target.secret = response.json()["client_secret"]
+                target.secret_known = True
             else:
                 target.old_bot_tokens.append(target.bot_token)
                 target.bot_token = response.json()["token"]
+            self.end(lambda c: c.app == app and c.kind == "client")
+
+        @rule(app=st.sampled_from("ab"))
+        def public_and_back(self, app) -> None:
+            """The owner makes the client public, then confidential again: the secret it had
+            stops working at once, and so do the tokens it issued with it."""
+            target = self.world.apps[app]
+            owner = self.world.people[target.owner]
+            if target.deleted or not owner.enabled:
+                return
+            for public in (True, False):
+                response = self.run(self.http.patch(f"/api/v1/oauth2/applications/{target.id}",
+                                                    json={"public_client": public},
+                                                    headers=self.session_of(target.owner)))
+                assert response.status_code == 200 and response.json()["public_client"] is public, response.text
+            target.secret_known = False
             self.end(lambda c: c.app == app and c.kind == "client")
 
         @rule(app=st.sampled_from("ab"), trusted=st.booleans())
