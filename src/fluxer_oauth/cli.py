@@ -1,4 +1,5 @@
-"""The fluxer-oauth command: serve, migrate, demo (and operator tools)."""
+"""The fluxer-oauth command: serve, migrate, demo (and operator tools: users, apps, guilds,
+grants, signing keys, the janitor)."""
 
 from __future__ import annotations
 
@@ -110,10 +111,12 @@ users_app = typer.Typer(help="Manage users", no_args_is_help=True)
 apps_app = typer.Typer(help="Manage applications", no_args_is_help=True)
 guilds_app = typer.Typer(help="Manage guilds", no_args_is_help=True)
 grants_app = typer.Typer(help="Inspect and revoke grants", no_args_is_help=True)
+keys_app = typer.Typer(help="OpenID Connect signing keys", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(apps_app, name="apps")
 app.add_typer(guilds_app, name="guilds")
 app.add_typer(grants_app, name="grants")
+app.add_typer(keys_app, name="keys")
 
 JSON_OPTION = typer.Option(False, "--json", help="print JSON for scripts")
 
@@ -178,9 +181,9 @@ def _output(rows: list[dict], columns: list[str], as_json: bool, title: str) -> 
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # wrapped, never cut: ids and secrets are copied from here
     for row in rows:
-        table.add_row(*[str(row.get(column, "")) for column in columns])
+        table.add_row(*["" if row.get(column) is None else str(row[column]) for column in columns])
     Console().print(table)
 
 
@@ -324,6 +327,71 @@ def grants_revoke(user: str = typer.Argument(..., help="id, username or email"),
 
     _with_runtime(work)
     console.print("grant revoked")
+
+
+KEY_COLUMNS = ["kid", "alg", "status", "created_at", "signs_from", "retires_at", "published_until"]
+
+
+def _key_row(key, at: float) -> dict:
+    """What an operator may see of a signing key: its id, algorithm, life and status; the
+    key material stays in the database (the public half is in the JWKS)."""
+    from fluxer_oauth.core.timefmt import iso
+    from fluxer_oauth.oauth.keys import status
+
+    return {"kid": key.kid, "alg": key.alg, "status": status(key, at), "created_at": iso(key.created_at),
+            "signs_from": iso(key.signs_from), "retires_at": iso(key.retires_at),
+            "published_until": iso(key.published_until)}
+
+
+async def _all_keys(rt):
+    from fluxer_oauth.store import keys as key_store
+
+    async with rt.db.read() as conn:
+        return await key_store.list_all(conn)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = JSON_OPTION) -> None:
+    """Every signing key, newest first: next (published, not signing yet), current, retiring
+    (replaced; verifies until it leaves the JWKS), expired (deleted by the janitor)."""
+    from fluxer_oauth.core.timefmt import now
+
+    at = now()
+    _output([_key_row(key, at) for key in _with_runtime(_all_keys)], KEY_COLUMNS, as_json, "signing keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    publish_delay: int | None = typer.Option(
+        None, "--publish-delay", min=0, metavar="SECONDS",
+        help="how long the new keys are published before they sign (default FLUXER_KEY_PUBLISH_DELAY)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A new key per algorithm, published now; it signs after the publish delay (at once where
+    no current key decrypts with this secret), and the keys it replaces leave the JWKS once
+    the id_tokens they signed have expired."""
+    from fluxer_oauth.core.timefmt import now
+    from fluxer_oauth.oauth import keys
+
+    async def work(rt):
+        made = await keys.rotate(rt, publish_delay=publish_delay)
+        return made, await _all_keys(rt)
+
+    made, stored = _with_runtime(work)
+    at = now()
+    new = [_key_row(key, at) for key in made]
+    # The keys this rotation retired: they stop signing when their successor starts.
+    replaced = [_key_row(key, at) for key in stored if key.kid not in {m.kid for m in made}
+                and any(key.alg == m.alg and key.retires_at == m.signs_from for m in made)]
+    if as_json:
+        print(json.dumps({"new": new, "replaced": replaced}, indent=2))
+        return
+    for row in new:
+        starts = "at once" if row["signs_from"] == row["created_at"] else f"from {row['signs_from']}"
+        print(f"new {row['alg']} key {row['kid']}: in the JWKS now, signs {starts}")
+    for row in replaced:
+        print(f"old {row['alg']} key {row['kid']}: signs until {row['retires_at']}, "
+              f"leaves the JWKS at {row['published_until']}")
 
 
 @app.command()

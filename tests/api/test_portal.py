@@ -1,5 +1,6 @@
 """The developer portal pages: create, edit, reset credentials (shown once, password
-confirmed, CSRF-protected), delete, and the authorize-URL generator."""
+confirmed, CSRF-protected), delete, public clients and the OpenID Connect endpoints, and the
+authorize-URL generator."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 from tests.api.test_authorize import browser_login
-from tests.conftest import PASSWORD, register
+from tests.conftest import PASSWORD, create_app, query_of, register
 
 
 def csrf_of(html: str) -> str:
@@ -94,3 +95,86 @@ async def test_url_generator_builds_a_working_authorize_link(client):
     bot_only = await client.get(f"/developers/applications/{app_id}/url-generator?scope=bot")
     bot_url = unescape(re.search(r'<code id="generated-url">([^<]+)</code>', bot_only.text).group(1))
     assert "response_type" not in bot_url and "redirect_uri" not in bot_url
+
+
+# --- public clients and OpenID Connect ---------------------------------------------------------
+
+def _form(html: str, **fields) -> dict:
+    """The settings form as the page fills it, with ``fields`` changed (an unticked box is absent)."""
+    values = {"csrf_token": csrf_of(html), "name": "Sign In App", "description": "",
+              "redirect_uris": "https://s.example/cb", "id_token_signed_response_alg": "RS256", **fields}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+async def test_mark_public_refuses_the_secret_reset_and_back(client):
+    owner = await register(client, "pubdev")
+    app = await create_app(client, owner, name="Sign In App", redirect_uris=["https://s.example/cb"])
+    await browser_login(client, "pubdev")
+    page = await client.get(f"/developers/applications/{app.id}")
+    assert "Confidential client" in page.text and "/reset-secret" in page.text
+    assert "mobile, desktop, single-page, command-line" in page.text  # what the checkbox is for
+
+    saved = await client.post(f"/developers/applications/{app.id}",
+                              data=_form(page.text, public_client="1", id_token_signed_response_alg="ES256"))
+    assert saved.status_code == 303 and saved.headers["location"].endswith("?saved=public")
+    shown = await client.get(saved.headers["location"])
+    assert "its client secret no longer works" in shown.text and "Public client</span>" in shown.text
+    assert 'id="no-secret"' in shown.text and "/reset-secret" not in shown.text
+    assert re.search(r'<option value="ES256" selected>', shown.text)
+    body = (await client.get(f"/api/v1/oauth2/applications/{app.id}", headers=owner.headers)).json()
+    assert body["public_client"] is True and body["id_token_signed_response_alg"] == "ES256"
+    assert (await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"},
+                              auth=app.basic)).status_code == 401  # the secret it had is gone
+
+    refused = await client.post(f"/developers/applications/{app.id}/reset-secret",
+                                data={"csrf_token": csrf_of(shown.text), "password": PASSWORD})
+    assert refused.status_code == 400 and "A public client has no secret" in refused.text
+    assert 'id="client-secret"' not in refused.text
+
+    back = await client.post(f"/developers/applications/{app.id}", data=_form(shown.text))
+    assert back.headers["location"].endswith("?saved=confidential")
+    confidential = await client.get(back.headers["location"])
+    assert "reset the client secret below" in confidential.text and "/reset-secret" in confidential.text
+    reset = await client.post(f"/developers/applications/{app.id}/reset-secret",
+                              data={"csrf_token": csrf_of(confidential.text), "password": PASSWORD})
+    assert re.search(r'<code id="client-secret">([^<]+)</code>', reset.text)
+
+
+async def test_an_unknown_signing_algorithm_is_refused(client):
+    owner = await register(client, "algdev")
+    app = await create_app(client, owner, name="Sign In App", redirect_uris=["https://s.example/cb"])
+    await browser_login(client, "algdev")
+    page = await client.get(f"/developers/applications/{app.id}")
+    refused = await client.post(f"/developers/applications/{app.id}",
+                                data=_form(page.text, id_token_signed_response_alg="HS256"))
+    assert refused.status_code == 400 and "id_token_signed_response_alg" in refused.text
+
+
+async def test_app_page_lists_the_openid_endpoints_of_the_discovery_document(client):
+    owner = await register(client, "oidcdev")
+    app = await create_app(client, owner)
+    await browser_login(client, "oidcdev")
+    page = await client.get(f"/developers/applications/{app.id}")
+    shown = dict(re.findall(r'<code id="oidc-([a-z_]+)">([^<]+)</code>', page.text))
+    discovery = await client.get(shown["discovery"].removeprefix("http://testserver"))
+    document = discovery.json()
+    assert discovery.status_code == 200 and shown.pop("issuer") == document["issuer"] == "http://testserver"
+    assert shown.pop("discovery") == "http://testserver/.well-known/openid-configuration"
+    assert shown == {field: document[field] for field in ("authorization_endpoint", "token_endpoint",
+                                                          "userinfo_endpoint", "jwks_uri",
+                                                          "device_authorization_endpoint")}
+    assert shown["device_authorization_endpoint"] == "http://testserver/api/v1/oauth2/device/authorize"
+    assert page.text.count('class="copy" data-copy="oidc-') == 7
+
+
+async def test_url_generator_offers_openid_and_says_pkce_is_required_for_a_public_client(client):
+    owner = await register(client, "gendev")
+    public = await create_app(client, owner, name="Phone App", public_client=True, bot=False)
+    confidential = await create_app(client, owner, name="Web App")
+    await browser_login(client, "gendev")
+    page = await client.get(f"/developers/applications/{public.id}/url-generator?scope=openid&scope=email")
+    assert 'value="openid"' in page.text
+    url = unescape(re.search(r'<code id="generated-url">([^<]+)</code>', page.text).group(1))
+    assert query_of(url)["scope"] == "email openid" and 'id="pkce-required"' in page.text
+    other = await client.get(f"/developers/applications/{confidential.id}/url-generator?scope=openid")
+    assert 'id="generated-url"' in other.text and 'id="pkce-required"' not in other.text

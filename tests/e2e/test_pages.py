@@ -116,6 +116,22 @@ def test_portal_create_application_and_reset_secret(server, page):
     shoot(page, "url-generator")
 
 
+def test_portal_shows_a_public_clients_openid_endpoints(server, page):
+    owner = api_user(server, "oidcportal")
+    app = api_app(server, owner, name="Pocket Client", public_client=True, bot=False,
+                  id_token_signed_response_alg="ES256")
+    page.goto(f"{server}/developers/applications/{app['id']}")
+    log_in(page, "oidcportal")
+    page.wait_for_selector("#oidc-endpoints")
+    assert page.is_visible("#oidc-endpoints") and page.is_visible("#no-secret")
+    assert page.inner_text("#oidc-discovery") == f"{server}/.well-known/openid-configuration"
+    assert page.inner_text("#oidc-jwks_uri") == f"{server}/api/v1/oauth2/keys"
+    assert page.is_checked("input[name=public_client]")
+    assert page.locator("#id_token_signed_response_alg").input_value() == "ES256"
+    assert page.locator("form[action$='/reset-secret']").count() == 0
+    shoot(page, "portal-openid")
+
+
 def test_revoke_an_authorized_app(server, page):
     owner = api_user(server, "revokeowner")
     app = api_app(server, owner, name="Revocable")

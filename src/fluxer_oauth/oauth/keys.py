@@ -74,7 +74,8 @@ def private_key(secret: bytes, kid: str, alg: str, sealed: bytes):
     try:
         pem = AESGCM(_encryption_key(secret)).decrypt(body[:12], body[12:], kid.encode())
     except Exception as exc:  # InvalidTag: another secret, or a tampered row
-        raise KeyUnreadable(f"signing key {kid} does not decrypt with this server secret") from exc
+        raise KeyUnreadable(f"signing key {kid} does not decrypt with this server secret (did FLUXER_SECRET_KEY "
+                            "change? `fluxer-oauth keys rotate` makes keys that sign at once)") from exc
     parameters = {"kid": kid, "alg": alg, "use": "sig"}
     return (RSAKey if alg == "RS256" else ECKey).import_key(pem, parameters=parameters)
 
@@ -82,6 +83,18 @@ def private_key(secret: bytes, kid: str, alg: str, sealed: bytes):
 def jwks(keys: tuple[SigningKey, ...]) -> dict:
     """The JWK Set of the published keys (public halves only)."""
     return {"keys": [json.loads(key.public_jwk) for key in keys]}
+
+
+def status(key: SigningKey, at: float) -> str:
+    """Where ``key`` is in its life at ``at``: next (published, not signing yet), current
+    (signing), retiring (replaced: it signs until ``retires_at``, if it has not stopped
+    already, then only verifies until ``published_until``), expired (out of the JWKS; the
+    janitor deletes it). A next key replaced before its time is retiring: it never signs."""
+    if key.published_until is not None and key.published_until <= at:
+        return "expired"
+    if key.retires_at is not None:
+        return "retiring"
+    return "next" if key.signs_from > at else "current"
 
 
 def signer_of(keys: tuple[SigningKey, ...], alg: str, at: float) -> SigningKey | None:
@@ -114,20 +127,38 @@ async def _first_key(rt: Runtime, alg: str, at: float) -> SigningKey:
     return key
 
 
+def _can_sign(rt: Runtime, key: SigningKey | None) -> bool:
+    """Whether ``key`` exists and decrypts with this server's secret (it does not once
+    FLUXER_SECRET_KEY has changed)."""
+    if key is None:
+        return False
+    try:
+        private_key(rt.secret, key.kid, key.alg, key.private_key)
+    except KeyUnreadable:
+        return False
+    return True
+
+
 async def rotate(rt: Runtime, *, publish_delay: float | None = None) -> list[SigningKey]:
     """A new key for each algorithm, published now and signing after ``publish_delay``
     (the setting by default); the keys it replaces stop signing then and leave the JWKS once
-    the last id_token they could have signed has expired. Returns the new keys."""
+    the last id_token they could have signed has expired. Returns the new keys.
+
+    The delay protects relying parties' cached key sets from a key that signs too soon; when
+    no key can sign an algorithm now (none yet, or the secret changed and the current one no
+    longer decrypts), waiting would only keep its id_tokens failing, so the new one signs at
+    once. The rotation never needs an old key to decrypt: it only tries, to learn that."""
     delay = rt.settings.key_publish_delay if publish_delay is None else publish_delay
     at = current_time()
-    starts = at + delay
-    # Past their last id_token's expiry, with a cache period for the workers that still
-    # signed with them until they read the rotation.
-    published_until = starts + rt.settings.id_token_ttl + rt.settings.key_cache_seconds
     made = []
     async with rt.db.write() as conn:
         await key_store.lock(conn)
+        published_now = await key_store.list_published(conn, at)
         for alg in SIGNING_ALGORITHMS:
+            starts = at + delay if _can_sign(rt, signer_of(published_now, alg, at)) else at
+            # Past their last id_token's expiry, with a cache period for the workers that still
+            # signed with them until they read the rotation.
+            published_until = starts + rt.settings.id_token_ttl + rt.settings.key_cache_seconds
             await key_store.retire_current(conn, alg, starts, published_until)
             key = new_key(rt.secret, alg, at=at, signs_from=starts)
             await key_store.insert(conn, key)

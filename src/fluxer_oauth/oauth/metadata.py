@@ -9,6 +9,8 @@ from fluxer_oauth.oauth.keys import SIGNING_ALGORITHMS
 from fluxer_oauth.oauth.token import GRANT_TYPES
 from fluxer_oauth.settings import Settings
 
+# OpenID Connect Discovery 1.0 §4: where a relying party finds the document, under the issuer.
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 # "none" is a public client's: client_id alone (it is refused at introspection).
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")

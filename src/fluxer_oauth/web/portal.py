@@ -1,6 +1,6 @@
 """The developer portal: an owner's applications, their settings, credential resets with
-password confirmation (each new credential shown once), and an authorize-URL generator.
-Same rules as the JSON API; it calls the same platform functions."""
+password confirmation (each new credential shown once), the OpenID Connect endpoints, and
+an authorize-URL generator. Same rules as the JSON API; it calls the same platform functions."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import PERMISSIONS
 from fluxer_oauth.core.scopes import SCOPE, SCOPES, format_scopes
+from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
+from fluxer_oauth.oauth.metadata import DISCOVERY_PATH, metadata
 from fluxer_oauth.platform import applications
 from fluxer_oauth.web.caller import runtime
 from fluxer_oauth.web.ratelimit import PasswordThrottle
@@ -30,6 +32,19 @@ from fluxer_oauth.web.pages import (
 )
 
 LIST = "/developers/applications"
+# What the application page says after a save (?saved=...): switching the client type ends
+# the secret, which the owner must hear about.
+SAVED = {
+    "1": "Saved.",
+    "public": "Saved. This is now a public client: its client secret no longer works.",
+    "confidential": "Saved. This is now a confidential client: reset the client secret below to get one "
+                    "(nobody knows the old one).",
+}
+# The endpoints a relying party needs besides the issuer and discovery URL, in the order the
+# page lists them, by their discovery field.
+ENDPOINTS = (("Authorization", "authorization_endpoint"), ("Token", "token_endpoint"),
+             ("Userinfo", "userinfo_endpoint"), ("JWKS", "jwks_uri"),
+             ("Device authorization", "device_authorization_endpoint"))
 
 
 def _lines(text: str) -> list[str]:
@@ -83,12 +98,27 @@ async def create_submit(request: Request) -> Response:
     return await _app_page(request, user, int(created["id"]), secrets=secrets, notice="Application created.")
 
 
+def _oidc_endpoints(settings) -> list[tuple[str, str, str]]:
+    """(label, URL, element id) of what a relying party configures, read from the discovery
+    document itself so the page can never disagree with it."""
+    document = metadata(settings)
+    rows = [("Issuer", document["issuer"], "issuer"), ("Discovery", document["issuer"] + DISCOVERY_PATH, "discovery")]
+    rows += [(label, document[field], field) for label, field in ENDPOINTS]
+    return [(label, url, f"oidc-{name}") for label, url, name in rows]
+
+
+def _render_app(request: Request, user, view: dict, status: int = 200, *, secrets=(), notice=None,
+                error=None) -> Response:
+    return render(request, "portal_app.html", status, user=user, app=view, secrets=list(secrets), notice=notice,
+                  error=error, endpoints=_oidc_endpoints(runtime(request).settings), algorithms=SIGNING_ALGORITHMS,
+                  default_algorithm=DEFAULT_ALGORITHM)
+
+
 async def _app_page(request: Request, user, application_id: int, *, secrets=(), notice=None, error=None,
                     status: int = 200) -> Response:
     app, bot_user = await applications.owned(runtime(request), user, application_id)
     view = applications.application_json(app, owner=user, bot_user=bot_user, private=True)
-    return render(request, "portal_app.html", status, user=user, app=view, secrets=list(secrets), notice=notice,
-                  error=error)
+    return _render_app(request, user, view, status, secrets=secrets, notice=notice, error=error)
 
 
 def _application_id(request: Request) -> int | None:
@@ -115,8 +145,7 @@ async def app_page(request: Request) -> Response:
     user, view, refusal = await _owned_view(request)
     if refusal is not None:
         return refusal
-    notice = "Saved." if request.query_params.get("saved") else None
-    return render(request, "portal_app.html", user=user, app=view, secrets=[], notice=notice, error=None)
+    return _render_app(request, user, view, notice=SAVED.get(request.query_params.get("saved", "")))
 
 
 async def _guarded(request: Request):
@@ -144,14 +173,19 @@ async def update_submit(request: Request) -> Response:
         "redirect_uris": _lines(_field(form, "redirect_uris")),
         "bot_public": _field(form, "bot_public") == "1",
         "bot_require_code_grant": _field(form, "bot_require_code_grant") == "1",
+        "public_client": _field(form, "public_client") == "1",
+        "id_token_signed_response_alg": _field(form, "id_token_signed_response_alg", 16) or None,
     }
     try:
-        await applications.update(runtime(request), user, application_id, changes)
+        before, _ = await applications.owned(runtime(request), user, application_id)
+        after = await applications.update(runtime(request), user, application_id, changes)
     except ApiError as exc:
         if exc.status == 404:
             return _not_found(request)
         return await _app_page(request, user, application_id, error=_message(exc), status=exc.status)
-    return redirect(request, f"{LIST}/{application_id}?saved=1", 303)
+    switched = after["public_client"] != bool(before.public_client)
+    saved = ("public" if after["public_client"] else "confidential") if switched else "1"
+    return redirect(request, f"{LIST}/{application_id}?saved={saved}", 303)
 
 
 @same_origin
@@ -184,6 +218,9 @@ async def _reset(request: Request, which: str) -> Response:
         if exc.status == 429:
             return await _app_page(request, user, application_id, status=429,
                                    error="Too many failed attempts. Wait a few minutes and try again.")
+        if exc.status == 400:  # nothing to reset (a public client's secret, a bot-less app's token)
+            sentence = exc.message[:1].upper() + exc.message[1:] + "."
+            return await _app_page(request, user, application_id, error=sentence, status=400)
         return await _app_page(request, user, application_id, error="Password confirmation failed.", status=403)
     return await _app_page(request, user, application_id, secrets=[secret], notice="The old one no longer works.")
 
@@ -213,12 +250,14 @@ async def url_generator_page(request: Request) -> Response:
     if chosen_redirect not in view["redirect_uris"]:
         chosen_redirect = view["redirect_uris"][0] if view["redirect_uris"] else None
     url = error = None
+    pkce_required = False
     if chosen_scopes:
         query = {"client_id": view["id"], "scope": format_scopes(chosen_scopes)}
         if chosen_scopes != ["bot"]:
             if chosen_redirect is None:
                 error = "Add a redirect URI to the application first."
             query.update({"response_type": "code", "redirect_uri": chosen_redirect})
+            pkce_required = view["public_client"]  # the client adds its own code_challenge
         if "bot" in chosen_scopes:
             permissions = 0
             for name in chosen_permissions:
@@ -230,5 +269,5 @@ async def url_generator_page(request: Request) -> Response:
         request, "url_generator.html", user=user, app=view, url=url, error=error,
         scopes=[(scope, SCOPE[scope].description) for scope in offered],
         chosen_scopes=chosen_scopes, chosen_permissions=chosen_permissions, chosen_redirect=chosen_redirect,
-        permission_list=list(PERMISSIONS),
+        permission_list=list(PERMISSIONS), pkce_required=pkce_required,
     )
