@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.oauth import keys
+from fluxer_oauth.oauth.authorize import login_marker
 from fluxer_oauth.oauth.keys import KeyUnreadable
 from fluxer_oauth.ops.janitor import sweep
 from fluxer_oauth.store import keys as key_store
@@ -335,16 +336,19 @@ async def test_prompt_none_with_max_age_exceeded_is_login_required(client, setup
     assert response.status_code == 302 and query_of(response.headers["location"])["error"] == "login_required"
 
 
-async def test_a_typed_login_after_does_not_skip_prompt_login(client, setup, rt):
-    """login_after is satisfied only by a sign-in at or after it: naming a past time does not
-    let an old session through."""
+@pytest.mark.parametrize("marker", ["0", "1700000000", "0.AAAAAAAAAAAAAAAAAAAAAA", "now"])
+async def test_a_typed_login_after_does_not_skip_prompt_login(client, setup, rt, marker):
+    """login_after counts only when the server signed it: naming an early time (or copying
+    the shape of a signed one) does not let an old session through."""
     _owner, app = setup
     await register(client, "crafty")
     await browser_login(client, "crafty")
     await _age_session(rt, 600)
-    response = await client.get(authorize_url(app.id, scope="openid", prompt="login",
-                                              login_after=str(int(time.time()))))
-    assert response.status_code == 302 and response.headers["location"].startswith("/login?again=1&")
+    if marker == "now":  # a genuine marker, but made now: the old session is still older
+        marker = login_marker(rt.secret, time.time())
+    for asked in ({"prompt": "login"}, {"max_age": "60"}):
+        response = await client.get(authorize_url(app.id, scope="openid", login_after=marker, **asked))
+        assert response.status_code == 302 and response.headers["location"].startswith("/login?again=1&")
 
 
 async def test_consent_api_answers_login_required_for_a_stale_session(client, setup, rt):

@@ -31,8 +31,24 @@ from fluxer_oauth.store import oauth as oauth_store
 PROMPTS = frozenset({"none", "consent", "login"})
 CODE_CHALLENGE_METHODS = ("S256",)
 # The parameter the login page's round trip adds to an authorization request (see
-# AuthorizationRequest.login_after); not one a client sends.
+# AuthorizationRequest.login_after); not one a client sends. Its value is a time signed with
+# the server secret: a typed one (an earlier time, to let an old session through) is ignored.
 LOGIN_AFTER = "login_after"
+
+
+def login_marker(secret: bytes, at: float) -> str:
+    """The ``login_after`` value that a sign-in at or after ``at`` satisfies."""
+    stamp = str(int(at))
+    return f"{stamp}.{credentials.b64url(credentials.keyed_hash(secret, LOGIN_AFTER, stamp)[:16])}"
+
+
+def _login_after(secret: bytes, value: str | None) -> int | None:
+    """The time a ``login_after`` value names, if the server signed it; else None."""
+    stamp, _, mac = (value or "").partition(".")
+    if not stamp.isdigit() or len(stamp) > 12:
+        return None
+    expected = credentials.b64url(credentials.keyed_hash(secret, LOGIN_AFTER, stamp)[:16])
+    return int(stamp) if credentials.constant_time_equal(mac, expected) else None
 
 
 class UnsafeRequest(Exception):
@@ -141,7 +157,7 @@ async def parse_request(rt: Runtime, params: Params) -> AuthorizationRequest:
     except ParamError:
         state = None
     try:
-        return _parse_rest(app, redirect_uri, explicit, bot_install, state, params)
+        return _parse_rest(app, redirect_uri, explicit, bot_install, state, params, rt.secret)
     except RedirectError as exc:
         exc.redirect = redirect_uri
         exc.state = state
@@ -150,7 +166,7 @@ async def parse_request(rt: Runtime, params: Params) -> AuthorizationRequest:
         raise
 
 
-def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params) -> AuthorizationRequest:
+def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params, secret: bytes) -> AuthorizationRequest:
     try:
         params.get("state")  # a repeated or overlong state is still an invalid request
         response_type = params.get("response_type")
@@ -205,8 +221,7 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         if not raw_max_age.isdigit() or len(raw_max_age) > 10:
             raise RedirectError("invalid_request", "max_age must be a non-negative number of seconds")
         max_age = int(raw_max_age)
-    login_after = int(raw_login_after) if raw_login_after is not None and raw_login_after.isdigit() \
-        and len(raw_login_after) <= 12 else None
+    login_after = _login_after(secret, raw_login_after)
 
     permissions = 0
     if raw_permissions is not None:
@@ -279,7 +294,6 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
         raise ApiError(400, "GUILD_REQUIRED", "choose a guild to add the bot to")
     code = credentials.new_opaque_token()
     at = now()
-    remembered = [scope for scope in request.scopes if scope != "bot"]
     async with rt.db.write() as conn:
         # Checked again under the user's and the application's locks: an ending committed
         # since the request was validated (the application, its owner or the user disabled,
@@ -294,13 +308,7 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
         if request.bot_install:
             return with_query(f"{rt.settings.public_url}/oauth2/authorized",
                               {"client_id": str(request.app.id), "guild_id": str(guild_id)})
-        existing = await oauth_store.get_grant(conn, user.id, request.app.id)
-        scopes = format_scopes(set(remembered) | set(existing.scopes.split() if existing else ()))
-        grant_id = await oauth_store.upsert_grant(conn, rt.ids.next(), user.id, request.app.id, scopes, at)
-        await audit.record(
-            conn, id=rt.ids.next(), now=at, action="grant.approved", actor_id=user.id,
-            application_id=request.app.id, target_user_id=user.id, details={"scopes": format_scopes(request.scopes)},
-        )
+        grant_id = await record_consent(rt, conn, user.id, request.app.id, request.scopes, at)
         await oauth_store.insert_code(
             conn,
             code_hash=credentials.sha256(code),
@@ -320,6 +328,23 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
             auth_time=signed_in_at,
         )
     return with_query(request.redirect_uri, {"code": code, "state": request.state, "iss": rt.settings.issuer})
+
+
+async def record_consent(rt: Runtime, conn, user_id: int, application_id: int, scopes, at: float,
+                         **audited) -> int:
+    """Remember that the user approved ``scopes`` for the application (a code or a device
+    approval): the grant keeps the union of every scope ever approved, ``bot`` excepted (a
+    fresh decision every time). Audited as grant.approved (with ``audited`` details); returns
+    the grant's id. The caller holds ``oauth_store.hold_for_approval``."""
+    existing = await oauth_store.get_grant(conn, user_id, application_id)
+    remembered = {scope for scope in scopes if scope != "bot"} | set(existing.scopes.split() if existing else ())
+    grant_id = await oauth_store.upsert_grant(conn, rt.ids.next(), user_id, application_id,
+                                              format_scopes(remembered), at)
+    await audit.record(
+        conn, id=rt.ids.next(), now=at, action="grant.approved", actor_id=user_id, application_id=application_id,
+        target_user_id=user_id, details={"scopes": format_scopes(scopes), **audited},
+    )
+    return grant_id
 
 
 def deny(rt: Runtime, request: AuthorizationRequest) -> str:

@@ -130,14 +130,14 @@ def login_redirect(request: Request, next_path: str, status: int = 302, *, again
     return redirect(request, "/login?" + ("again=1&" if again else "") + "next=" + quote(next_path, safe=""), status)
 
 
-def _after_login(query: str, *, fresh: bool) -> str:
+def _after_login(query: str, secret: bytes, *, fresh: bool) -> str:
     """Where the login page sends the user back to: the authorization request, which a
     sign-in from now on satisfies when it asked for a fresh one (its earlier login_after,
     if any, replaced)."""
     if not fresh:
         return f"/oauth2/authorize?{query}"
     pairs = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name != authz.LOGIN_AFTER]
-    pairs.append((authz.LOGIN_AFTER, str(int(time.time()))))
+    pairs.append((authz.LOGIN_AFTER, authz.login_marker(secret, time.time())))
     return "/oauth2/authorize?" + urlencode(pairs)
 
 
@@ -312,7 +312,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
             if "none" in auth_request.prompts:
                 raise authz.RedirectError("login_required", "the user is not logged in" if user is None
                                           else "the user must sign in again")
-            return login_redirect(request, _after_login(query, fresh=user is not None), status,
+            return login_redirect(request, _after_login(query, rt.secret, fresh=user is not None), status,
                                   again=user is not None)
         authz.check_user_may_grant(auth_request, user)
         authz.check_bot_allowed(auth_request, user)
