@@ -18,14 +18,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
-from fluxer_oauth.oauth.metadata import metadata
+from fluxer_oauth.oauth.device import ACTIVATE_PATH
+from fluxer_oauth.oauth.metadata import DISCOVERY_PATH, metadata
 from fluxer_oauth.ops.janitor import run_forever
 from fluxer_oauth.ops.logging import configure as configure_logging
 from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store.errors import StoreUnavailable
-from fluxer_oauth.web import pages, portal
+from fluxer_oauth.web import device_pages, pages, portal
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
@@ -94,6 +95,8 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/oauth2/authorize", pages.authorize_page, methods=["GET"]),
         Route("/oauth2/authorize", pages.authorize_submit, methods=["POST"]),
         Route("/oauth2/authorized", pages.bot_added_page, methods=["GET"]),
+        Route(ACTIVATE_PATH, device_pages.activate_page, methods=["GET"]),
+        Route(ACTIVATE_PATH, device_pages.activate_submit, methods=["POST"]),
         Route("/settings/authorized-apps", pages.authorized_apps_page, methods=["GET"]),
         Route("/settings/authorized-apps/{application_id}/revoke", pages.revoke_app_submit, methods=["POST"]),
         Route("/", portal.home, methods=["GET"]),
@@ -132,7 +135,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
             *router.routes,
             Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", metadata_json, methods=["GET"]),
-            Route("/.well-known/openid-configuration", metadata_json, methods=["GET"]),
+            Route(DISCOVERY_PATH, metadata_json, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -18,7 +18,8 @@ from tests.conftest import bearer, create_app, exchange, get_code, register, tok
 
 EDGE_ONLY_HEADERS = {"x-request-id", "x-content-type-options", "content-length", "x-ratelimit-limit",
                      "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-reset-after", "x-ratelimit-bucket"}
-VARYING_FIELDS = {"access_token", "refresh_token", "exp", "iat"}
+VARYING_FIELDS = {"access_token", "refresh_token", "exp", "iat", "device_code", "user_code",
+                  "verification_uri_complete"}
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -157,6 +158,7 @@ def _cases(world):
 
     token, revoke, introspect, me = ("/api/v1/oauth2/token", "/api/v1/oauth2/token/revoke",
                                      "/api/v1/oauth2/introspect", "/api/v1/users/@me")
+    device = "/api/v1/oauth2/device/authorize"
     return [
         (token, "POST", token, form, body(_form(grant_type="client_credentials", scope="identify"))),
         (token, "POST", "/v1/oauth2/token", form, body(_form(grant_type="client_credentials"))),
@@ -168,6 +170,9 @@ def _cases(world):
         (token, "POST", token, {"Authorization": basic, "Content-Type": "application/json"},
          body(b'{"grant_type": "client_credentials"}')),
         (token, "POST", token, {"Content-Type": FORM}, body(_form(grant_type="client_credentials"))),
+        (device, "POST", device, form, body(_form(scope="identify"))),
+        (device, "POST", "/v1/oauth2/device/authorize", form, body(_form(scope="bot"))),
+        (device, "POST", device, wrong, body(_form(scope="identify"))),
         (revoke, "POST", revoke, form, body(_form(token="not-a-token"))),
         (revoke, "POST", revoke, wrong, body(_form(token="not-a-token"))),
         (introspect, "POST", introspect, form, body(_form(token=world["identify_email"]))),

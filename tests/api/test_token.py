@@ -88,7 +88,7 @@ async def test_malformed_basic_header_is_invalid_client(client, setup):
 
 async def test_unsupported_grant_types(client, setup):
     _owner, app = setup
-    for grant in ("password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"):
+    for grant in ("password", "implicit", "urn:ietf:params:oauth:grant-type:jwt-bearer"):
         response = await client.post("/api/v1/oauth2/token", data={"grant_type": grant}, auth=app.basic)
         assert response.status_code == 400 and response.json()["error"] == "unsupported_grant_type"
     response = await client.post("/api/v1/oauth2/token", data={}, auth=app.basic)

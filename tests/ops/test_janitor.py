@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from fluxer_oauth.ops.janitor import sweep
 from fluxer_oauth.store import users as user_store
-from fluxer_oauth.store.tables import ACCESS, applications, authorization_codes, sessions, tokens
+from fluxer_oauth.store.tables import ACCESS, applications, authorization_codes, device_codes, sessions, tokens
 
 
 def _hash(n: int, salt: str) -> bytes:
@@ -35,6 +35,13 @@ async def _seed(rt, expired_tokens: int, live_tokens: int) -> None:
         await conn.execute(sessions.insert(), [
             dict(token_hash=_hash(n, "s"), user_id=1, created_at=now, expires_at=now - 1 if n < 30 else now + 99)
             for n in range(50)])
+        # Device codes of every state: 12 expired (pending, approved, denied, redeemed), 8 live.
+        await conn.execute(device_codes.insert(), [
+            dict(device_code_hash=_hash(n, "d"), user_code=f"CODE{n:04d}", application_id=2, scopes="identify",
+                 created_at=now - 900, expires_at=now - 300 if n < 12 else now + 300, interval=5,
+                 approved_at=now - 800 if n % 4 == 1 else None, denied_at=now - 800 if n % 4 == 2 else None,
+                 consumed_at=now - 700 if n % 4 == 3 else None)
+            for n in range(20)])
 
 
 async def _count(rt, table) -> int:
@@ -45,11 +52,12 @@ async def _count(rt, table) -> int:
 async def test_janitor_deletes_only_expired_rows(rt):
     await _seed(rt, expired_tokens=2500, live_tokens=40)
     report = await sweep(rt, batch_size=1000)
-    assert report.deleted == {"authorization_codes": 50, "tokens": 2500, "sessions": 30, "device_codes": 0,
+    assert report.deleted == {"authorization_codes": 50, "tokens": 2500, "sessions": 30, "device_codes": 12,
                               "signing_keys": 0}
     assert await _count(rt, tokens) == 40
     assert await _count(rt, authorization_codes) == 50
     assert await _count(rt, sessions) == 20
+    assert await _count(rt, device_codes) == 8
     # tokens took three batches of at most 1000; each other table one
     assert len([s for s in report.batch_seconds]) == 1 + 3 + 1 + 1 + 1
     assert (await sweep(rt)).total == 0

@@ -19,17 +19,19 @@ class ApiError(Exception):
 
 
 class OAuthError(Exception):
-    """``{"error": ..., "error_description": ...}``: protocol errors (RFC 6749 §5.2)."""
+    """``{"error": ..., "error_description": ..., **details}``: protocol errors (RFC 6749
+    §5.2); ``details`` are the members an extension adds (RFC 8628's ``interval``)."""
 
-    def __init__(self, error: str, description: str, status: int = 400, headers: dict | None = None):
+    def __init__(self, error: str, description: str, status: int = 400, headers: dict | None = None, **details):
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
         self.headers = headers or {}
+        self.details = details
 
     def body(self) -> dict:
-        return {"error": self.error, "error_description": self.description}
+        return {"error": self.error, "error_description": self.description, **self.details}
 
 
 def invalid_client(description: str = "client authentication failed") -> OAuthError:

@@ -1,11 +1,12 @@
 """Every way access ends, in one place: the grant aggregate's "end this grant".
 
 Each event that ends access calls one of these inside its own write transaction, and each
-ends everything derived from what it ends: the codes not yet redeemed, the access and
-refresh tokens, the remembered consent and, where a bot goes away, its guild memberships
-with their managed roles. Callers raise their errors only after the transaction has
-committed, so an error never rolls an ending back. Nothing ended comes back: re-enabling
-a user or an application leaves their old credentials dead.
+ends everything derived from what it ends: the codes not yet redeemed, the device codes
+not yet redeemed (pending or approved: marked denied, so the device's next poll hears
+access_denied), the access and refresh tokens, the remembered consent and, where a bot goes
+away, its guild memberships with their managed roles. Callers raise their errors only after
+the transaction has committed, so an error never rolls an ending back. Nothing ended comes
+back: re-enabling a user or an application leaves their old credentials dead.
 
 Each ending first takes the ending lock of every application it touches (store/oauth.py,
 lock_applications_for_ending), and an ending of a user the user's own lock before those,
@@ -18,11 +19,14 @@ against another ending.
 |----------------------------------------|--------------------------|
 | user or staff revokes, token revoked   | end_grant                |
 | refresh token reused                   | end_grant_now            |
-| code replayed                          | end_code_family          |
+| code or device code replayed           | end_code_family          |
 | application disabled or deleted        | end_application          |
 | application untrusted, staff removed   | end_admin_access         |
 | client secret or bot token reset       | end_client_credentials   |
 | user disabled (as user and as owner)   | end_user                 |
+
+A reset client secret ends no device code: every poll authenticates the client with its
+current secret, so a code requested with the old one is redeemable only with the new one.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ async def _lock_user(conn, user_id: int) -> list:
 
 async def end_grant(rt: Runtime, conn, *, user_id: int, application_id: int, by: str, actor_id: int | None,
                     at: float) -> bool:
-    """What the user granted the application: consent, unredeemed codes, tokens. Whether
-    there was anything to end."""
+    """What the user granted the application: consent, unredeemed codes and device codes,
+    tokens. Whether there was anything to end."""
     await _lock_application(conn, application_id)
     ended = await oauth_store.end_grant(conn, user_id, application_id, at)
     await audit.record(
@@ -72,13 +76,14 @@ async def end_grant_now(rt: Runtime, *, user_id: int, application_id: int, by: s
                            target_user_id=user_id)
 
 
-async def end_code_family(rt: Runtime, code, *, at: float) -> None:
-    """A replayed code: every token issued from it (its family, refreshed ones included)."""
+async def end_code_family(rt: Runtime, code, *, at: float, action: str = "code.replay_detected") -> None:
+    """A replayed code (or device code): every token issued from it (its family, refreshed
+    ones included). ``action`` is the audited event."""
     async with rt.db.write() as conn:
         await _lock_application(conn, code.application_id)
         revoked = await oauth_store.revoke_family(conn, code.family_id, at)
         await audit.record(
-            conn, id=rt.ids.next(), now=at, action="code.replay_detected", application_id=code.application_id,
+            conn, id=rt.ids.next(), now=at, action=action, application_id=code.application_id,
             target_user_id=code.user_id, details={"tokens_revoked": revoked},
         )
 

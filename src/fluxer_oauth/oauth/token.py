@@ -1,4 +1,4 @@
-"""The token endpoint (SPEC §4.2) and its three grants.
+"""The token endpoint (SPEC §4.2) and its four grants.
 
 Each grant runs in one write transaction. Outcomes that must persist even though the
 client gets an error (a consumed code) are returned, not raised, so the transaction
@@ -20,9 +20,11 @@ from fluxer_oauth.oauth.client_auth import authenticate_client, presented_client
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.grants import endings
 from fluxer_oauth.oauth import id_token
+from fluxer_oauth.oauth.device import SLOW_DOWN_STEP
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
+from fluxer_oauth.store import devices as device_store
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
@@ -294,9 +296,78 @@ def _new_client_token(rt: Runtime) -> tuple[str, int, float, float]:
     return credentials.new_stored_token(), rt.ids.next(), at, at + rt.settings.access_token_ttl
 
 
+# --- device_code (RFC 8628 §3.4, §3.5) -------------------------------------------------------
+
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+async def _device_code(rt: Runtime, app, params: Params) -> dict:
+    """Tokens for an approved device code, exactly once: redeeming is one conditional
+    UPDATE (approved, not consumed, not denied, not expired, its grant still there, and on
+    PostgreSQL under the application's shared lock, as a code). A poll that does not redeem
+    is told why (RFC 8628 §3.5). A device code presented again after its tokens were issued
+    is a replay, ended as a replayed code is (its family): the code travelled somewhere it
+    should not have, and whoever polled first may be the one who stole it."""
+    (device_code,) = _read(params, "device_code", required=("device_code",))
+    code_hash = credentials.sha256(device_code)
+    at = now()
+    failure: OAuthError | None = None
+    replayed = None
+    ending: str | None = None
+    async with rt.db.write() as conn:
+        row = await device_store.redeem(conn, code_hash, app.id, at)
+        if row is None:
+            polled = await device_store.record_poll(conn, code_hash, app.id, at, SLOW_DOWN_STEP)
+            failure = _unredeemed(polled, at)
+            if polled is not None and polled[0].consumed_at is not None:
+                replayed = polled[0]
+        else:
+            user = await user_store.get_user(conn, row.user_id)
+            failure, ending = _holder_refusal(app, user, row.scopes.split())
+            if failure is None:
+                issued = _new_tokens(
+                    rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
+                    scopes=row.scopes, guild_id=None, refresh=True, at=at,
+                )
+                await oauth_store.insert_tokens(conn, issued.rows)
+                await oauth_store.touch_grant(conn, row.grant_id, at)
+    if replayed is not None:
+        await endings.end_code_family(rt, replayed, at=at, action="device_code.replay_detected")
+    if ending is not None:
+        await endings.end_grant_now(rt, user_id=row.user_id, application_id=app.id, by=ending, at=at)
+    if failure is not None:
+        raise failure
+    body = _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token)
+    if "openid" in row.scopes.split():  # no nonce: a device flow has no authorization request to carry one
+        body["id_token"] = await id_token.issue(rt, app=app, user=user, scopes=row.scopes.split(),
+                                                access_token=issued.access_token, nonce=None,
+                                                auth_time=row.auth_time, at=at)
+    return body
+
+
+def _unredeemed(polled, at: float) -> OAuthError:
+    """Why a poll got no tokens, from the code's row after the poll (None: no code of this
+    client): spent, denied or ended, expired, approved but its grant gone, or still pending."""
+    if polled is None:
+        return invalid_grant("the device code is unknown, expired, or was issued to another client")
+    row, too_soon = polled
+    if row.consumed_at is not None:
+        return invalid_grant("this device code has already been used; the tokens it issued are revoked")
+    if row.denied_at is not None:
+        return OAuthError("access_denied", "the user denied the request, or the authorization has ended")
+    if row.expires_at <= at:
+        return OAuthError("expired_token", "the device code has expired; start again")
+    if row.approved_at is not None:
+        return OAuthError("access_denied", "the authorization has ended")
+    if too_soon:
+        return OAuthError("slow_down", f"poll at most every {row.interval} seconds", interval=row.interval)
+    return OAuthError("authorization_pending", "the user has not decided yet")
+
+
 _GRANTS = {
     "authorization_code": _authorization_code,
     "refresh_token": _refresh_token,
     "client_credentials": _client_credentials,
+    DEVICE_CODE: _device_code,
 }
 GRANT_TYPES = tuple(_GRANTS)  # what the metadata advertises is exactly what is dispatched

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fluxer_oauth.store.tables import REFRESH, authorization_codes, grants, tokens
+from fluxer_oauth.store.tables import REFRESH, authorization_codes, device_codes, grants, tokens
 
 # --- grants (remembered consent) -----------------------------------------------------------
 
@@ -53,7 +53,7 @@ _LOCK_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:p_key)")
 # ending changed meanwhile is then re-read (PostgreSQL's recheck of an updated row) and
 # fails the statement's other conditions. (Not EXISTS: the planner drops an EXISTS
 # subquery's select list, and the lock with it.)
-_HOLDING_APPLICATION = select(
+HOLDING_APPLICATION = select(
     cast(func.pg_advisory_xact_lock_shared(bindparam("p_application_id")), Text)).scalar_subquery() == ""
 
 
@@ -120,15 +120,23 @@ def _live_tokens(now: float, *conditions):
     return update(tokens).where(*conditions, tokens.c.revoked_at.is_(None), tokens.c.expires_at > now)
 
 
+def _end_device_codes(now: float, *conditions):
+    """Device codes not yet redeemed (undecided or approved) end as denied: the device's
+    next poll hears access_denied and stops (expired ones are left to the janitor)."""
+    return update(device_codes).where(*conditions, device_codes.c.consumed_at.is_(None),
+                                      device_codes.c.denied_at.is_(None),
+                                      device_codes.c.expires_at > now).values(denied_at=now)
+
+
 def _has_scope(column, scope: str):
     """``scope`` is one of the space-separated scopes in ``column`` (the same on both backends)."""
     return (literal(" ") + column + literal(" ")).like(f"% {scope} %")
 
 
 async def end_grant(conn: AsyncConnection, user_id: int, application_id: int, now: float) -> bool:
-    """End what a user granted an application: the remembered consent, the codes not yet
-    redeemed and every token. Whether there was anything to end. (The caller holds the
-    application's ending lock: lock_applications_for_ending.)"""
+    """End what a user granted an application: the remembered consent, the codes and device
+    codes not yet redeemed and every token. Whether there was anything to end. (The caller
+    holds the application's ending lock: lock_applications_for_ending.)"""
     ended = (await conn.execute(
         delete(grants).where(grants.c.user_id == user_id, grants.c.application_id == application_id)
     )).rowcount
@@ -138,16 +146,21 @@ async def end_grant(conn: AsyncConnection, user_id: int, application_id: int, no
                                           authorization_codes.c.consumed_at.is_(None))
     )).rowcount
     ended += (await conn.execute(
+        _end_device_codes(now, device_codes.c.user_id == user_id, device_codes.c.application_id == application_id)
+    )).rowcount
+    ended += (await conn.execute(
         _live_tokens(now, tokens.c.user_id == user_id, tokens.c.application_id == application_id).values(revoked_at=now)
     )).rowcount
     return ended > 0
 
 
 async def end_application_access(conn: AsyncConnection, application_id: int, now: float) -> None:
-    """End everything any user granted an application, and its client-credentials tokens."""
+    """End everything any user granted an application (device codes not yet approved too),
+    and its client-credentials tokens."""
     await conn.execute(delete(grants).where(grants.c.application_id == application_id))
     await conn.execute(delete(authorization_codes).where(authorization_codes.c.application_id == application_id,
                                                          authorization_codes.c.consumed_at.is_(None)))
+    await conn.execute(_end_device_codes(now, device_codes.c.application_id == application_id))
     await conn.execute(_live_tokens(now, tokens.c.application_id == application_id).values(revoked_at=now))
 
 
@@ -180,6 +193,7 @@ async def end_user_access(conn: AsyncConnection, user_id: int, now: float) -> No
     await conn.execute(delete(grants).where(grants.c.user_id == user_id))
     await conn.execute(delete(authorization_codes).where(authorization_codes.c.user_id == user_id,
                                                          authorization_codes.c.consumed_at.is_(None)))
+    await conn.execute(_end_device_codes(now, device_codes.c.user_id == user_id))
     await conn.execute(_live_tokens(now, tokens.c.user_id == user_id).values(revoked_at=now))
 
 
@@ -201,7 +215,7 @@ _CONSUME_CODE_SQLITE = (
     .values(consumed_at=bindparam("p_now"))
     .returning(*authorization_codes.c)
 )
-_CONSUME_CODE_POSTGRES = _CONSUME_CODE_SQLITE.where(_HOLDING_APPLICATION)  # see _HOLDING_APPLICATION
+_CONSUME_CODE_POSTGRES = _CONSUME_CODE_SQLITE.where(HOLDING_APPLICATION)  # see HOLDING_APPLICATION
 _GET_CODE = select(authorization_codes).where(authorization_codes.c.code_hash == bindparam("p_code_hash"))
 
 
@@ -248,7 +262,7 @@ _ROTATE_REFRESH_SQLITE = (
     .values(revoked_at=bindparam("p_now"), rotated=True)
     .returning(*tokens.c)
 )
-_ROTATE_REFRESH_POSTGRES = _ROTATE_REFRESH_SQLITE.where(_HOLDING_APPLICATION)  # see _HOLDING_APPLICATION
+_ROTATE_REFRESH_POSTGRES = _ROTATE_REFRESH_SQLITE.where(HOLDING_APPLICATION)  # see HOLDING_APPLICATION
 _GET_TOKEN = select(tokens).where(tokens.c.token_hash == bindparam("p_token_hash"))
 
 

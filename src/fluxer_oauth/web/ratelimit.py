@@ -13,6 +13,7 @@ turn a Redis outage into a full outage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -511,29 +512,34 @@ async def count_pending_global(scope) -> None:
         await _limits(scope).hit("global", state["client_ip"], with_state=False)
 
 
-class PasswordThrottle:
-    """Failed password checks (login, and the confirmations of sensitive actions), counted per
-    (account, IP), per IP, and per account under a ceiling that no single IP can reach (its
-    own per-(account, IP) limit is lower), so a stranger's guesses never lock the owner out.
-    ``account`` is what the password is checked against: a user's id, or the name typed when
-    no account has it (username and email of one account are one key).
+class FailureThrottle:
+    """Failed checks of something a person types (a password; a device's user code), counted
+    per (account, IP), per IP, and per account under a ceiling that no single IP can reach
+    (its own per-(account, IP) limit is lower), so a stranger's guesses never lock the owner
+    out. ``buckets`` names the three buckets in that order. ``account`` is what the caller
+    proved or what the check is made against: a user's id (the signed-in user at /activate,
+    the account a password is checked against), or the name typed when no account has it
+    (username and email of one account are one key).
 
     Checks of one IP, and of one account, go one at a time in this process: checked, verified
     and counted before the next is checked, so a burst of parallel guesses cannot all pass
     the check before the first failure is counted (across processes, at most one each)."""
 
-    def __init__(self, scope) -> None:
+    def __init__(self, scope, buckets: tuple[str, str, str]) -> None:
         self.limits = _limits(scope)
         self.ip = client_ip(scope)
+        self.buckets = buckets
 
     def _keys(self, account: str) -> tuple[tuple[str, str], ...]:
-        return (("password", f"{account}|{self.ip}"), ("password_ip", self.ip), ("password_account", account))
+        per_account_and_ip, per_ip, per_account = self.buckets
+        return ((per_account_and_ip, f"{account}|{self.ip}"), (per_ip, self.ip), (per_account, account))
 
     @asynccontextmanager
     async def attempt(self, account: str):
-        """Around one password check: raises ``RateLimited`` when any of the three buckets has
-        no failure left; yields the coroutine function that counts a failure."""
-        async with _one_at_a_time(f"ip:{self.ip}"), _one_at_a_time(f"account:{account}"):
+        """Around one check: raises ``RateLimited`` when any of the three buckets has no
+        failure left; yields the coroutine function that counts a failure."""
+        kind = self.buckets[0]
+        async with _one_at_a_time(f"{kind}|ip:{self.ip}"), _one_at_a_time(f"{kind}|account:{account}"):
             for bucket, key in self._keys(account):
                 await self.limits.check(bucket, key)
             yield lambda: self._failed(account)
@@ -541,6 +547,12 @@ class PasswordThrottle:
     async def _failed(self, account: str) -> None:
         for bucket, key in self._keys(account):
             await self.limits.record(bucket, key)
+
+
+# Logins and the password confirmations of sensitive actions.
+PasswordThrottle = functools.partial(FailureThrottle, buckets=("password", "password_ip", "password_account"))
+# User codes typed at /activate (the device flow), keyed by the signed-in user.
+UserCodeThrottle = functools.partial(FailureThrottle, buckets=("user_code", "user_code_ip", "user_code_account"))
 
 
 _IN_FLIGHT: dict[str, list] = {}  # key -> [lock, how many hold or wait for it]

@@ -69,12 +69,22 @@ class ConsentBody(Struct):
 class TokenRequest(Struct):
     """The token endpoint's form fields (application/x-www-form-urlencoded)."""
 
-    grant_type: Literal["authorization_code", "refresh_token", "client_credentials"]
+    grant_type: Literal["authorization_code", "refresh_token", "client_credentials",
+                        "urn:ietf:params:oauth:grant-type:device_code"]
     code: str | UnsetType = UNSET
+    device_code: str | UnsetType = UNSET  # the device grant (RFC 8628 §3.4)
     redirect_uri: str | UnsetType = UNSET
     code_verifier: str | UnsetType = UNSET
     refresh_token: str | UnsetType = UNSET
     scope: str | UnsetType = UNSET
+    client_id: str | UnsetType = UNSET
+    client_secret: str | UnsetType = UNSET
+
+
+class DeviceAuthorizationRequest(Struct):
+    """The device authorization endpoint's form fields (RFC 8628 §3.1)."""
+
+    scope: str
     client_id: str | UnsetType = UNSET
     client_secret: str | UnsetType = UNSET
 
@@ -239,6 +249,18 @@ class TokenResponse(Struct):
     id_token: str | UnsetType = UNSET  # with the openid scope (code and device grants)
 
 
+class DeviceAuthorization(Struct):
+    """A device's code pair (RFC 8628 §3.2): the device shows user_code and verification_uri
+    (or verification_uri_complete as a QR code) and polls the token endpoint with device_code."""
+
+    device_code: str
+    user_code: str  # XXXX-XXXX
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int  # seconds to wait between polls
+
+
 class JsonWebKeySet(Struct):
     """The public signing keys (RFC 7517): RS256 and ES256 keys, current and retiring."""
 
@@ -304,6 +326,7 @@ class ApiErrorBody(Struct):
 class OAuthErrorBody(Struct):
     error: str
     error_description: str
+    interval: int | UnsetType = UNSET  # slow_down (device grant): the polling interval from now on
 
 
 class RateLimitedBody(Struct):

@@ -1,5 +1,5 @@
 """The OAuth2 JSON endpoints: the authorize redirect, consent for single-page clients,
-and the token endpoint."""
+the token endpoint and the device authorization endpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth import introspection, revocation
+from fluxer_oauth.oauth.device import device_authorization
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.oauth.token import token_endpoint
 from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, per_client, per_ip, per_user, router
@@ -23,6 +24,8 @@ from fluxer_oauth.web.responses import decode_json, json_response, no_content
 from fluxer_oauth.web.schemas import (
     Authorization,
     ConsentBody,
+    DeviceAuthorization,
+    DeviceAuthorizationRequest,
     Introspection,
     RedirectTo,
     RevokeRequest,
@@ -95,6 +98,12 @@ token = router.route(
     auth=(CLIENT_AUTH,), request=TokenRequest, response=TokenResponse, errors=(400, 401), form=True,
     bucket=per_client("token"), tags=("oauth2",),
 )(hot(FormEndpoint(token_endpoint), global_count=WITH_CLIENT))
+
+device_authorize = router.route(
+    "POST", "/oauth2/device/authorize", summary="Start the device flow: a device code and a user code (RFC 8628)",
+    auth=(CLIENT_AUTH,), request=DeviceAuthorizationRequest, response=DeviceAuthorization, errors=(400, 401),
+    form=True, bucket=per_client("device"), tags=("oauth2",),
+)(hot(FormEndpoint(device_authorization), global_count=WITH_CLIENT))
 
 revoke_token = router.route(
     "POST", "/oauth2/token/revoke", summary="Revoke a token and its whole grant (RFC 7009)", auth=(CLIENT_AUTH,),
