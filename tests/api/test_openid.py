@@ -357,3 +357,19 @@ async def test_consent_api_answers_login_required_for_a_stale_session(client, se
     assert (await consent(client, owner, app, scope="openid", prompt="login"))["error"] == "login_required"
     assert (await consent(client, owner, app, scope="openid", max_age=60))["error"] == "login_required"
     assert "code" in await consent(client, owner, app, scope="openid", max_age=3600)
+
+
+@pytest.mark.parametrize("asked", [{"prompt": "login"}, {"max_age": "0"}])
+async def test_a_signed_out_user_signs_in_once_for_prompt_login(client, setup, asked):
+    """The first sign-in of a signed-out user is the fresh one: it is not asked for twice."""
+    _owner, app = setup
+    await register(client, "newcomer")
+    client.cookies.clear()
+    first = await client.get(authorize_url(app.id, scope="openid", **asked))
+    assert first.status_code == 302 and first.headers["location"].startswith("/login?next=")
+    page = await client.get(first.headers["location"])
+    csrf, next_url = _login_form(page.text)
+    signed_in = await client.post("/login", data={"csrf_token": csrf, "login": "newcomer", "password": PASSWORD,
+                                                  "next": next_url})
+    params = await _approve_on_page(client, signed_in.headers["location"])
+    assert "code" in params, params

@@ -312,7 +312,10 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
             if "none" in auth_request.prompts:
                 raise authz.RedirectError("login_required", "the user is not logged in" if user is None
                                           else "the user must sign in again")
-            return login_redirect(request, _after_login(query, rt.secret, fresh=user is not None), status,
+            # A sign-in from now on satisfies prompt=login and max_age, also the first one
+            # of a signed-out user (or max_age=0 and prompt=login would ask twice).
+            fresh = user is not None or "login" in auth_request.prompts or auth_request.max_age is not None
+            return login_redirect(request, _after_login(query, rt.secret, fresh=fresh), status,
                                   again=user is not None)
         authz.check_user_may_grant(auth_request, user)
         authz.check_bot_allowed(auth_request, user)
