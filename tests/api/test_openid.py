@@ -8,6 +8,7 @@ import json
 import re
 import time
 
+import httpx
 import pytest
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, InvalidClaimError, InvalidKeyIdError
@@ -15,15 +16,17 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import update
 
+from fluxer_oauth.app import build_app
 from fluxer_oauth.core import credentials
 from fluxer_oauth.oauth import keys
 from fluxer_oauth.oauth.authorize import login_marker
 from fluxer_oauth.oauth.keys import KeyUnreadable
 from fluxer_oauth.ops.janitor import sweep
+from fluxer_oauth.settings import Settings
 from fluxer_oauth.store import keys as key_store
 from fluxer_oauth.store.tables import sessions, signing_keys
 from tests.api.test_authorize import authorize_url, browser_login, form_fields
-from tests.conftest import (PASSWORD, bearer, consent, create_app, exchange, get_code, query_of, register,
+from tests.conftest import (PASSWORD, bearer, consent, create_app, exchange, get_code, pkce_pair, query_of, register,
                             tokens_for)
 
 ISSUER = "http://testserver"
@@ -373,3 +376,30 @@ async def test_a_signed_out_user_signs_in_once_for_prompt_login(client, setup, a
                                                   "next": next_url})
     params = await _approve_on_page(client, signed_in.headers["location"])
     assert "code" in params, params
+
+
+async def test_a_key_that_no_longer_decrypts_does_not_spend_the_code(client, settings):
+    """After FLUXER_SECRET_KEY changed, signing fails before the code is spent: the client
+    gets a 500, and the same code redeems once `keys rotate` made a key that signs."""
+
+    owner = await register(client, "key_owner")
+    app = await create_app(client, owner, public_client=True)
+    await client.get("/api/v1/oauth2/keys")  # keys made under the first secret
+    verifier, challenge = pkce_pair()
+    code = (await consent(client, owner, app, scope="openid", code_challenge=challenge,
+                          code_challenge_method="S256"))["code"]
+    # A new Settings (a copy would keep the cached secret).
+    changed = build_app(Settings(**{**settings.model_dump(), "secret_key": "another-secret-key-" + "z" * 40}))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=changed, raise_app_exceptions=False),
+                                     base_url="http://testserver") as other:
+            redeem = {"grant_type": "authorization_code", "code": code, "client_id": app.id,
+                      "redirect_uri": "https://client.example/callback", "code_verifier": verifier}
+            failed = await other.post("/api/v1/oauth2/token", data=redeem)
+            assert failed.status_code == 500
+            await keys.rotate(changed.state.runtime)  # signs at once: the current key is unreadable
+            redeemed = await other.post("/api/v1/oauth2/token", data=redeem)
+            assert redeemed.status_code == 200, redeemed.text
+            assert redeemed.json()["id_token"]
+    finally:
+        await changed.state.runtime.db.close()

@@ -4,11 +4,12 @@ allow, which userinfo answers too."""
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 from joserfc import jwt
 
 from fluxer_oauth.core import credentials
-from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, signing_key
+from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, KeyUnreadable, signing_key
 from fluxer_oauth.runtime import Runtime
 
 
@@ -31,11 +32,37 @@ def at_hash(access_token: str) -> str:
     return credentials.b64url(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
 
 
-async def issue(rt: Runtime, *, app, user, scopes, access_token: str, nonce: str | None,
-                auth_time: float | None, at: float) -> str:
-    """A signed id_token for ``user``, for the client ``app``."""
+class Signer(NamedTuple):
+    """The key a client's id_tokens are signed with now, or why there is none."""
+
+    alg: str
+    key: object | None
+    error: KeyUnreadable | None
+
+    def ready(self) -> None:
+        """Raise the reason this signer cannot sign (inside the grant's transaction, so the
+        code is not spent on a response that would fail)."""
+        if self.error is not None:
+            raise self.error
+
+
+async def signer_for(rt: Runtime, app) -> Signer:
+    """The client's signer, found before a grant spends anything. A key that does not decrypt
+    (the server secret changed) is kept as the error, and the key set is read again next
+    time, since a rotation is what fixes it."""
     alg = app.id_token_signed_response_alg if app.id_token_signed_response_alg in SIGNING_ALGORITHMS \
         else DEFAULT_ALGORITHM
+    try:
+        return Signer(alg, await signing_key(rt, alg), None)
+    except KeyUnreadable as exc:
+        rt.db.keys.forget()
+        return Signer(alg, None, exc)
+
+
+def issue(rt: Runtime, signer: Signer, *, app, user, scopes, access_token: str, nonce: str | None,
+          auth_time: float | None, at: float) -> str:
+    """A signed id_token for ``user``, for the client ``app``."""
+    signer.ready()
     issued_at = int(at)
     claims = {
         "iss": rt.settings.issuer,
@@ -50,5 +77,5 @@ async def issue(rt: Runtime, *, app, user, scopes, access_token: str, nonce: str
         claims["auth_time"] = int(auth_time)
     if nonce is not None:
         claims["nonce"] = nonce
-    key = await signing_key(rt, alg)
-    return jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=[alg])
+    return jwt.encode({"alg": signer.alg, "kid": signer.key.kid, "typ": "JWT"}, claims, signer.key,
+                      algorithms=[signer.alg])

@@ -116,6 +116,7 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
     failure: OAuthError | None = None
     replayed = None
     ending: str | None = None  # why the grant ends with this refusal
+    signer = await id_token.signer_for(rt, app)
     async with rt.db.write() as conn:
         row = await oauth_store.consume_code(conn, code_hash, app.id, at)
         if row is None:
@@ -131,6 +132,8 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 user = await user_store.get_user(conn, row.user_id)
                 failure, ending = _holder_refusal(app, user, row.scopes.split())
             if failure is None:
+                if "openid" in row.scopes.split():
+                    signer.ready()  # no id_token to sign: the code stays unspent (rolled back)
                 issued = _new_tokens(
                     rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
                     scopes=row.scopes, guild_id=row.guild_id, refresh=True, at=at,
@@ -147,9 +150,9 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
     body = _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
                      guild=partial_guild_json(guild) if guild is not None else None)
     if "openid" in row.scopes.split():
-        body["id_token"] = await id_token.issue(rt, app=app, user=user, scopes=row.scopes.split(),
-                                                access_token=issued.access_token, nonce=row.nonce,
-                                                auth_time=row.auth_time, at=at)
+        body["id_token"] = id_token.issue(rt, signer, app=app, user=user, scopes=row.scopes.split(),
+                                          access_token=issued.access_token, nonce=row.nonce,
+                                          auth_time=row.auth_time, at=at)
     return body
 
 
@@ -314,6 +317,7 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
     failure: OAuthError | None = None
     replayed = None
     ending: str | None = None
+    signer = await id_token.signer_for(rt, app)
     async with rt.db.write() as conn:
         row = await device_store.redeem(conn, code_hash, app.id, at)
         if row is None:
@@ -325,6 +329,8 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
             user = await user_store.get_user(conn, row.user_id)
             failure, ending = _holder_refusal(app, user, row.scopes.split())
             if failure is None:
+                if "openid" in row.scopes.split():
+                    signer.ready()  # as in the code grant: the device code stays unspent
                 issued = _new_tokens(
                     rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
                     scopes=row.scopes, guild_id=None, refresh=True, at=at,
@@ -339,9 +345,9 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
         raise failure
     body = _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token)
     if "openid" in row.scopes.split():  # no nonce: a device flow has no authorization request to carry one
-        body["id_token"] = await id_token.issue(rt, app=app, user=user, scopes=row.scopes.split(),
-                                                access_token=issued.access_token, nonce=None,
-                                                auth_time=row.auth_time, at=at)
+        body["id_token"] = id_token.issue(rt, signer, app=app, user=user, scopes=row.scopes.split(),
+                                          access_token=issued.access_token, nonce=None,
+                                          auth_time=row.auth_time, at=at)
     return body
 
 
