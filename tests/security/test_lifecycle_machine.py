@@ -74,6 +74,7 @@ class Credential:
     issue: int  # the access/refresh pair
     alive: bool = True
     used: bool = False  # a code redeemed, or a refresh token rotated
+    user_code: str = ""  # a device code's, to type at /activate
 
 
 @dataclass
@@ -259,6 +260,70 @@ def lifecycle_machine(server_settings):
             assert response.status_code == 200, response.text
             self.world.credentials.append(Credential("client", response.json()["access_token"], app, None,
                                                      frozenset({"identify"}), 0, self.next_number()))
+
+        # --- the device flow ---------------------------------------------------------------------
+
+        @rule(app=st.sampled_from("ab"), scope=st.sampled_from(("identify", "identify email")))
+        def device_start(self, app, scope) -> None:
+            target = self.world.apps[app]
+            response = self.run(self.http.post("/api/v1/oauth2/device/authorize", data={"scope": scope},
+                                               auth=(target.id, target.secret)))
+            if not self.authenticates(target):
+                assert response.status_code in (400, 401), response.text
+                return
+            assert response.status_code == 200, response.text
+            body = response.json()
+            self.world.credentials.append(Credential("device", body["device_code"], app, None,
+                                                     frozenset(scope.split()), family=self.next_number(), issue=0,
+                                                     user_code=body["user_code"]))
+
+        @precondition(lambda self: any(c.kind == "device" for c in self.world.credentials))
+        @rule(data=st.data(), user=st.sampled_from(["staff", "plain", "owner_a"]))
+        def device_approve(self, data, user) -> None:
+            """The user types the code at /activate, signed in through the page's cookie."""
+            device = data.draw(st.sampled_from([c for c in self.world.credentials if c.kind == "device"]))
+            person, target = self.world.people[user], self.world.apps[device.app]
+            if not person.enabled:
+                return
+            approved = self.run(self._activate(person.session, device.user_code))
+            pending = device.alive and device.user is None and self.usable(target)
+            assert approved == pending, (device, approved)
+            if approved:
+                device.user = user
+                self.world.consent.setdefault((user, device.app), set()).update(device.scopes)
+
+        async def _activate(self, session: str, user_code: str) -> bool:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://testserver",
+                                         cookies={"fluxer_session": session}) as browser:
+                page = await browser.get(f"/activate?user_code={user_code}")
+                csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+                answer = await browser.post("/activate", data={"csrf_token": csrf, "user_code": user_code,
+                                                               "action": "authorize"})
+            assert answer.status_code in (200, 400), answer.text
+            return answer.status_code == 200
+
+        @precondition(lambda self: any(c.kind == "device" for c in self.world.credentials))
+        @rule(data=st.data())
+        def device_poll(self, data) -> None:
+            device = data.draw(st.sampled_from([c for c in self.world.credentials if c.kind == "device"]))
+            app = self.world.apps[device.app]
+            response = self.token_request(app, {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                                                "device_code": device.value})
+            if not self.authenticates(app):
+                assert response.status_code in (400, 401), response.text
+                return
+            error = response.json().get("error")
+            if device.used:  # presented again after its tokens: a replay ends what it issued
+                assert error == "invalid_grant", response.text
+                self.end(lambda c: c.family == device.family and c.kind in ("access", "refresh"))
+            elif not device.alive:
+                assert error == "access_denied", response.text
+            elif device.user is None:
+                assert error in ("authorization_pending", "slow_down"), response.text
+            else:
+                assert response.status_code == 200, response.text
+                device.used = True
+                self.add_pair(response.json(), device)
 
         # --- ending --------------------------------------------------------------------------
 
