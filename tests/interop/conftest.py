@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -123,3 +125,32 @@ def live_app(live_server, live_account):
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def browser_consent(browser: requests.Session, url: str, username: str) -> tuple[str, int]:
+    """A browser (signed in or not) follows an authorize ``url``: signs in when sent to the
+    login page, presses Authorize; returns the redirect and how many times it signed in."""
+    page = browser.get(url, timeout=10)
+    base = url.split("/oauth2/")[0]
+    sign_ins = 0
+    while "/login" in urlsplit(page.url).path:
+        assert sign_ins == 0, "asked to sign in twice for one request"
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        next_url = re.search(r'name="next" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+        page = browser.post(f"{base}/login", timeout=10,
+                            data={"csrf_token": csrf, "login": username, "password": PASSWORD, "next": next_url})
+        sign_ins += 1
+    assert page.status_code == 200 and "Authorize" in page.text, page.text
+    fields = dict(re.findall(r'name="(csrf_token|request)" value="([^"]*)"', page.text))
+    fields["request"] = fields["request"].replace("&amp;", "&")
+    decided = browser.post(f"{base}/oauth2/authorize", data={**fields, "action": "authorize"},
+                           allow_redirects=False, timeout=10)
+    assert decided.status_code == 303
+    return decided.headers["location"], sign_ins
+
+
+def act_as_user(authorize_url: str, username: str) -> str:
+    """Follow the authorize URL like a new browser: log in, press Authorize; return the redirect."""
+    location, sign_ins = browser_consent(requests.Session(), authorize_url, username)
+    assert sign_ins == 1
+    return location

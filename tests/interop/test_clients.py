@@ -10,28 +10,10 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session as AuthlibSession
 from requests_oauthlib import OAuth2Session as OAuthlibSession
 
-from tests.conftest import PASSWORD
+from tests.interop.conftest import act_as_user
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
-
-def act_as_user(authorize_url: str, username: str) -> str:
-    """Follow the authorize URL like a browser: log in, press Authorize; return the redirect."""
-    browser = requests.Session()
-    page = browser.get(authorize_url, timeout=10)  # follows to the login page
-    assert "/login" in page.url
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    next_url = re.search(r'name="next" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
-    base = authorize_url.split("/oauth2/")[0]
-    consent = browser.post(f"{base}/login", timeout=10,
-                           data={"csrf_token": csrf, "login": username, "password": PASSWORD, "next": next_url})
-    assert consent.status_code == 200 and "Authorize" in consent.text, consent.text
-    fields = dict(re.findall(r'name="(csrf_token|request)" value="([^"]*)"', consent.text))
-    fields["request"] = fields["request"].replace("&amp;", "&")
-    decided = browser.post(f"{base}/oauth2/authorize", data={**fields, "action": "authorize"},
-                           allow_redirects=False, timeout=10)
-    assert decided.status_code == 303
-    return decided.headers["location"]
 
 
 def test_authlib_code_flow_with_pkce_refresh_and_read(live_server, live_app):

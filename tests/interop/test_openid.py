@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,8 +24,7 @@ from authlib.integrations.base_client.framework_integration import FrameworkInte
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc.errors import BadSignatureError, InvalidClaimError, MissingClaimError
 
-from tests.conftest import PASSWORD
-from tests.interop.test_clients import act_as_user
+from tests.interop.conftest import act_as_user, browser_consent
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
@@ -230,27 +228,6 @@ def test_authlib_validates_an_es256_id_token(live_server, live_account):
                           claims_options={**strict_options(rp), "acr": {"essential": True}})
 
 
-def _browser_consent(browser: requests.Session, url: str, username: str) -> tuple[str, int]:
-    """A browser that may already be signed in follows ``url``: signs in when sent to the
-    login page, presses Authorize; returns the redirect and how many times it signed in."""
-    page = browser.get(url, timeout=10)
-    base = url.split("/oauth2/")[0]
-    sign_ins = 0
-    while "/login" in urlsplit(page.url).path:
-        assert sign_ins == 0, "asked to sign in twice for one request"
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        next_url = re.search(r'name="next" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
-        page = browser.post(f"{base}/login", timeout=10,
-                            data={"csrf_token": csrf, "login": username, "password": PASSWORD, "next": next_url})
-        sign_ins += 1
-    assert page.status_code == 200 and "Authorize" in page.text, page.text
-    fields = dict(re.findall(r'name="(csrf_token|request)" value="([^"]*)"', page.text))
-    fields["request"] = fields["request"].replace("&amp;", "&")
-    decided = browser.post(f"{base}/oauth2/authorize", data={**fields, "action": "authorize"},
-                           allow_redirects=False, timeout=10)
-    assert decided.status_code == 303
-    return decided.headers["location"], sign_ins
-
 
 def test_prompt_login_and_max_age_ask_for_one_fresh_sign_in(live_server, live_account):
     """prompt=login and max_age=0 make a signed-in browser sign in again, once, and the
@@ -260,7 +237,7 @@ def test_prompt_login_and_max_age_ask_for_one_fresh_sign_in(live_server, live_ac
 
     def run(browser, **params) -> tuple[dict, int]:
         started = rp.create_authorization_url(REDIRECT, **params)
-        callback, sign_ins = _browser_consent(browser, started["url"], "interop")
+        callback, sign_ins = browser_consent(browser, started["url"], "interop")
         code = dict(parse_qsl(urlsplit(callback).query))["code"]
         token = rp.fetch_access_token(REDIRECT, code=code, code_verifier=started["code_verifier"])
         return rp.parse_id_token(token, nonce=started["nonce"], claims_options=strict_options(rp)), sign_ins

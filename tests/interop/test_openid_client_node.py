@@ -26,7 +26,7 @@ import requests
 
 from tests.conftest import PASSWORD
 from tests.interop.conftest import running_server
-from tests.interop.test_clients import act_as_user
+from tests.interop.conftest import act_as_user
 
 NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "relying_party.mjs"
