@@ -9,7 +9,8 @@ from typing import NamedTuple
 from joserfc import jwt
 
 from fluxer_oauth.core import credentials
-from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, KeyUnreadable, signing_key
+from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
+from fluxer_oauth.oauth.keys import KeyUnreadable, signing_key
 from fluxer_oauth.runtime import Runtime
 
 

@@ -22,16 +22,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, RSAKey
 
 from fluxer_oauth.core import credentials
+from fluxer_oauth.core.signing import SIGNING_ALGORITHMS
 from fluxer_oauth.core.timefmt import now as current_time
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import keys as key_store
 from fluxer_oauth.store.records import SigningKey
 
-# The algorithms id_tokens are signed with, the default first. Nothing else is ever produced:
-# no "none", no HMAC (a relying party must never be able to verify with a public key as an
-# HMAC secret, or accept an unsigned token because the header said so).
-SIGNING_ALGORITHMS = ("RS256", "ES256")
-DEFAULT_ALGORITHM = "RS256"
 _ENCRYPTION_VERSION = b"k1"
 
 

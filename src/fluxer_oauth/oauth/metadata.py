@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fluxer_oauth.core.scopes import SCOPES
 from fluxer_oauth.oauth.authorize import CODE_CHALLENGE_METHODS, PROMPTS
-from fluxer_oauth.oauth.keys import SIGNING_ALGORITHMS
+from fluxer_oauth.core.signing import SIGNING_ALGORITHMS
 from fluxer_oauth.oauth.token import GRANT_TYPES
 from fluxer_oauth.settings import Settings
 

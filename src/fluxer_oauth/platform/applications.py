@@ -10,7 +10,7 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.redirect_uris import RedirectUriError, validate_for_registration
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.grants import endings
-from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
+from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
 from fluxer_oauth.platform.accounts import UNTHROTTLED, PasswordThrottle, check_password, new_discriminator, user_json
 from fluxer_oauth.platform.validation import FormErrors, check_text
 from fluxer_oauth.runtime import Runtime

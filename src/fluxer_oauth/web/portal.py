@@ -13,7 +13,7 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import PERMISSIONS
 from fluxer_oauth.core.scopes import SCOPE, SCOPES, format_scopes
-from fluxer_oauth.oauth.keys import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
+from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
 from fluxer_oauth.oauth.metadata import DISCOVERY_PATH, metadata
 from fluxer_oauth.platform import applications
 from fluxer_oauth.web.caller import runtime
