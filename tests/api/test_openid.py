@@ -3,6 +3,7 @@ discovery and JWKS, nonce / max_age / prompt=login, and signing-key rotation."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -403,3 +404,12 @@ async def test_a_key_that_no_longer_decrypts_does_not_spend_the_code(client, set
             assert redeemed.json()["id_token"]
     finally:
         await changed.state.runtime.db.close()
+
+
+async def test_parallel_first_signatures_make_one_key_and_no_error(client, rt):
+    """A new server's first id_tokens, many at once: each waits for the one key made, none
+    trips over another's refresh of the key cache."""
+    results = await asyncio.gather(*(keys.signing_key(rt, "RS256") for _ in range(20)))
+    assert len({key.kid for key in results}) == 1
+    async with rt.db.read() as conn:
+        assert [key.alg for key in await key_store.list_all(conn)] == ["RS256"]

@@ -106,15 +106,16 @@ async def signing_key(rt: Runtime, alg: str):
     at = current_time()
     key = signer_of(await rt.db.keys.published(at), alg, at)
     if key is None:
-        key = await _first_key(rt, alg, at)
+        key = await _first_key(rt, alg)
     return private_key(rt.secret, key.kid, key.alg, key.private_key)
 
 
-async def _first_key(rt: Runtime, alg: str, at: float) -> SigningKey:
+async def _first_key(rt: Runtime, alg: str) -> SigningKey:
     """No key signs ``alg`` yet (a new server): one that signs at once (nothing can have
     cached a JWKS without it). Made under the keys lock, so two workers make one."""
     async with rt.db.write() as conn:
         await key_store.lock(conn)
+        at = current_time()  # after the wait: a key made meanwhile signs from before now
         key = signer_of(await key_store.list_published(conn, at), alg, at)
         if key is None:
             key = new_key(rt.secret, alg, at=at, signs_from=at)
@@ -170,6 +171,6 @@ async def published(rt: Runtime) -> dict:
     if any(signer_of(keys, alg, at) is None for alg in SIGNING_ALGORITHMS):
         for alg in SIGNING_ALGORITHMS:
             if signer_of(keys, alg, at) is None:
-                await _first_key(rt, alg, at)
+                await _first_key(rt, alg)
         keys = await rt.db.keys.published(at)
     return jwks(keys)

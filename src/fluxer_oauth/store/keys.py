@@ -27,11 +27,13 @@ class SigningKeyStore:
 
     async def published(self, now: float) -> tuple[SigningKey, ...]:
         """The keys still in the JWKS at ``now``, newest first (cached per process)."""
-        if self._cached is None or time.monotonic() - self._read_at > self._cache_seconds:
+        keys = self._cached
+        if keys is None or time.monotonic() - self._read_at > self._cache_seconds:
             async with self._db.read() as conn:
-                self._cached = await list_published(conn, now)
-            self._read_at = time.monotonic()
-        return tuple(key for key in self._cached if key.published_until is None or key.published_until > now)
+                keys = await list_published(conn, now)
+            # (another request may forget() the copy meanwhile: this one answers from what it read)
+            self._cached, self._read_at = keys, time.monotonic()
+        return tuple(key for key in keys if key.published_until is None or key.published_until > now)
 
     def forget(self) -> None:
         """Read the keys again on next use (after this process created or rotated keys)."""
