@@ -49,7 +49,10 @@ async def test_full_browser_flow_login_consent_redirect(client, setup):
     next_url = re.search(r'name="next" value="([^"]+)"', login_page.text).group(1).replace("&amp;", "&")
     logged_in = await client.post("/login", data={"csrf_token": csrf, "login": "visitor", "password": PASSWORD,
                                                   "next": next_url})
-    assert logged_in.status_code == 303 and logged_in.headers["location"] == url
+    # Back to the request, marked as one this sign-in was made for (pages._mark_sign_in).
+    back = logged_in.headers["location"]
+    assert logged_in.status_code == 303 and back.startswith("/oauth2/authorize?")
+    assert {k: v for k, v in query_of(back).items() if k != "login_after"} == query_of(url) and "login_after" in back
     cookie = logged_in.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
 

@@ -340,16 +340,20 @@ async def test_prompt_none_with_max_age_exceeded_is_login_required(client, setup
     assert response.status_code == 302 and query_of(response.headers["location"])["error"] == "login_required"
 
 
-@pytest.mark.parametrize("marker", ["0", "1700000000", "0.AAAAAAAAAAAAAAAAAAAAAA", "now"])
+@pytest.mark.parametrize("marker", ["0", "1700000000", "0.AAAAAAAAAAAAAAAAAAAAAA", "another session",
+                                    "another client"])
 async def test_a_typed_login_after_does_not_skip_prompt_login(client, setup, rt, marker):
-    """login_after counts only when the server signed it: naming an early time (or copying
-    the shape of a signed one) does not let an old session through."""
+    """login_after counts only as the server made it for this session's sign-in and this
+    client: a typed time, the shape of a signed one, or a genuine marker of another session
+    or another client does not let an old session through."""
     _owner, app = setup
     await register(client, "crafty")
     await browser_login(client, "crafty")
     await _age_session(rt, 600)
-    if marker == "now":  # a genuine marker, but made now: the old session is still older
-        marker = login_marker(rt.secret, time.time())
+    if marker == "another session":
+        marker = login_marker(rt.secret, "flx_another-browser-session", app.id, time.time())
+    elif marker == "another client":
+        marker = login_marker(rt.secret, client.cookies["fluxer_session"], "1234567890", time.time())
     for asked in ({"prompt": "login"}, {"max_age": "60"}):
         response = await client.get(authorize_url(app.id, scope="openid", login_after=marker, **asked))
         assert response.status_code == 302 and response.headers["location"].startswith("/login?again=1&")

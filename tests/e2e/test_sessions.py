@@ -3,6 +3,8 @@ the session, and no referrer reaches the client's site."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlsplit
+
 import requests
 
 from tests.e2e.conftest import CALLBACK, api_app, api_user, log_in, shoot
@@ -40,7 +42,10 @@ def test_not_you_signs_in_someone_else_for_the_same_request(server, page):
     log_in(page, "notyousecond")
     page.wait_for_selector("button[value=authorize]")
     assert "notyousecond" in page.inner_text("main") and "notyoufirst" not in page.inner_text("main")
-    assert page.url == authorize_url(server, app["id"])
+    # The same request, marked by the login as the one this sign-in was made for.
+    asked, came_back = urlsplit(authorize_url(server, app["id"])), urlsplit(page.url)
+    assert came_back.path == asked.path
+    assert {k: v for k, v in parse_qsl(came_back.query) if k != "login_after"} == dict(parse_qsl(asked.query))
 
 
 def test_no_referer_reaches_the_client_after_consent(server, page):

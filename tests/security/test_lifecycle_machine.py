@@ -414,7 +414,7 @@ def lifecycle_machine(server_settings):
         @rule(app=st.sampled_from("ab"))
         def public_and_back(self, app) -> None:
             """The owner makes the client public, then confidential again: the secret it had
-            stops working at once, and so do the tokens it issued with it."""
+            stops working at once, and so do the tokens it issued with it and its device codes."""
             target = self.world.apps[app]
             owner = self.world.people[target.owner]
             if target.deleted or not owner.enabled:
@@ -425,7 +425,8 @@ def lifecycle_machine(server_settings):
                                                     headers=self.session_of(target.owner)))
                 assert response.status_code == 200 and response.json()["public_client"] is public, response.text
             target.secret_known = False
-            self.end(lambda c: c.app == app and c.kind == "client")
+            # what the secret protected: client-credentials tokens and device codes not yet redeemed
+            self.end(lambda c: c.app == app and c.kind in ("client", "device"))
 
         @rule(app=st.sampled_from("ab"), trusted=st.booleans())
         def trust(self, app, trusted) -> None:

@@ -119,6 +119,18 @@ async def end_admin_access(rt: Runtime, conn, *, by: str, actor_id: int | None, 
                         actor_id=actor_id, at=at)
 
 
+async def end_client_type_change(rt: Runtime, conn, application_id: int, *, actor_id: int | None,
+                                 at: float) -> None:
+    """A client made public or confidential: what its old secret protected. Its client-
+    credentials tokens (as a reset secret), and its device codes not yet redeemed, which a
+    confidential client's secret alone could redeem and a public client's id now would.
+    (Its users' refresh tokens stay: each is a secret of its own holder, still rotated with
+    reuse detection; docs/api.md, Public clients.)"""
+    await _lock_application(conn, application_id)
+    await oauth_store.end_device_codes(conn, application_id, at)
+    await end_client_credentials(rt, conn, application_id, by="client_type_changed", actor_id=actor_id, at=at)
+
+
 async def end_client_credentials(rt: Runtime, conn, application_id: int, *, by: str, actor_id: int | None,
                                  at: float) -> None:
     """The tokens the application issued itself (client credentials): a reset secret or bot

@@ -30,25 +30,34 @@ from fluxer_oauth.store import oauth as oauth_store
 
 PROMPTS = frozenset({"none", "consent", "login"})
 CODE_CHALLENGE_METHODS = ("S256",)
-# The parameter the login page's round trip adds to an authorization request (see
-# AuthorizationRequest.login_after); not one a client sends. Its value is a time signed with
-# the server secret: a typed one (an earlier time, to let an old session through) is ignored.
+# What the login page adds to the authorization request it sends a user back to: that this
+# browser's session began with that sign-in, for that client, a moment ago. It satisfies
+# prompt=login and max_age once (or a signed-out user's first sign-in would be asked for
+# again). Signed with the server secret over the time, the session and the client, and
+# good for a few minutes: copied to another browser, another client, or kept, it is ignored.
 LOGIN_AFTER = "login_after"
+LOGIN_MARKER_TTL = 600.0
 
 
-def login_marker(secret: bytes, at: float) -> str:
-    """The ``login_after`` value that a sign-in at or after ``at`` satisfies."""
+def _login_mac(secret: bytes, stamp: str, session_token: str, client_id: str) -> str:
+    signed = f"{stamp}|{credentials.b64url(credentials.sha256(session_token))}|{client_id}"
+    return credentials.b64url(credentials.keyed_hash(secret, LOGIN_AFTER, signed)[:16])
+
+
+def login_marker(secret: bytes, session_token: str, client_id: str, at: float) -> str:
+    """The ``login_after`` value for a sign-in that began ``session_token`` at ``at``."""
     stamp = str(int(at))
-    return f"{stamp}.{credentials.b64url(credentials.keyed_hash(secret, LOGIN_AFTER, stamp)[:16])}"
+    return f"{stamp}.{_login_mac(secret, stamp, session_token, client_id)}"
 
 
-def _login_after(secret: bytes, value: str | None) -> int | None:
-    """The time a ``login_after`` value names, if the server signed it; else None."""
+def just_signed_in(secret: bytes, value: str | None, session_token: str | None, client_id: str, at: float) -> bool:
+    """Whether ``value`` is the marker of this session's sign-in for this client, still fresh."""
     stamp, _, mac = (value or "").partition(".")
-    if not stamp.isdigit() or len(stamp) > 12:
-        return None
-    expected = credentials.b64url(credentials.keyed_hash(secret, LOGIN_AFTER, stamp)[:16])
-    return int(stamp) if credentials.constant_time_equal(mac, expected) else None
+    if not session_token or not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+        return False
+    if not 0 <= at - int(stamp) <= LOGIN_MARKER_TTL:
+        return False
+    return credentials.constant_time_equal(mac, _login_mac(secret, stamp, session_token, client_id))
 
 
 class UnsafeRequest(Exception):
@@ -79,17 +88,15 @@ class AuthorizationRequest:
     bot_install: bool = False  # bot-only, no code: ends on the success page
     nonce: str | None = None  # OpenID Connect: echoed in the id_token
     max_age: int | None = None  # OpenID Connect: the longest time since the user signed in
-    # Set when the user has just signed in again for this request (prompt=login, max_age):
-    # a sign-in at or after this time satisfies them (pages.py adds it to the request).
-    login_after: int | None = None
 
     @property
     def openid(self) -> bool:
         return "openid" in self.scopes
 
-    def needs_fresh_login(self, signed_in_at: float, at: float) -> bool:
-        """Whether the user must sign in again before this request goes on."""
-        if self.login_after is not None and signed_in_at >= self.login_after:
+    def needs_fresh_login(self, signed_in_at: float, at: float, *, just_signed_in: bool = False) -> bool:
+        """Whether the user must sign in again before this request goes on (``just_signed_in``:
+        the login page sent them here from a sign-in made for it)."""
+        if just_signed_in:
             return False
         if "login" in self.prompts:
             return True
@@ -157,7 +164,7 @@ async def parse_request(rt: Runtime, params: Params) -> AuthorizationRequest:
     except ParamError:
         state = None
     try:
-        return _parse_rest(app, redirect_uri, explicit, bot_install, state, params, rt.secret)
+        return _parse_rest(app, redirect_uri, explicit, bot_install, state, params)
     except RedirectError as exc:
         exc.redirect = redirect_uri
         exc.state = state
@@ -166,7 +173,7 @@ async def parse_request(rt: Runtime, params: Params) -> AuthorizationRequest:
         raise
 
 
-def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params, secret: bytes) -> AuthorizationRequest:
+def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params) -> AuthorizationRequest:
     try:
         params.get("state")  # a repeated or overlong state is still an invalid request
         response_type = params.get("response_type")
@@ -179,7 +186,6 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params,
         raw_lock = params.get("disable_guild_select")
         nonce = params.get("nonce")
         raw_max_age = params.get("max_age")
-        raw_login_after = params.get(LOGIN_AFTER)
     except ParamError as exc:
         raise RedirectError("invalid_request", str(exc)) from exc
 
@@ -218,10 +224,9 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params,
         raise RedirectError("invalid_request", "prompt=none cannot be combined with other values")
     max_age = None
     if raw_max_age is not None:
-        if not raw_max_age.isdigit() or len(raw_max_age) > 10:
+        if not raw_max_age.isascii() or not raw_max_age.isdigit() or len(raw_max_age) > 10:
             raise RedirectError("invalid_request", "max_age must be a non-negative number of seconds")
         max_age = int(raw_max_age)
-    login_after = _login_after(secret, raw_login_after)
 
     permissions = 0
     if raw_permissions is not None:
@@ -251,7 +256,6 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params,
         bot_install=bot_install,
         nonce=nonce if "openid" in scopes else None,
         max_age=max_age,
-        login_after=login_after,
     )
 
 

@@ -173,10 +173,9 @@ async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict
     at = now()
     async with rt.db.write() as conn:
         if values:
+            if switched:  # first: an ending takes its lock before it writes any row
+                await endings.end_client_type_change(rt, conn, app.id, actor_id=owner.id, at=at)
             await app_store.update_application(conn, app.id, updated_at=at, **values)
-            if switched:
-                await endings.end_client_credentials(rt, conn, app.id, by="client_type_changed", actor_id=owner.id,
-                                                     at=at)
             values.pop("secret_hash", None)
             logged = {key: value for key, value in values.items() if key != "redirect_uris"}
             if uris is not None:

@@ -128,6 +128,11 @@ def _end_device_codes(now: float, *conditions):
                                       device_codes.c.expires_at > now).values(denied_at=now)
 
 
+async def end_device_codes(conn: AsyncConnection, application_id: int, now: float) -> None:
+    """End the application's device codes not yet redeemed (its client type changed)."""
+    await conn.execute(_end_device_codes(now, device_codes.c.application_id == application_id))
+
+
 def _has_scope(column, scope: str):
     """``scope`` is one of the space-separated scopes in ``column`` (the same on both backends)."""
     return (literal(" ") + column + literal(" ")).like(f"% {scope} %")

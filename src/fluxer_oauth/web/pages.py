@@ -130,15 +130,31 @@ def login_redirect(request: Request, next_path: str, status: int = 302, *, again
     return redirect(request, "/login?" + ("again=1&" if again else "") + "next=" + quote(next_path, safe=""), status)
 
 
-def _after_login(query: str, secret: bytes, *, fresh: bool) -> str:
-    """Where the login page sends the user back to: the authorization request, which a
-    sign-in from now on satisfies when it asked for a fresh one (its earlier login_after,
-    if any, replaced)."""
-    if not fresh:
-        return f"/oauth2/authorize?{query}"
-    pairs = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name != authz.LOGIN_AFTER]
-    pairs.append((authz.LOGIN_AFTER, authz.login_marker(secret, time.time())))
-    return "/oauth2/authorize?" + urlencode(pairs)
+AUTHORIZE_PAGE = "/oauth2/authorize"
+
+
+def _unmarked(query: str) -> list[tuple[str, str]]:
+    """An authorization request's parameters without any login marker (authz.LOGIN_AFTER)."""
+    return [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name != authz.LOGIN_AFTER]
+
+
+def _without_marker(query: str) -> str:
+    """The authorization request to come back to after the login page (the login adds a
+    fresh marker: _mark_sign_in)."""
+    return f"{AUTHORIZE_PAGE}?" + urlencode(_unmarked(query))
+
+
+def _mark_sign_in(secret: bytes, next_url: str, session_token: str) -> str:
+    """After a sign-in that leads to an authorization request: mark the request as one this
+    session's sign-in was made for (authz.LOGIN_AFTER), so prompt=login and max_age are
+    satisfied by it, once."""
+    path, _, query = next_url.partition("?")
+    if path != AUTHORIZE_PAGE:
+        return next_url
+    pairs = _unmarked(query)
+    client_id = next((value for name, value in pairs if name == "client_id"), "")
+    pairs.append((authz.LOGIN_AFTER, authz.login_marker(secret, session_token, client_id, time.time())))
+    return f"{AUTHORIZE_PAGE}?" + urlencode(pairs)
 
 
 def csrf_ok(request: Request, params: Params, *, before_login: bool = False) -> bool:
@@ -230,7 +246,7 @@ async def login_submit(request: Request) -> Response:
                       error="Login or password is incorrect.")
     await _end_cookie_session(request)  # the session this browser had, if any, ends here
     # 303, never 307: the browser must not re-post the credentials to the next page.
-    response = redirect(request, next_url, 303)
+    response = redirect(request, _mark_sign_in(runtime(request).secret, next_url, token), 303)
     _set_cookie(request, response, SESSION_COOKIE, token, runtime(request).settings.session_ttl)
     return response
 
@@ -308,15 +324,12 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
         return redirect(request, authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state), status)
 
     try:
-        if user is None or auth_request.needs_fresh_login(user.signed_in_at, time.time()):
+        if user is None or auth_request.needs_fresh_login(
+                user.signed_in_at, time.time(), just_signed_in=_just_signed_in(request, params, auth_request)):
             if "none" in auth_request.prompts:
                 raise authz.RedirectError("login_required", "the user is not logged in" if user is None
                                           else "the user must sign in again")
-            # A sign-in from now on satisfies prompt=login and max_age, also the first one
-            # of a signed-out user (or max_age=0 and prompt=login would ask twice).
-            fresh = user is not None or "login" in auth_request.prompts or auth_request.max_age is not None
-            return login_redirect(request, _after_login(query, rt.secret, fresh=fresh), status,
-                                  again=user is not None)
+            return login_redirect(request, _without_marker(query), status, again=user is not None)
         authz.check_user_may_grant(auth_request, user)
         authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":
@@ -353,6 +366,15 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, "server_error",
                                                       "an unexpected error occurred", auth_request.state), status)
     return await _consent_page(request, auth_request, user, query)
+
+
+def _just_signed_in(request: Request, params: Params, auth_request) -> bool:
+    try:
+        marker = params.get(authz.LOGIN_AFTER)
+    except ValueError:  # repeated: not one the login page made
+        return False
+    return authz.just_signed_in(runtime(request).secret, marker, request.cookies.get(SESSION_COOKIE),
+                                str(auth_request.app.id), time.time())
 
 
 def unavailable_page(request: Request) -> Response:
