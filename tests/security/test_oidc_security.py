@@ -14,7 +14,7 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from fluxer_oauth.core import credentials
-from tests.conftest import create_app, exchange, get_code, register
+from tests.conftest import consent, create_app, exchange, get_code, register
 
 
 @pytest.fixture
@@ -101,3 +101,21 @@ async def test_a_redeemed_code_gives_no_second_id_token(client, two_apps):
     assert (await exchange(client, app, code)).status_code == 200
     replay = await exchange(client, app, code)
     assert replay.status_code == 400 and "id_token" not in replay.json()
+
+
+async def test_prompt_none_with_another_users_id_token_hint_is_login_required(client, two_apps):
+    """A relying party renewing user A's sign-in silently (prompt=none, id_token_hint of A)
+    while B is signed in gets login_required, never a code for B (Core 1.0 §3.1.2.1)."""
+    owner, app, other_app = two_apps
+    someone = await register(client, "oidc_someone_else")
+    hint = await _id_token(client, someone, app)
+    refused = await consent(client, owner, app, scope="openid", prompt="none", id_token_hint=hint)
+    assert refused.get("error") == "login_required" and "code" not in refused
+    own_hint = await _id_token(client, owner, app)
+    assert "code" in await consent(client, owner, app, scope="openid", id_token_hint=own_hint)
+    # A hint issued to another client, or not signed by this server, is not a hint at all.
+    foreign = await _id_token(client, owner, other_app)
+    assert (await consent(client, owner, app, scope="openid", id_token_hint=foreign))["error"] == "invalid_request"
+    header, payload, _signature = own_hint.split(".")
+    assert (await consent(client, owner, app, scope="openid", id_token_hint=f"{header}.{payload}.AAAA")
+            )["error"] == "invalid_request"

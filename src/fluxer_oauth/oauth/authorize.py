@@ -18,6 +18,7 @@ from fluxer_oauth.core.permissions import parse_permissions
 from fluxer_oauth.core.redirect_uris import find_registered
 from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, covers, format_scopes, needs_staff, parse_scopes
 from fluxer_oauth.core.timefmt import now
+from fluxer_oauth.oauth import id_token
 from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.oauth.redirects import with_query
 from fluxer_oauth.platform import guilds
@@ -30,6 +31,8 @@ from fluxer_oauth.store import oauth as oauth_store
 
 PROMPTS = frozenset({"none", "consent", "login"})
 CODE_CHALLENGE_METHODS = ("S256",)
+RESPONSE_MODES = ("query",)
+ID_TOKEN_HINT_MAX = 4096  # an id_token is a few hundred characters; far above, it is not one
 # What the login page adds to the authorization request it sends a user back to: that this
 # browser's session began with that sign-in, for that client, a moment ago. It satisfies
 # prompt=login and max_age once (or a signed-out user's first sign-in would be asked for
@@ -88,6 +91,7 @@ class AuthorizationRequest:
     bot_install: bool = False  # bot-only, no code: ends on the success page
     nonce: str | None = None  # OpenID Connect: echoed in the id_token
     max_age: int | None = None  # OpenID Connect: the longest time since the user signed in
+    id_token_hint: str | None = None  # OpenID Connect: an id_token of the user expected to be signed in
 
     @property
     def openid(self) -> bool:
@@ -186,8 +190,17 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         raw_lock = params.get("disable_guild_select")
         nonce = params.get("nonce")
         raw_max_age = params.get("max_age")
+        response_mode = params.get("response_mode")
+        id_token_hint = params.get("id_token_hint", max_length=ID_TOKEN_HINT_MAX)
     except ParamError as exc:
         raise RedirectError("invalid_request", str(exc)) from exc
+    # What discovery does not advertise is refused rather than ignored: a relying party that
+    # asked for form_post, or a signed request object, must not be answered as if it had not.
+    if response_mode is not None and response_mode not in RESPONSE_MODES:
+        raise RedirectError("invalid_request", "response_mode must be query")
+    for name, error in (("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")):
+        if name in params.names():
+            raise RedirectError(error, f"the {name} parameter is not supported")
 
     if response_type is None and not bot_install:
         raise RedirectError("invalid_request", "response_type is required")
@@ -256,6 +269,7 @@ def _parse_rest(app, redirect_uri, explicit, bot_install, state, params: Params)
         bot_install=bot_install,
         nonce=nonce if "openid" in scopes else None,
         max_age=max_age,
+        id_token_hint=id_token_hint,
     )
 
 
@@ -266,6 +280,19 @@ def error_redirect(rt: Runtime, redirect_uri: str, error: str, description: str,
         redirect_uri,
         {"error": error, "error_description": description, "state": state, "iss": rt.settings.issuer},
     )
+
+
+async def check_hinted_user(rt: Runtime, request: AuthorizationRequest, user) -> None:
+    """With ``id_token_hint``, the signed-in user must be the one the id_token names (Core
+    1.0 §3.1.2.1): otherwise ``login_required``, never a code for someone else. The hint must
+    be an id_token this server issued to this client (expired ones too: that is their use)."""
+    if request.id_token_hint is None:
+        return
+    subject = await id_token.subject_of(rt, request.id_token_hint, client_id=str(request.app.id))
+    if subject is None:
+        raise RedirectError("invalid_request", "id_token_hint is not an id_token issued to this client")
+    if subject != str(user.id):
+        raise RedirectError("login_required", "the signed-in user is not the one id_token_hint names")
 
 
 def check_user_may_grant(request: AuthorizationRequest, user) -> None:

@@ -7,10 +7,12 @@ import hashlib
 from typing import NamedTuple
 
 from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
-from fluxer_oauth.oauth.keys import KeyUnreadable, signing_key
+from fluxer_oauth.oauth.keys import KeyUnreadable, published, signing_key
 from fluxer_oauth.runtime import Runtime
 
 
@@ -80,3 +82,17 @@ def issue(rt: Runtime, signer: Signer, *, app, user, scopes, access_token: str, 
         claims["nonce"] = nonce
     return jwt.encode({"alg": signer.alg, "kid": signer.key.kid, "typ": "JWT"}, claims, signer.key,
                       algorithms=[signer.alg])
+
+
+async def subject_of(rt: Runtime, token: str, *, client_id: str) -> str | None:
+    """The ``sub`` of an id_token this server signed for ``client_id`` (expired or not), or
+    None: a bad signature, an unknown key, another issuer or audience, not a JWT at all."""
+    try:
+        decoded = jwt.decode(token, KeySet.import_key_set(await published(rt)), algorithms=list(SIGNING_ALGORITHMS))
+    except (JoseError, ValueError):
+        return None
+    claims = decoded.claims
+    if claims.get("iss") != rt.settings.issuer or claims.get("aud") != client_id:
+        return None
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) else None

@@ -4,7 +4,7 @@ the settings and tables the server enforces: one document, served at both addres
 from __future__ import annotations
 
 from fluxer_oauth.core.scopes import SCOPES
-from fluxer_oauth.oauth.authorize import CODE_CHALLENGE_METHODS, PROMPTS
+from fluxer_oauth.oauth.authorize import CODE_CHALLENGE_METHODS, PROMPTS, RESPONSE_MODES
 from fluxer_oauth.core.signing import SIGNING_ALGORITHMS
 from fluxer_oauth.oauth.token import GRANT_TYPES
 from fluxer_oauth.settings import Settings
@@ -34,7 +34,7 @@ def metadata(settings: Settings) -> dict:
         "service_documentation": f"{api}/openapi.json",
         "scopes_supported": [scope.name for scope in SCOPES],
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": list(RESPONSE_MODES),
         "grant_types_supported": list(GRANT_TYPES),
         "code_challenge_methods_supported": list(CODE_CHALLENGE_METHODS),
         "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),

@@ -330,6 +330,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
                 raise authz.RedirectError("login_required", "the user is not logged in" if user is None
                                           else "the user must sign in again")
             return login_redirect(request, _without_marker(query), status, again=user is not None)
+        await authz.check_hinted_user(rt, auth_request, user)
         authz.check_user_may_grant(auth_request, user)
         authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":

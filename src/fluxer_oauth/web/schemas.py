@@ -64,6 +64,7 @@ class ConsentBody(Struct):
     disable_guild_select: bool | None = None
     nonce: str | None = None
     max_age: int | None = None
+    id_token_hint: str | None = None
 
 
 class TokenRequest(Struct):

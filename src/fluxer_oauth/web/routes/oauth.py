@@ -61,6 +61,7 @@ async def consent(request: Request, caller: Caller):
             if auth_request.needs_fresh_login(caller.user.signed_in_at, time.time()):
                 # No login form here: the client sends the user to the authorization page.
                 raise authz.RedirectError("login_required", "the user must sign in again")
+            await authz.check_hinted_user(rt, auth_request, caller.user)
             # The body's guild_id is the user's choice (or the locked preselection).
             url = await authz.approve(rt, auth_request, caller.user, guild_id=auth_request.guild_id,
                                       signed_in_at=caller.user.signed_in_at)
@@ -83,6 +84,7 @@ def _consent_pairs(body: ConsentBody):
         "guild_id": body.guild_id,
         "disable_guild_select": None if body.disable_guild_select is None else str(body.disable_guild_select).lower(),
         "nonce": body.nonce,
+        "id_token_hint": body.id_token_hint,
         "max_age": None if body.max_age is None else str(body.max_age),
     }
     return [(name, value) for name, value in fields.items() if value is not None]
