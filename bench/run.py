@@ -42,7 +42,8 @@ REDIS_URL = os.environ.get("FLUXER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PEER_CLIENT = ("bench", "bench-secret-bench-secret-bench-secret-123")
 RAISED = "1000000000/second"
 
-SCENARIOS = ("me", "bot_me", "client_credentials", "introspect", "refresh", "code")
+SCENARIOS = ("me", "bot_me", "client_credentials", "introspect", "refresh", "code", "code_openid")
+SINGLE_USE = ("refresh", "code", "code_openid")  # each request spends what it sends
 PEER_SCENARIOS = ("client_credentials", "introspect")
 
 
@@ -293,11 +294,11 @@ def scenario_request(name: str, base: str, info: dict, workdir: Path) -> tuple[s
         return f"{base}/api/v1/oauth2/token", "each.lua", {
             "BENCH_AUTH": basic, "BENCH_FILE": str(workdir / "refresh.txt"),
             "BENCH_BODY": "grant_type=refresh_token&refresh_token={}"}
-    if name == "code":
+    if name in ("code", "code_openid"):
         from urllib.parse import quote
 
         return f"{base}/api/v1/oauth2/token", "each.lua", {
-            "BENCH_AUTH": basic, "BENCH_FILE": str(workdir / "codes.txt"),
+            "BENCH_AUTH": basic, "BENCH_FILE": str(workdir / ("codes.txt" if name == "code" else "codes_openid.txt")),
             "BENCH_BODY": f"grant_type=authorization_code&redirect_uri={quote(info['redirect_uri'], safe='')}&code={{}}"}
     raise ValueError(name)
 
@@ -369,11 +370,11 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
     common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
     for scenario in scenarios:
         row = Row(label, scenario)
-        if args.warmup and scenario not in ("refresh", "code"):  # those consume what they send
+        if args.warmup and scenario not in SINGLE_USE:
             url, script, env = scenario_request(scenario, ours.base, info, workdir)
             wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
         for round_number in range(args.rounds):
-            if scenario in ("refresh", "code"):
+            if scenario in SINGLE_USE:
                 # each round uses its own slice of the pre-issued credentials
                 url, script, env = scenario_request(scenario, ours.base, info, workdir)
                 source = Path(env["BENCH_FILE"])

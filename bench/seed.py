@@ -38,15 +38,18 @@ async def seed(settings: Settings, workdir: Path, *, refresh: int, codes: int) -
         rows += [_token_row(rt, t, REFRESH, user.id, app_id, grant_id, now, settings.refresh_token_ttl)
                  for t in refresh_tokens]
         await _insert(rt, tokens, rows)
-        code_values = [credentials.new_opaque_token() for _ in range(codes)]
-        await _insert(rt, authorization_codes, [
-            dict(code_hash=credentials.sha256(code), family_id=rt.ids.next(), application_id=app_id,
-                 user_id=user.id, grant_id=grant_id, redirect_uri=REDIRECT_URI, redirect_uri_explicit=True,
-                 scopes="identify", created_at=now, expires_at=now + 3600)
-            for code in code_values
-        ])
+        # Plain codes, and OpenID Connect ones (their grant signs an RS256 id_token).
+        for name, extra in (("codes.txt", dict(scopes="identify")),
+                            ("codes_openid.txt", dict(scopes="identify openid", nonce="bench", auth_time=now))):
+            code_values = [credentials.new_opaque_token() for _ in range(codes)]
+            await _insert(rt, authorization_codes, [
+                dict(code_hash=credentials.sha256(code), family_id=rt.ids.next(), application_id=app_id,
+                     user_id=user.id, grant_id=grant_id, redirect_uri=REDIRECT_URI, redirect_uri_explicit=True,
+                     created_at=now, expires_at=now + 3600, **extra)
+                for code in code_values
+            ])
+            (workdir / name).write_text("\n".join(code_values) + "\n")
         (workdir / "refresh.txt").write_text("\n".join(refresh_tokens) + "\n")
-        (workdir / "codes.txt").write_text("\n".join(code_values) + "\n")
         return {
             "client_id": app["id"],
             "client_secret": app["client_secret"],

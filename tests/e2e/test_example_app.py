@@ -72,18 +72,22 @@ def test_example_app_signs_in_refreshes_and_revokes(server, page, tmp_path):
         assert grants == []  # the revocation ended the grant on the server
 
 
+def oidc_sign_in(page, here: str, username: str) -> None:
+    """The example's OpenID Connect button, the login and Authorize. The example shows the
+    identity only once Authlib has validated the id_token (signature against the JWKS, iss,
+    aud, exp, nonce, at_hash); otherwise it goes back to its home page with the error."""
+    page.goto(here)
+    page.click("#sign-in-oidc")
+    log_in(page, username)
+    page.click("button[value=authorize]")
+    page.wait_for_selector("#oidc-username, [role=alert]")
+    assert page.query_selector("[role=alert]") is None, page.inner_text("body")
+
+
 def test_example_app_signs_in_with_openid_connect(server, page, tmp_path):
     user = api_user(server, "oidcuser")
     with example_app(server, tmp_path, "oidcdev") as (here, app):
-        page.goto(here)
-        page.click("#sign-in-oidc")
-        log_in(page, "oidcuser")
-        page.click("button[value=authorize]")
-        # The example shows the identity only once Authlib has validated the id_token
-        # (signature against the JWKS, iss, aud, exp, nonce, at_hash); otherwise it goes
-        # back to its home page with the error.
-        page.wait_for_selector("#oidc-username, [role=alert]")
-        assert page.query_selector("[role=alert]") is None, page.inner_text("body")
+        oidc_sign_in(page, here, "oidcuser")
         assert page.inner_text("#oidc-username") == "oidcuser"
         assert page.inner_text("#oidc-email") == "oidcuser@example.com"
         assert page.inner_text("#oidc-email-verified") == "no"
@@ -105,12 +109,7 @@ def test_example_app_openid_connect_for_a_public_client_with_es256(server, page,
     with example_app(server, tmp_path, "oidcpublicdev", public_client=True,
                      id_token_signed_response_alg="ES256") as (here, app):
         assert "client_secret" not in app
-        page.goto(here)
-        page.click("#sign-in-oidc")
-        log_in(page, "oidcpublic")
-        page.click("button[value=authorize]")
-        page.wait_for_selector("#oidc-username, [role=alert]")
-        assert page.query_selector("[role=alert]") is None, page.inner_text("body")
+        oidc_sign_in(page, here, "oidcpublic")
         assert page.inner_text("#oidc-username") == "oidcpublic"
         assert page.inner_text("#oidc-alg") == "ES256"
         assert page.inner_text("#oidc-aud") == app["id"]
