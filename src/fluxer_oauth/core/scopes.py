@@ -35,6 +35,11 @@ SCOPES: tuple[Scope, ...] = (
           "adding the application's bot to a guild the user manages (authorization only)"),
     Scope("admin", "Administer Fluxer: all user data and sensitive operations",
           "the admin API (/admin/*), for staff members through trusted applications", staff_only=True),
+    Scope("guilds.join", "Join servers for you",
+          "the application's bot may add the user to a guild it is in "
+          "(PUT /guilds/{guild_id}/members/{user_id} with the bot's token and the user's access_token)"),
+    Scope("guilds.members.read", "Read your member info (nickname and roles) in servers you are in",
+          "the user's member object in a guild (/users/@me/guilds/{guild_id}/member)"),
     Scope("openid", "Sign you in to the app with your Fluxer account",
           "an id_token in the code and device grants (OpenID Connect); implies identify", implies="identify"),
 )

@@ -50,6 +50,8 @@ class Application(NamedTuple):
     updated_at: float
     public_client: bool
     id_token_signed_response_alg: str
+    terms_of_service_url: str | None
+    privacy_policy_url: str | None
 
 
 class AccessToken(NamedTuple):

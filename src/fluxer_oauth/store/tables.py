@@ -98,6 +98,9 @@ applications = Table(
     # How its id_tokens are signed (OpenID Connect Dynamic Registration's name): RS256 or ES256.
     Column("id_token_signed_response_alg", String(8), nullable=False, default="RS256",
            server_default=text("'RS256'")),
+    # Shown on the consent page, as Discord does (https only).
+    Column("terms_of_service_url", String(2048)),
+    Column("privacy_policy_url", String(2048)),
 )
 
 # One remembered consent per (user, application): what prompt=none and the
@@ -227,6 +230,7 @@ guild_members = Table(
     Column("guild_id", Id, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True),
     Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True),
     Column("joined_at", Time, nullable=False),
+    Column("nick", String(32)),  # the member's name in this guild (NULL: their global name)
 )
 
 member_roles = Table(
