@@ -26,7 +26,7 @@ from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store.errors import StoreUnavailable
-from fluxer_oauth.web import device_pages, pages, portal
+from fluxer_oauth.web import device_pages, images, pages, portal
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
@@ -108,6 +108,9 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/developers/applications/{application_id}/reset-token", portal.reset_token_submit, methods=["POST"]),
         Route("/developers/applications/{application_id}/delete", portal.delete_submit, methods=["POST"]),
         Route("/developers/applications/{application_id}/url-generator", portal.url_generator_page, methods=["GET"]),
+        # Images, CDN-style (web/images.py; docs/api.md "Images"): application and guild ids never meet.
+        Route("/avatars/{owner_id}/{file}", images.avatar, methods=["GET"]),
+        Route("/icons/{owner_id}/{file}", images.icon, methods=["GET"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     if settings.dev:
@@ -152,6 +155,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.limits = limits
+    app.state.image_variants = images.VariantCache(settings.image_cache_bytes)
     app.runtime, app.limits = rt, limits  # plain attributes for the hot paths (State lookups cost)
     # Metrics label requests by route template; the /api/v1 form wins over the /v1 alias.
     route_names = {route.endpoint: route.path for route in reversed(app.routes) if isinstance(route, Route)}
@@ -164,7 +168,8 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         for method in route.methods - {"HEAD"}
     }
     app.edge = Edge(app, framework=app.framework, hot_routes=hot_routes, route_names=route_names,
-                    max_body=settings.max_body_bytes)
+                    max_body=settings.max_body_bytes, large_bodies=router.large_bodies(),
+                    large_body=settings.image_body_bytes)
     return app
 
 

@@ -396,10 +396,10 @@ def keys_rotate(
 
 @app.command()
 def janitor(batch_size: int = typer.Option(2000, min=1, max=100000)) -> None:
-    """Delete expired codes, tokens and sessions now, in batches."""
+    """Delete expired codes, tokens and sessions, and images nobody uses, now, in batches."""
     from rich.progress import Progress
 
-    from fluxer_oauth.ops.janitor import sweep
+    from fluxer_oauth.ops.janitor import sweep, sweep_images
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("sweeping expired rows", total=None)
@@ -411,6 +411,7 @@ def janitor(batch_size: int = typer.Option(2000, min=1, max=100000)) -> None:
     for table, count in report.deleted.items():
         print(f"{table}: {count} deleted")
     print(f"batches: {len(report.batch_seconds)}, slowest {report.slowest_batch * 1000:.1f} ms")
+    print(f"unused images: {_with_runtime(sweep_images)} deleted")
 
 
 def main() -> None:

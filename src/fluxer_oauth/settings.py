@@ -101,6 +101,17 @@ class Settings(BaseSettings):
     password_hash_concurrency: int = 4
 
     max_body_bytes: int = 64 * 1024
+
+    # Images (avatars, application and guild icons; docs/api.md "Images"). An upload is at
+    # most image_max_bytes once decoded (its routes alone take bodies of that much in base64
+    # plus max_body_bytes: image_body_bytes) and image_max_pixels in all. They are stored in
+    # the database, or as files under image_dir when it is set (a directory every node sees:
+    # docs/deploy.md). Each process keeps the variants it served (sizes, formats) in an LRU
+    # of image_cache_bytes.
+    image_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=32 * 1024 * 1024)
+    image_max_pixels: int = Field(default=4096 * 4096, ge=16 * 16, le=8192 * 8192)
+    image_dir: Path | None = None
+    image_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     max_applications_per_user: int = 25
     max_redirect_uris: int = 10
 
@@ -116,6 +127,11 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("FLUXER_PUBLIC_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("image_dir", mode="before")
+    @classmethod
+    def _image_dir(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("rate_limits")
     @classmethod
@@ -168,6 +184,12 @@ class Settings(BaseSettings):
     @property
     def issuer(self) -> str:
         return self.public_url
+
+    @property
+    def image_body_bytes(self) -> int:
+        """The body limit of the routes that take an image: the base64 text of the largest
+        upload, plus the usual limit for the rest of the JSON."""
+        return 4 * -(-self.image_max_bytes // 3) + self.max_body_bytes
 
     @property
     def https(self) -> bool:

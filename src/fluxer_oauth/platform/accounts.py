@@ -10,8 +10,10 @@ from typing import AsyncContextManager, Awaitable, Callable, Protocol
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import now
+from fluxer_oauth.platform import images
 from fluxer_oauth.platform.validation import FormErrors, check_text, has_control_characters
 from fluxer_oauth.runtime import Runtime
+from fluxer_oauth.store import audit
 from fluxer_oauth.store import users as user_store
 from fluxer_oauth.store.errors import AlreadyExists
 
@@ -64,6 +66,50 @@ async def create_user(rt: Runtime, username: str, email: str, password: str):
         _raise_taken("username or email")
     async with rt.db.read() as conn:
         return await user_store.get_user(conn, user_id)
+
+
+async def update_profile(rt: Runtime, user, changes: dict):
+    """``PATCH /users/@me``: ``changes`` holds the fields sent, and only those change:
+    ``username`` (the rules and uniqueness of registration; another letter case of one's own
+    name is fine), ``global_name`` (None or blank: none), ``avatar`` (a data URI, or None to
+    remove it). The user row after."""
+    errors = FormErrors()
+    values: dict = {}
+    if "username" in changes:
+        username = changes["username"]
+        if not isinstance(username, str) or not USERNAME.fullmatch(username):
+            errors.add("username", "USERNAME_INVALID", "2-32 characters of letters, digits, '_' and '.'")
+        else:
+            values["username"], values["username_key"] = username, username.lower()
+    if "global_name" in changes:
+        global_name = (changes["global_name"] or "").strip() or None
+        check_text(errors, "global_name", global_name, min_len=1, max_len=32)
+        values["global_name"] = global_name
+    errors.raise_if_any()
+    image = None
+    if "avatar" in changes:
+        image = await images.process(rt, "avatar", changes["avatar"]) if changes["avatar"] is not None else None
+        values["avatar"] = image.hash if image is not None else None
+    if "username_key" in values:
+        async with rt.db.read() as conn:
+            if await user_store.username_taken(conn, values["username_key"], user.id):
+                _raise_taken("username")
+    if values:
+        at = now()
+        try:
+            async with images.storing(rt, image) as record_image:
+                async with rt.db.write() as conn:
+                    await record_image(conn)
+                    await user_store.update_profile(conn, user.id, **values)
+                    await audit.record(
+                        conn, id=rt.ids.next(), now=at, action="user.updated", actor_id=user.id,
+                        target_user_id=user.id,
+                        details={key: value for key, value in values.items() if key != "username_key"},
+                    )
+        except AlreadyExists:  # a parallel change or registration took the name first
+            _raise_taken("username")
+    async with rt.db.read() as conn:
+        return await user_store.get_user(conn, user.id)
 
 
 def _raise_taken(what: str):

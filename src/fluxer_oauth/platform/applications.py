@@ -11,14 +11,17 @@ from fluxer_oauth.core.redirect_uris import RedirectUriError, validate_for_regis
 from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.grants import endings
 from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
+from fluxer_oauth.platform import images
 from fluxer_oauth.platform.accounts import UNTHROTTLED, PasswordThrottle, check_password, new_discriminator, user_json
-from fluxer_oauth.platform.validation import FormErrors, check_text
+from fluxer_oauth.platform.validation import FormErrors, check_link, check_text
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import users as user_store
 
 UNKNOWN_APPLICATION = ApiError(404, "UNKNOWN_APPLICATION", "unknown application")
+# The application's public links (shown on the consent page): absolute https URLs, or None.
+LINK_FIELDS = ("terms_of_service_url", "privacy_policy_url")
 
 
 def redirect_uris_of(app) -> list[str]:
@@ -72,10 +75,14 @@ async def create(
     bot: bool = True,
     public_client: bool = False,
     id_token_signed_response_alg: str = DEFAULT_ALGORITHM,
+    terms_of_service_url: str | None = None,
+    privacy_policy_url: str | None = None,
 ) -> dict:
     errors = FormErrors()
     uris = _check_fields(rt, errors, name, description, redirect_uris or []) or []
     _check_alg(errors, id_token_signed_response_alg)
+    links = {"terms_of_service_url": check_link(errors, "terms_of_service_url", terms_of_service_url),
+             "privacy_policy_url": check_link(errors, "privacy_policy_url", privacy_policy_url)}
     errors.raise_if_any()
     async with rt.db.read() as conn:
         if await app_store.count_owned(conn, owner.id) >= rt.settings.max_applications_per_user:
@@ -112,6 +119,7 @@ async def create(
             public_client=public_client,
             id_token_signed_response_alg=id_token_signed_response_alg,
             verify_key=secrets.token_hex(32),
+            **links,
             created_at=at,
             updated_at=at,
         )
@@ -153,6 +161,8 @@ async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict
     )
     if changes.get("id_token_signed_response_alg") is not None:
         _check_alg(errors, changes["id_token_signed_response_alg"])
+    # A link absent from the changes stays; present as None or "" it is removed.
+    links = {field: check_link(errors, field, changes[field]) for field in LINK_FIELDS if field in changes}
     errors.raise_if_any()
     values: dict = {}
     if changes.get("name") is not None:
@@ -161,6 +171,7 @@ async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict
         values["description"] = changes["description"]
     if uris is not None:
         values["redirect_uris"] = json.dumps(uris)
+    values.update((field, url) for field, url in links.items() if url != getattr(app, field))
     for flag in ("bot_public", "bot_require_code_grant", "id_token_signed_response_alg"):
         if changes.get(flag) is not None:
             values[flag] = changes[flag]
@@ -170,11 +181,16 @@ async def update(rt: Runtime, owner, application_id: int, changes: dict) -> dict
         # made confidential again gets a new one from the secret reset (no one knows this one).
         values["public_client"] = bool(changes["public_client"])
         values["secret_hash"] = credentials.client_secret_hash(rt.secret, credentials.new_client_secret())
+    image = None
+    if "icon" in changes:  # a data URI, or None to remove the icon (docs/api.md "Images")
+        image = await images.process(rt, "icon", changes["icon"]) if changes["icon"] is not None else None
+        values["icon"] = image.hash if image is not None else None
     at = now()
-    async with rt.db.write() as conn:
+    async with images.storing(rt, image) as record_image, rt.db.write() as conn:
         if values:
             if switched:  # first: an ending takes its lock before it writes any row
                 await endings.end_client_type_change(rt, conn, app.id, actor_id=owner.id, at=at)
+            await record_image(conn)
             await app_store.update_application(conn, app.id, updated_at=at, **values)
             values.pop("secret_hash", None)
             logged = {key: value for key, value in values.items() if key != "redirect_uris"}
@@ -259,6 +275,8 @@ def application_json(app, *, owner, bot_user, private: bool) -> dict:
         "bot_require_code_grant": bool(app.bot_require_code_grant),
         "verify_key": app.verify_key,
         "flags": 0,
+        "terms_of_service_url": app.terms_of_service_url,
+        "privacy_policy_url": app.privacy_policy_url,
     }
     if bot_user is not None:
         body["bot"] = user_json(bot_user, with_email=False)

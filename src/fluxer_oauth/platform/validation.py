@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unicodedata import category
+from urllib.parse import urlsplit
 
 from fluxer_oauth.core.errors import ApiError
 
@@ -56,3 +57,49 @@ def check_text(errors: FormErrors, path: str, value: str | None, *, min_len: int
     elif not allow_format_characters and has_format_characters(value):
         errors.add(path, "FORMAT_CHARACTERS",
                    "must not contain invisible formatting characters (bidirectional controls, zero-width characters)")
+
+
+MAX_LINK_LENGTH = 2048
+_HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def _link_problem(url: str) -> tuple[str, str] | None:
+    """(code, message) of what makes ``url`` no link to show people, or None. Absolute https
+    only (never http, javascript: or a relative path), printable ASCII (internationalized
+    names are punycoded, other characters percent-encoded), a host name or IP literal, no
+    user information (``https://fluxer.app@evil.example``)."""
+    if len(url) > MAX_LINK_LENGTH:
+        return "BASE_TYPE_MAX_LENGTH", f"must be {MAX_LINK_LENGTH} or fewer in length"
+    if not url.isascii() or not url.isprintable() or " " in url or "\\" in url:
+        return "URL_TYPE_INVALID_URL", "must be printable ASCII without spaces or backslashes (percent-encode the rest)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "URL_TYPE_INVALID_URL", "is not a well formed URL"
+    if parts.scheme != "https":
+        return "URL_TYPE_INVALID_SCHEME", "must be an absolute https URL"
+    if not url[len("https:"):].startswith("//") or "@" in parts.netloc:
+        return "URL_TYPE_INVALID_URL", "must be an absolute https URL without user information"
+    host = parts.hostname or ""
+    if host.startswith("[") or ":" in host:  # an IPv6 literal: urlsplit took the brackets off
+        valid_host = all(ch in "0123456789abcdef:." for ch in host)
+    else:
+        valid_host = bool(host) and set(host) <= _HOST_CHARACTERS and ".." not in host
+    if not valid_host or (port is None and parts.netloc.endswith(":")) or port == 0:
+        return "URL_TYPE_INVALID_URL", "is not a well formed URL"
+    return None
+
+
+def check_link(errors: FormErrors, path: str, value: str | None) -> str | None:
+    """An application's public link (terms of service, privacy policy): None for null or
+    empty (the link is removed), else the URL without surrounding whitespace, when it is an
+    absolute https URL (``_link_problem``); otherwise the error is added and None returned."""
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    problem = _link_problem(url)
+    if problem is not None:
+        errors.add(path, *problem)
+        return None
+    return url

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fluxer_oauth.store.tables import connections, guild_members, guilds, invites, member_roles, roles, users
@@ -16,6 +18,11 @@ async def get_guild(conn: AsyncConnection, guild_id: int):
     return (await conn.execute(select(guilds).where(guilds.c.id == guild_id))).first()
 
 
+async def update_guild(conn: AsyncConnection, guild_id: int, **values) -> bool:
+    result = await conn.execute(update(guilds).where(guilds.c.id == guild_id).values(**values))
+    return result.rowcount > 0
+
+
 async def insert_role(conn: AsyncConnection, **values) -> None:
     await conn.execute(roles.insert().values(**values))
 
@@ -27,6 +34,35 @@ async def guild_roles(conn: AsyncConnection, guild_id: int):
 
 async def add_member(conn: AsyncConnection, guild_id: int, user_id: int, now: float) -> None:
     await conn.execute(guild_members.insert().values(guild_id=guild_id, user_id=user_id, joined_at=now))
+
+
+async def add_member_if_absent(conn: AsyncConnection, guild_id: int, user_id: int, now: float,
+                               nick: str | None = None) -> bool:
+    """Add a member unless they are one already (``ON CONFLICT DO NOTHING``: of two
+    transactions adding the same member at once, the second waits for the first and adds
+    nothing); whether this one added them."""
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(guild_members)
+        .values(guild_id=guild_id, user_id=user_id, joined_at=now, nick=nick)
+        .on_conflict_do_nothing(index_elements=[guild_members.c.guild_id, guild_members.c.user_id])
+        .returning(guild_members.c.user_id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def get_member(conn: AsyncConnection, guild_id: int, user_id: int):
+    """The membership row (guild_id, user_id, joined_at, nick), or None."""
+    query = select(guild_members).where(guild_members.c.guild_id == guild_id, guild_members.c.user_id == user_id)
+    return (await conn.execute(query)).first()
+
+
+async def member_top_position(conn: AsyncConnection, guild_id: int, user_id: int) -> int:
+    """The position of the member's highest role (0, @everyone's, when they have none)."""
+    query = select(func.coalesce(func.max(roles.c.position), 0)).select_from(
+        member_roles.join(roles, roles.c.id == member_roles.c.role_id)
+    ).where(member_roles.c.guild_id == guild_id, member_roles.c.user_id == user_id)
+    return (await conn.execute(query)).scalar_one()
 
 
 async def is_member(conn: AsyncConnection, guild_id: int, user_id: int) -> bool:
@@ -124,9 +160,10 @@ async def top_role_position(conn: AsyncConnection, guild_id: int) -> int:
 
 
 async def members_with_roles(conn: AsyncConnection, guild_id: int, limit: int = 1000):
-    """[(user row, joined_at, [role ids])] of a guild, oldest members first."""
+    """[(user row, joined_at, [role ids])] of a guild, oldest members first (each user row
+    also carries the member's ``nick``)."""
     query = (
-        select(users, guild_members.c.joined_at)
+        select(users, guild_members.c.joined_at, guild_members.c.nick)
         .select_from(guild_members.join(users, users.c.id == guild_members.c.user_id))
         .where(guild_members.c.guild_id == guild_id)
         .order_by(guild_members.c.joined_at, users.c.id)

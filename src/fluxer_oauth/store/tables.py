@@ -63,6 +63,8 @@ users = Table(
     Column("staff", Boolean, nullable=False, default=False),
     Column("disabled_at", Time),
     Column("created_at", Time, nullable=False),
+    Index("ix_users_avatar", "avatar", sqlite_where=text("avatar IS NOT NULL"),
+          postgresql_where=text("avatar IS NOT NULL")),
 )
 
 sessions = Table(
@@ -101,6 +103,8 @@ applications = Table(
     # Shown on the consent page, as Discord does (https only).
     Column("terms_of_service_url", String(2048)),
     Column("privacy_policy_url", String(2048)),
+    Index("ix_applications_icon", "icon", sqlite_where=text("icon IS NOT NULL"),
+          postgresql_where=text("icon IS NOT NULL")),
 )
 
 # One remembered consent per (user, application): what prompt=none and the
@@ -211,6 +215,21 @@ guilds = Table(
     Column("owner_id", Id, ForeignKey("users.id"), nullable=False, index=True),
     Column("features", Text, nullable=False, default="[]"),
     Column("created_at", Time, nullable=False),
+    Index("ix_guilds_icon", "icon", sqlite_where=text("icon IS NOT NULL"), postgresql_where=text("icon IS NOT NULL")),
+)
+
+# Uploaded images (core/images.py), one row per content hash: users.avatar, applications.icon
+# and guilds.icon name them. ``data`` is the stored PNG, NULL when it is a file under
+# FLUXER_IMAGE_DIR. A row nobody names is deleted by the janitor once its last upload is an
+# hour old (ops/janitor.py, sweep_images); each upload of the same image moves uploaded_at.
+images = Table(
+    "images", metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("size", Integer, nullable=False),  # bytes of the stored PNG
+    Column("data", LargeBinary),
+    Column("uploaded_at", Time, nullable=False, index=True),
 )
 
 # The @everyone role of a guild has the guild's ID.

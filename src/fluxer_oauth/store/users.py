@@ -67,6 +67,20 @@ async def set_user_fields(conn: AsyncConnection, user_id: int, **values) -> bool
     return result.rowcount > 0
 
 
+async def update_profile(conn: AsyncConnection, user_id: int, **values) -> None:
+    """Change a user's own fields; raises ``AlreadyExists`` when a new username is taken."""
+    try:
+        await conn.execute(update(users).where(users.c.id == user_id).values(**values))
+    except IntegrityError as exc:
+        raise AlreadyExists("username") from exc
+
+
+async def username_taken(conn: AsyncConnection, username_key: str, user_id: int) -> bool:
+    """Whether a person other than ``user_id`` has this username (lower-cased)."""
+    query = select(users.c.id).where(users.c.username_key == username_key, users.c.id != user_id)
+    return (await conn.execute(query)).first() is not None
+
+
 async def count_users(conn: AsyncConnection) -> int:
     return (await conn.execute(select(func.count()).select_from(users))).scalar_one()
 

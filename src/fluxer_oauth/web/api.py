@@ -78,9 +78,13 @@ class Operation:
     response: object | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
+    also: tuple[int, ...] = ()  # other success statuses, answered without a body (a 204 beside a 201)
     scope: str | None = None
     tags: tuple[str, ...] = ()
     bucket: Bucket | None = None
+    # Its body may carry an image (FLUXER_IMAGE_MAX_BYTES in base64): the edge takes bodies up
+    # to settings.image_body_bytes on it, FLUXER_MAX_BODY_BYTES elsewhere.
+    large_body: bool = False
     handler: object | None = None  # what was declared
     endpoint: object | None = None  # what the router mounts: the handler behind the policy
     kinds: tuple[str, ...] = field(init=False)  # the caller kinds (web/caller.py) it takes
@@ -183,6 +187,14 @@ class ApiRouter:
 
         return register
 
+    def large_bodies(self) -> tuple[tuple[str, re.Pattern], ...]:
+        """(method, full path pattern under each prefix) of the routes declared ``large_body``."""
+        prefixes = "|".join(re.escape(prefix) for prefix in PREFIXES)
+        return tuple(
+            (op.method, re.compile(f"(?:{prefixes})" + "[^/]+".join(re.escape(part) for part in re.split(r"{\w+}", op.path))))
+            for op in self.operations if op.large_body
+        )
+
     def operation(self, method: str, path: str) -> Operation:
         """The declaration of ``method path`` (path without the prefix, e.g. "/users/@me")."""
         for operation in self.operations:
@@ -232,6 +244,8 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
         if op.response is not None:
             success["content"] = {"application/json": {"schema": by_type[op.response]}}
         item["responses"][str(op.status)] = success
+        for status in op.also:
+            item["responses"][str(status)] = {"description": "success, no body"}
         error_schema = by_type[schemas.OAuthErrorBody if op.form else schemas.ApiErrorBody]
         for status in sorted({*op.errors, 400 if op.request else None} - {None}):
             item["responses"][str(status)] = {

@@ -4,7 +4,8 @@
 one answer, ``(status, headers, body)``. Its steps, in order:
 
 1. a request id;
-2. the declared body size (413 above the limit);
+2. the declared body size (413 above the limit: ``max_body``, or ``large_body`` on the
+   routes declared to take one, those that upload an image, when a credential is sent);
 3. the client's address and the global per-IP limit (429): counted before the route, or,
    when the route says so, side by side with a route that changes nothing, or together
    with the route's own per-client count once the body names the client;
@@ -140,12 +141,15 @@ class Exchange(Call):
 
 class Edge:
     def __init__(self, app, *, framework, hot_routes: dict[tuple[str, str], HotRoute], route_names: dict,
-                 max_body: int) -> None:
+                 max_body: int, large_bodies: tuple = (), large_body: int | None = None) -> None:
         self.app = app
         self.framework = framework  # an ASGI application: Starlette's router and handlers
         self.hot_routes = hot_routes
         self.route_names = route_names  # framework endpoint -> route template, for metrics
         self.max_body = max_body
+        # (method, compiled path pattern) of the framework routes whose bodies may reach large_body
+        self.large_bodies = tuple(large_bodies)
+        self.large_body = max(large_body or max_body, max_body)
         self.limits = app.limits
         self.resolver = app.resolver
         self._behind_proxies = app.resolver.trusts_proxies  # else X-Forwarded-For is not even read
@@ -159,8 +163,9 @@ class Edge:
         route = self.hot_routes.get((exchange.method, path))
         scope = exchange.scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
         try:
+            max_body = self.max_body if route is not None or not self.large_bodies else self._body_limit(exchange)
             declared = _length(exchange.headers.get("content-length"))  # 2
-            if declared is not None and declared > self.max_body:
+            if declared is not None and declared > max_body:
                 raise PayloadTooLarge()
             counting = None
             limits = self.limits
@@ -176,7 +181,7 @@ class Edge:
                 else:  # alongside the route, which changes nothing: a refusal replaces its answer
                     counting = asyncio.ensure_future(limits.hit("global", ip, with_state=False))
             if route is None or route.reads_body:  # 4
-                exchange.body = await _read_body(exchange, declared, self.max_body)
+                exchange.body = await _read_body(exchange, declared, max_body)
                 if exchange.body is None:
                     await count_pending_global(scope)  # such a request counts like any other: its 429 first
                     raise PayloadTooLarge()
@@ -212,6 +217,18 @@ class Edge:
         name = route.name if route is not None else self.route_names.get(scope.get("endpoint"), "unmatched")
         self.finish(name, exchange.method, path, status, start, request_id)  # 8
         return status, headers, body
+
+    def _body_limit(self, exchange: Exchange) -> int:
+        """``large_body`` on a route declared to take one, for a request that carries a
+        credential (every such route needs one): an anonymous request never makes the edge
+        read more than ``max_body``."""
+        method, path = exchange.method, exchange.path
+        if method not in ("POST", "PATCH", "PUT") or not exchange.headers.get("authorization"):
+            return self.max_body
+        for large_method, pattern in self.large_bodies:
+            if method == large_method and pattern.fullmatch(path):
+                return self.large_body
+        return self.max_body
 
     async def _framework(self, exchange: Exchange, scope: dict) -> Answer:
         """The framework's answer to a request whose body is read already, collected whole."""

@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from fluxer_oauth.core import credentials
+from fluxer_oauth.core import credentials, images
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import defined_only, permission_names
@@ -39,6 +39,10 @@ templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
 )
+# Avatars and icons (templates/_images.html): same-origin URLs under the public URL, which
+# the pages' CSP (img-src 'self') allows.
+templates.globals["image_url"] = images.image_url
+templates.globals["image_sizes"] = images.SIZES
 
 PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -79,6 +83,7 @@ def render(request: Request, template: str, status: int = 200, **context) -> HTM
         seed = fresh_seed = credentials.new_csrf_seed()
     session = None if template in BEFORE_LOGIN_TEMPLATES else request.cookies.get(SESSION_COOKIE)
     context["csrf_token"] = credentials.csrf_token(runtime(request).secret, seed, session)
+    context.setdefault("public_url", runtime(request).settings.public_url)
     response = HTMLResponse(templates.get_template(template).render(**context), status_code=status)
     if fresh_seed:
         _set_cookie(request, response, CSRF_COOKIE, fresh_seed, max_age=None)

@@ -55,6 +55,16 @@ def _field(form, name: str, max_length: int = 4096) -> str:
     return form_field(form, name, max_length=max_length, multiline=True)
 
 
+def _link(form, name: str) -> str | None:
+    """A link field as typed, however long (the platform refuses what is too long, with the
+    reason; a length cut here would remove the link instead), "" for none; None when it is
+    repeated or holds control characters."""
+    try:
+        return form.get(name, max_length=1 << 20) or ""
+    except ValueError:
+        return None
+
+
 def _not_found(request: Request) -> Response:
     return error_page(request, "There is no such application of yours.", status=404, heading="Not found", hint="")
 
@@ -176,7 +186,13 @@ async def update_submit(request: Request) -> Response:
         "public_client": _field(form, "public_client") == "1",
         "id_token_signed_response_alg": _field(form, "id_token_signed_response_alg", 16) or None,
     }
+    for link in applications.LINK_FIELDS:
+        changes[link] = _link(form, link)
     try:
+        malformed = [link for link in applications.LINK_FIELDS if changes[link] is None]
+        if malformed:
+            return await _app_page(request, user, application_id, error=f"{malformed[0]}: is not a well formed URL",
+                                   status=400)
         before, _ = await applications.owned(runtime(request), user, application_id)
         after = await applications.update(runtime(request), user, application_id, changes)
     except ApiError as exc:

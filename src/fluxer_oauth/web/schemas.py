@@ -3,12 +3,16 @@ OpenAPI document). Field names follow Discord's where Fluxer has none of its own
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
 Snowflake = str  # decimal string on the wire
+# An uploaded image (docs/api.md "Images"): png, jpeg, webp or gif, judged by its bytes.
+ImageData = Annotated[str, msgspec.Meta(pattern="^data:image/", description=(
+    "data:image/<type>;base64,<data>: a PNG, JPEG, WebP or GIF (first frame kept), at most "
+    "FLUXER_IMAGE_MAX_BYTES (8 MiB) once decoded; null removes the image"))]
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -33,6 +37,8 @@ class ApplicationCreateBody(Struct):
     bot: bool = True
     public_client: bool = False  # no secret, PKCE required, no client_credentials
     id_token_signed_response_alg: Literal["RS256", "ES256"] = "RS256"
+    terms_of_service_url: str | None = None  # absolute https, at most 2048 characters
+    privacy_policy_url: str | None = None
 
 
 class ApplicationUpdateBody(Struct):
@@ -43,6 +49,10 @@ class ApplicationUpdateBody(Struct):
     bot_require_code_grant: bool | None = None
     public_client: bool | None = None
     id_token_signed_response_alg: Literal["RS256", "ES256"] | None = None
+    icon: ImageData | None | UnsetType = UNSET  # absent: unchanged; null: removed
+    # Absent: unchanged; null or "": removed; else an absolute https URL (2048 characters at most).
+    terms_of_service_url: str | None | UnsetType = UNSET
+    privacy_policy_url: str | None | UnsetType = UNSET
 
 
 class PasswordBody(Struct):
@@ -92,6 +102,20 @@ class DeviceAuthorizationRequest(Struct):
 
 class GuildCreateBody(Struct):
     name: str
+    icon: ImageData | None = None
+
+
+class GuildUpdateBody(Struct):
+    name: str | UnsetType = UNSET
+    icon: ImageData | None | UnsetType = UNSET  # absent: unchanged; null: removed
+
+
+class UserUpdateBody(Struct):
+    """PATCH /users/@me: what is sent changes, what is left out stays."""
+
+    username: str | UnsetType = UNSET
+    global_name: str | None | UnsetType = UNSET  # null or blank: none (the username shows)
+    avatar: ImageData | None | UnsetType = UNSET  # null: removed
 
 
 class RoleCreateBody(Struct):
@@ -106,6 +130,17 @@ class InviteCreateBody(Struct):
 class ConnectionCreateBody(Struct):
     type: str
     name: str
+
+
+class GuildMemberAddBody(Struct):
+    """Discord's "Add Guild Member" body (``guilds.join``): the user's OAuth2 access token,
+    and what the bot gives the new member (ignored when the user already is one)."""
+
+    access_token: str
+    nick: str | None = None  # MANAGE_NICKNAMES; 1-32 characters, blank for none
+    roles: list[Snowflake | int] | None = None  # MANAGE_ROLES; each below the bot's highest role
+    mute: bool = False  # no voice on Fluxer: only false is accepted
+    deaf: bool = False
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -151,6 +186,8 @@ class Application(Struct):
     bot_require_code_grant: bool
     verify_key: str
     flags: int
+    terms_of_service_url: str | None
+    privacy_policy_url: str | None
     bot: User | UnsetType = UNSET
     owner: User | UnsetType = UNSET
     redirect_uris: list[str] | UnsetType = UNSET
@@ -203,9 +240,21 @@ class Guild(Struct):
 
 
 class Member(Struct):
+    """Discord's guild member object; the platform has no guild avatars, boosts, voice or
+    timeouts, so those fields are always null or false."""
+
     user: User
+    nick: str | None
+    avatar: str | None
+    banner: str | None
     roles: list[Snowflake]
     joined_at: str
+    premium_since: str | None
+    deaf: bool
+    mute: bool
+    flags: int
+    pending: bool
+    communication_disabled_until: str | None
 
 
 class InviteGuild(Struct):

@@ -1,7 +1,8 @@
-"""POST /auth/register, /auth/login, /auth/logout (SPEC §4.5)."""
+"""POST /auth/register, /auth/login, /auth/logout (SPEC §4.5), and PATCH /users/@me."""
 
 from __future__ import annotations
 
+from msgspec import UNSET
 from starlette.requests import Request
 
 from fluxer_oauth.platform import accounts
@@ -9,7 +10,7 @@ from fluxer_oauth.web.api import SESSION_AUTH, router
 from fluxer_oauth.web.caller import Caller, runtime
 from fluxer_oauth.web.ratelimit import PasswordThrottle, limit_registration
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
-from fluxer_oauth.web.schemas import LoginBody, RegisterBody, SessionResponse
+from fluxer_oauth.web.schemas import LoginBody, RegisterBody, SessionResponse, User, UserUpdateBody
 
 
 @router.route("POST", "/auth/register", summary="Create an account and a session", request=RegisterBody,
@@ -34,3 +35,15 @@ async def login(request: Request):
 async def logout(request: Request, caller: Caller):
     await accounts.logout(runtime(request), caller.session_token)
     return no_content()
+
+
+@router.route("PATCH", "/users/@me", summary="Change the calling user's username, display name or avatar",
+              auth=(SESSION_AUTH,), request=UserUpdateBody, response=User, errors=(400, 401, 403, 413),
+              large_body=True, tags=("users",))
+async def update_me(request: Request, caller: Caller):
+    """The user's own session only: a bearer token (whatever its scopes) or a bot is 403."""
+    body = await decode_json(request, UserUpdateBody)
+    changes = {name: getattr(body, name) for name in ("username", "global_name", "avatar")
+               if getattr(body, name) is not UNSET}
+    user = await accounts.update_profile(runtime(request), caller.user, changes)
+    return json_response(accounts.user_json(user, with_email=True))

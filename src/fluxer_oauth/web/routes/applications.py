@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from msgspec import UNSET
 from starlette.requests import Request
 
 from fluxer_oauth.core.ids import parse_snowflake
@@ -41,6 +42,7 @@ async def create_application(request: Request, caller: Caller):
         runtime(request), owner, name=body.name, description=body.description, redirect_uris=body.redirect_uris,
         bot_public=body.bot_public, bot_require_code_grant=body.bot_require_code_grant, bot=body.bot,
         public_client=body.public_client, id_token_signed_response_alg=body.id_token_signed_response_alg,
+        terms_of_service_url=body.terms_of_service_url, privacy_policy_url=body.privacy_policy_url,
     )
     return json_response(created, 201)
 
@@ -67,8 +69,8 @@ async def get_application(request: Request, caller: Caller):
 
 
 @router.route("PATCH", "/oauth2/applications/{application_id}", summary="Change an application", auth=OWNER,
-              request=ApplicationUpdateBody, response=Application, errors=(400, 401, 403, 404),
-              tags=("applications",))
+              request=ApplicationUpdateBody, response=Application, errors=(400, 401, 403, 404, 413),
+              large_body=True, tags=("applications",))
 async def update_application(request: Request, caller: Caller):
     owner = caller.user
     application_id = _application_id(request)
@@ -78,6 +80,11 @@ async def update_application(request: Request, caller: Caller):
         "bot_public": body.bot_public, "bot_require_code_grant": body.bot_require_code_grant,
         "public_client": body.public_client, "id_token_signed_response_alg": body.id_token_signed_response_alg,
     }
+    if body.icon is not UNSET:  # a data URI, or null to remove the icon
+        changes["icon"] = body.icon
+    for field in applications.LINK_FIELDS:  # only those sent: null removes a link, absent keeps it
+        if getattr(body, field) is not UNSET:
+            changes[field] = getattr(body, field)
     return json_response(await applications.update(runtime(request), owner, application_id, changes))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from msgspec import UNSET
 from starlette.requests import Request
 
 from fluxer_oauth.core.errors import ApiError
@@ -16,6 +17,8 @@ from fluxer_oauth.web.schemas import (
     ConnectionCreateBody,
     Guild,
     GuildCreateBody,
+    GuildUpdateBody,
+    GuildMemberAddBody,
     Invite,
     InviteCreateBody,
     Member,
@@ -34,11 +37,22 @@ def _id(request: Request, name: str, unknown: ApiError) -> int:
 
 
 @router.route("POST", "/guilds", summary="Create a guild (the caller becomes its owner)", auth=(SESSION_AUTH,),
-              request=GuildCreateBody, response=Guild, status=201, errors=(400, 401, 403), tags=("guilds",))
+              request=GuildCreateBody, response=Guild, status=201, errors=(400, 401, 403, 413), large_body=True,
+              tags=("guilds",))
 async def create_guild(request: Request, caller: Caller):
     user = caller.user
     body = await decode_json(request, GuildCreateBody)
-    return json_response(await guilds.create_guild(runtime(request), user, body.name), 201)
+    return json_response(await guilds.create_guild(runtime(request), user, body.name, body.icon), 201)
+
+
+@router.route("PATCH", "/guilds/{guild_id}", summary="Change a guild's name or icon (MANAGE_GUILD)", auth=MEMBERS,
+              request=GuildUpdateBody, response=Guild, errors=(400, 401, 403, 404, 413), large_body=True,
+              tags=("guilds",))
+async def update_guild(request: Request, caller: Caller):
+    guild_id = _id(request, "guild_id", UNKNOWN_GUILD)
+    body = await decode_json(request, GuildUpdateBody)
+    changes = {name: getattr(body, name) for name in ("name", "icon") if getattr(body, name) is not UNSET}
+    return json_response(await guilds.update_guild(runtime(request), guild_id, caller.user.id, changes))
 
 
 @router.route("GET", "/guilds/{guild_id}/roles", summary="A guild's roles", auth=MEMBERS, response=list[Role],
@@ -63,6 +77,22 @@ async def create_role(request: Request, caller: Caller):
 async def list_members(request: Request, caller: Caller):
     user = caller.user
     return json_response(await guilds.list_members(runtime(request), _id(request, "guild_id", UNKNOWN_GUILD), user.id))
+
+
+@router.route("PUT", "/guilds/{guild_id}/members/{user_id}",
+              summary="Add a user to a guild with their OAuth2 access token (guilds.join; the bot needs "
+                      "CREATE_INSTANT_INVITE): 201 with the member, 204 when already a member",
+              auth=(BOT_AUTH,), request=GuildMemberAddBody, response=Member, status=201, also=(204,),
+              errors=(400, 401, 403, 404), tags=("guilds",))
+async def add_guild_member(request: Request, caller: Caller):
+    guild_id = _id(request, "guild_id", UNKNOWN_GUILD)
+    user_id = _id(request, "user_id", guilds.UNKNOWN_USER)
+    body = await decode_json(request, GuildMemberAddBody)
+    nick, role_ids = guilds.check_member_fields(body.nick, body.roles, body.mute, body.deaf)
+    member = await guilds.add_member_with_token(runtime(request), bot=caller.user, guild_id=guild_id,
+                                                user_id=user_id, access_token=body.access_token, nick=nick,
+                                                role_ids=role_ids)
+    return no_content() if member is None else json_response(member, 201)
 
 
 UNKNOWN_MEMBER = ApiError(404, "UNKNOWN_MEMBER", "unknown member")

@@ -17,7 +17,7 @@ from fluxer_oauth.web.api import BEARER_AUTH, BOT_AUTH, SESSION_AUTH, router
 from fluxer_oauth.web.caller import BEARER, SESSION, Caller, runtime
 from fluxer_oauth.web.edge import ALONGSIDE, JSON, Answer, Call, hot
 from fluxer_oauth.web.responses import json_response
-from fluxer_oauth.web.schemas import AuthorizationInfo, Connection, Guild, PartialGuild, User, UserInfo
+from fluxer_oauth.web.schemas import AuthorizationInfo, Connection, Guild, Member, PartialGuild, User, UserInfo
 
 _encode = msgspec.json.Encoder().encode
 ANY = (SESSION_AUTH, BEARER_AUTH, BOT_AUTH)
@@ -67,6 +67,16 @@ async def guild(request: Request, caller: Caller):
     if guild_id is None:
         raise UNKNOWN_GUILD
     return json_response(await guilds.guild_for_member(runtime(request), guild_id, caller.user.id))
+
+
+@router.route("GET", "/users/@me/guilds/{guild_id}/member", summary="The calling user's member object in a guild",
+              auth=(SESSION_AUTH, BEARER_AUTH), scope="guilds.members.read", response=Member,
+              errors=(401, 403, 404), tags=("users",))
+async def users_me_guild_member(request: Request, caller: Caller):
+    guild_id = parse_snowflake(request.path_params["guild_id"])
+    if guild_id is None:
+        raise UNKNOWN_GUILD
+    return json_response(await guilds.own_member(runtime(request), guild_id, caller.user.id))
 
 
 @router.route("GET", "/oauth2/@me", summary="The current authorization", auth=(SESSION_AUTH, BEARER_AUTH),
