@@ -104,6 +104,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/developers/applications", portal.create_submit, methods=["POST"]),
         Route("/developers/applications/{application_id}", portal.app_page, methods=["GET"]),
         Route("/developers/applications/{application_id}", portal.update_submit, methods=["POST"]),
+        Route(portal.ICON_PATH, portal.icon_submit, methods=["POST"]),
         Route("/developers/applications/{application_id}/reset-secret", portal.reset_secret_submit, methods=["POST"]),
         Route("/developers/applications/{application_id}/reset-token", portal.reset_token_submit, methods=["POST"]),
         Route("/developers/applications/{application_id}/delete", portal.delete_submit, methods=["POST"]),
@@ -168,8 +169,8 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         for method in route.methods - {"HEAD"}
     }
     app.edge = Edge(app, framework=app.framework, hot_routes=hot_routes, route_names=route_names,
-                    max_body=settings.max_body_bytes, large_bodies=router.large_bodies(),
-                    large_body=settings.image_body_bytes)
+                    max_body=settings.max_body_bytes, large_bodies=router.large_bodies() + portal.LARGE_BODIES,
+                    large_body=settings.image_body_bytes, session_cookie=pages.SESSION_COOKIE)
     return app
 
 

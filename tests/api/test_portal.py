@@ -4,9 +4,13 @@ authorize-URL generator."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
 
 from tests.api.test_authorize import browser_login
 from tests.conftest import PASSWORD, create_app, query_of, register
@@ -178,3 +182,42 @@ async def test_url_generator_offers_openid_and_says_pkce_is_required_for_a_publi
     assert query_of(url)["scope"] == "email openid" and 'id="pkce-required"' in page.text
     other = await client.get(f"/developers/applications/{confidential.id}/url-generator?scope=openid")
     assert 'id="generated-url"' in other.text and 'id="pkce-required"' not in other.text
+
+
+# --- the app icon ------------------------------------------------------------------------------
+
+async def test_the_portal_uploads_and_removes_the_app_icon(client):
+    """The page's script turns the chosen file into a data URI; the form posts it (a larger
+    body than other forms: the edge allows it for this route and a browser with a session)."""
+    from tests.api.test_images import data_uri
+
+    owner = await register(client, "icondev")
+    app = await create_app(client, owner)
+    await browser_login(client, "icondev")
+    page = await client.get(f"/developers/applications/{app.id}")
+    assert 'id="icon-file"' in page.text and "/static/icon.js" in page.text
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(noise, "PNG")  # does not compress
+    icon = data_uri(noise.getvalue())
+    assert len(icon) > 64 * 1024  # above every other form's limit
+    saved = await client.post(f"/developers/applications/{app.id}/icon",
+                              data={"csrf_token": csrf_of(page.text), "action": "upload", "icon": icon})
+    assert saved.status_code == 303 and saved.headers["location"].endswith("?saved=icon")
+    body = (await client.get(f"/api/v1/oauth2/applications/{app.id}", headers=owner.headers)).json()
+    assert body["icon"] and f"/icons/{app.id}/{body['icon']}.png" in (await client.get(saved.headers["location"])).text
+    shown = await client.get(saved.headers["location"])
+    refused = await client.post(f"/developers/applications/{app.id}/icon", data={
+        "csrf_token": csrf_of(shown.text), "action": "upload", "icon": "data:image/svg+xml;base64,PHN2Zy8+"})
+    assert refused.status_code == 400
+    removed = await client.post(f"/developers/applications/{app.id}/icon",
+                                data={"csrf_token": csrf_of(shown.text), "action": "remove"})
+    assert removed.status_code == 303
+    assert (await client.get(f"/api/v1/oauth2/applications/{app.id}", headers=owner.headers)).json()["icon"] is None
+
+
+async def test_a_large_icon_form_without_a_session_is_413(client):
+    owner = await register(client, "iconstranger")
+    app = await create_app(client, owner)
+    client.cookies.clear()
+    response = await client.post(f"/developers/applications/{app.id}/icon", data={"icon": "x" * (100 * 1024)})
+    assert response.status_code == 413

@@ -110,3 +110,21 @@ def test_portal_and_the_bot_consent_show_icons(server, page):
     assert _loaded(page, "img#guild-icon") in (32, 64)
     assert page.locator("#guild_id").is_disabled() and "Greenhouse" in page.inner_text("#guild_id")
     shoot(page, "consent-bot-guild-icon")
+
+
+def test_the_portal_uploads_an_icon_from_a_chosen_file(server, page, tmp_path):
+    """The owner picks a file in the portal; the page's script sends it as a data URI and
+    the icon shows on the page afterwards."""
+    owner = api_user(server, "iconpicker")
+    app = api_app(server, owner, name="Picked Icon")
+    picked = tmp_path / "icon.png"
+    picked.write_bytes(base64.b64decode(_png_data_uri((120, 80, 200)).split(",", 1)[1]))
+    page.goto(f"{server}/developers/applications/{app['id']}")
+    log_in(page, "iconpicker")
+    assert page.locator("#icon-upload").is_disabled()  # nothing chosen yet
+    page.set_input_files("#icon-file", str(picked))
+    page.wait_for_function("() => !document.getElementById('icon-upload').disabled")
+    page.click("#icon-upload")
+    page.wait_for_selector("text=Icon saved.")
+    assert _loaded(page, "img#app-icon") in (64, 128)
+    shoot(page, "portal-icon-uploaded")

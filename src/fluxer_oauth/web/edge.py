@@ -141,7 +141,8 @@ class Exchange(Call):
 
 class Edge:
     def __init__(self, app, *, framework, hot_routes: dict[tuple[str, str], HotRoute], route_names: dict,
-                 max_body: int, large_bodies: tuple = (), large_body: int | None = None) -> None:
+                 max_body: int, large_bodies: tuple = (), large_body: int | None = None,
+                 session_cookie: str | None = None) -> None:
         self.app = app
         self.framework = framework  # an ASGI application: Starlette's router and handlers
         self.hot_routes = hot_routes
@@ -150,6 +151,8 @@ class Edge:
         # (method, compiled path pattern) of the framework routes whose bodies may reach large_body
         self.large_bodies = tuple(large_bodies)
         self.large_body = max(large_body or max_body, max_body)
+        # A page's form (the portal's icon upload) carries its credential as this cookie.
+        self._session_cookie = f"{session_cookie}=" if session_cookie else None
         self.limits = app.limits
         self.resolver = app.resolver
         self._behind_proxies = app.resolver.trusts_proxies  # else X-Forwarded-For is not even read
@@ -220,15 +223,20 @@ class Edge:
 
     def _body_limit(self, exchange: Exchange) -> int:
         """``large_body`` on a route declared to take one, for a request that carries a
-        credential (every such route needs one): an anonymous request never makes the edge
-        read more than ``max_body``."""
+        credential (every such route needs one: an Authorization header, or a page's session
+        cookie): an anonymous request never makes the edge read more than ``max_body``."""
         method, path = exchange.method, exchange.path
-        if method not in ("POST", "PATCH", "PUT") or not exchange.headers.get("authorization"):
+        if method not in ("POST", "PATCH", "PUT") or not self._carries_credential(exchange):
             return self.max_body
         for large_method, pattern in self.large_bodies:
             if method == large_method and pattern.fullmatch(path):
                 return self.large_body
         return self.max_body
+
+    def _carries_credential(self, exchange: Exchange) -> bool:
+        if exchange.headers.get("authorization"):
+            return True
+        return self._session_cookie is not None and self._session_cookie in (exchange.headers.get("cookie") or "")
 
     async def _framework(self, exchange: Exchange, scope: dict) -> Answer:
         """The framework's answer to a request whose body is read already, collected whole."""

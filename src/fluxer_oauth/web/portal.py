@@ -4,6 +4,7 @@ an authorize-URL generator. Same rules as the JSON API; it calls the same platfo
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -32,10 +33,16 @@ from fluxer_oauth.web.pages import (
 )
 
 LIST = "/developers/applications"
+ICON_PATH = LIST + "/{application_id}/icon"
+# Page routes whose form may carry an image (the edge reads up to settings.image_body_bytes
+# of them, from a browser with a session cookie).
+LARGE_BODIES = (("POST", re.compile(LIST + r"/[0-9]{1,20}/icon")),)
+MAX_ICON_FIELD = 12 * 1024 * 1024  # a data URI of the largest image the API takes (settings.image_body_bytes)
 # What the application page says after a save (?saved=...): switching the client type ends
 # the secret, which the owner must hear about.
 SAVED = {
     "1": "Saved.",
+    "icon": "Icon saved.",
     "public": "Saved. This is now a public client: its client secret no longer works.",
     "confidential": "Saved. This is now a confidential client: reset the client secret below to get one "
                     "(nobody knows the old one).",
@@ -202,6 +209,25 @@ async def update_submit(request: Request) -> Response:
     switched = after["public_client"] != bool(before.public_client)
     saved = ("public" if after["public_client"] else "confidential") if switched else "1"
     return redirect(request, f"{LIST}/{application_id}?saved={saved}", 303)
+
+
+@same_origin
+async def icon_submit(request: Request) -> Response:
+    """Upload (a data URI the page's script read from the chosen file) or remove the icon."""
+    user, form, application_id, refusal = await _guarded(request)
+    if refusal is not None:
+        return refusal
+    action = _field(form, "action", 16)
+    icon = form_field(form, "icon", max_length=MAX_ICON_FIELD) if action == "upload" else None
+    if action not in ("upload", "remove") or (action == "upload" and not icon):
+        return await _app_page(request, user, application_id, error="Choose an image file first.", status=400)
+    try:
+        await applications.update(runtime(request), user, application_id, {"icon": icon})
+    except ApiError as exc:
+        if exc.status == 404:
+            return _not_found(request)
+        return await _app_page(request, user, application_id, error=_message(exc), status=exc.status)
+    return redirect(request, f"{LIST}/{application_id}?saved=icon", 303)
 
 
 @same_origin
