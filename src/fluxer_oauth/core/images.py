@@ -204,6 +204,50 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+# A JPEG's decoding work is not bounded by its pixels: a progressive file may hold thousands
+# of tiny scans (each a pass over the whole image), or countless empty marker segments (which
+# the decoder keeps in memory). Camera and encoder output has a few dozen at most.
+MAX_JPEG_SCANS = 64
+MAX_JPEG_SEGMENTS = 512
+# The next marker after a scan's entropy-coded data: 0xFF not followed by a stuffed 0x00, a
+# restart marker or another fill byte.
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+
+
+def check_jpeg_structure(data: bytes) -> None:
+    """Refuse (``ImageError``) a JPEG with more scans or marker segments than any real one
+    has, by walking its markers (entropy-coded data skipped by a regex search), before the
+    decoder sees it."""
+    index, segments, scans = 2, 0, 0
+    while index + 4 <= len(data):
+        if data[index] != 0xFF:
+            return  # not a marker where one must be: the decoder refuses what follows
+        marker = data[index + 1]
+        if marker == 0xFF:
+            index += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            index += 2
+            continue
+        if marker == 0xD9:  # end of image
+            return
+        length = int.from_bytes(data[index + 2:index + 4], "big")
+        if length < 2:
+            return
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise ImageError("IMAGE_INVALID", f"the JPEG has more than {MAX_JPEG_SEGMENTS} marker segments")
+        index += 2 + length
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise ImageError("IMAGE_INVALID", f"the JPEG has more than {MAX_JPEG_SCANS} scans")
+            following = _NEXT_MARKER.search(data, index)
+            if following is None:
+                return
+            index = following.end() - 2
+
+
 def check_dimensions(width: int, height: int, limits: Limits) -> None:
     if width < 1 or height < 1:
         raise ImageError("IMAGE_INVALID", "the image has no pixels")
@@ -242,6 +286,8 @@ def canonicalize(data: bytes, limits: Limits) -> Canonical:
     if size is None:
         raise ImageError("IMAGE_INVALID", f"the {fmt} header is cut short or malformed")
     check_dimensions(*size, limits)
+    if fmt == "JPEG":
+        check_jpeg_structure(data)
     try:
         with Image.open(io.BytesIO(data), formats=(fmt,)) as opened:
             # What the decoder will allocate: a GIF's first frame may be larger than its header says.

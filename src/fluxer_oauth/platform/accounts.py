@@ -189,6 +189,18 @@ async def logout(rt: Runtime, token: str) -> None:
         await user_store.delete_session(conn, credentials.sha256(token))
 
 
+# What anyone who sees another user may read (Discord's partial user): not the account's own
+# settings (mfa_enabled, locale), which only identify grants, nor flags beyond the public ones.
+PUBLIC_USER_FIELDS = ("id", "username", "discriminator", "global_name", "avatar", "banner", "accent_color", "bot",
+                      "system", "public_flags")
+
+
+def public_user_json(user) -> dict:
+    """The user as others see them: in a guild's member list, as an application's owner or bot."""
+    full = user_json(user, with_email=False)
+    return {name: full[name] for name in PUBLIC_USER_FIELDS}
+
+
 def user_json(user, *, with_email: bool) -> dict:
     """The user object with Discord's field names (SPEC §1, §3)."""
     body = {

@@ -12,7 +12,8 @@ from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.grants import endings
 from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
 from fluxer_oauth.platform import images
-from fluxer_oauth.platform.accounts import UNTHROTTLED, PasswordThrottle, check_password, new_discriminator, user_json
+from fluxer_oauth.platform.accounts import (UNTHROTTLED, PasswordThrottle, check_password, new_discriminator,
+                                            public_user_json, user_json)
 from fluxer_oauth.platform.validation import FormErrors, check_link, check_text
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
@@ -299,5 +300,5 @@ async def bot_view(rt: Runtime, bot_id: int) -> dict:
     if app is None:
         raise UNKNOWN_APPLICATION
     body = application_json(app, owner=None, bot_user=bot_user, private=False)
-    body["owner"] = user_json(owner, with_email=False)
+    body["owner"] = public_user_json(owner)  # the bot sees its owner as others do
     return body

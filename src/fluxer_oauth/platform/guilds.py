@@ -22,7 +22,7 @@ from fluxer_oauth.core.permissions import (
 )
 from fluxer_oauth.core.timefmt import iso, now
 from fluxer_oauth.platform import images
-from fluxer_oauth.platform.accounts import user_json
+from fluxer_oauth.platform.accounts import public_user_json
 from fluxer_oauth.platform.validation import FormErrors, check_text, invalid_form_body
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
@@ -212,7 +212,7 @@ def member_json(user, joined_at: float, role_ids: list[int], nick: str | None = 
     """Discord's guild member object, as far as the platform has its data: no guild
     avatars, boosts, voice or timeouts, so those fields are always empty or false."""
     return {
-        "user": user_json(user, with_email=False),
+        "user": public_user_json(user),
         "nick": nick,
         "avatar": None,
         "banner": None,

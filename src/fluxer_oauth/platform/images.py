@@ -12,6 +12,7 @@ ops/janitor.py ``sweep_images``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.platform.validation import invalid_form_body
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import images as image_store
+from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.store.images import ImageDirectory
 
 __all__ = ["AVATAR", "ICON", "image_url", "process", "storing", "find", "variant"]
@@ -93,9 +95,26 @@ async def storing(rt: Runtime, image: Canonical | None):
         await image_store.save(conn, hash=image.hash, width=image.width, height=image.height, size=len(image.data),
                                data=None if directory is not None else image.data, at=now())
 
-    yield record
+    try:
+        yield record
+    except BaseException:
+        if directory is not None:  # refused or failed: no file that no row names is left behind
+            with contextlib.suppress(StoreUnavailable):  # (the database down: the original error is the answer)
+                await _remove_unless_recorded(rt, directory, image.hash)
+        raise
     if directory is not None:  # retired by the janitor since the first write? (see the docstring)
         await asyncio.to_thread(directory.write, image.hash, image.data)
+
+
+async def _remove_unless_recorded(rt: Runtime, directory, image_hash: str) -> None:
+    """After a failed owner transaction. An upload of the same image that commits its row
+    meanwhile writes the file again after its commit, so removing it here loses nothing."""
+    async with rt.db.read() as conn:
+        recorded = await image_store.exists_row(conn, image_hash)
+    if not recorded:
+        tombstone = await asyncio.to_thread(directory.retire, image_hash)
+        if tombstone is not None:
+            await asyncio.to_thread(directory.purge, tombstone)
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import Response
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.ops.logging import log
+from fluxer_oauth.platform.accounts import session_user
+from fluxer_oauth.web.caller import authenticate_header
 from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, count_pending_global, exempt_from_global
 from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.web.responses import database_unavailable, error_answer, has_header
@@ -152,7 +154,7 @@ class Edge:
         self.large_bodies = tuple(large_bodies)
         self.large_body = max(large_body or max_body, max_body)
         # A page's form (the portal's icon upload) carries its credential as this cookie.
-        self._session_cookie = f"{session_cookie}=" if session_cookie else None
+        self._session_cookie = session_cookie
         self.limits = app.limits
         self.resolver = app.resolver
         self._behind_proxies = app.resolver.trusts_proxies  # else X-Forwarded-For is not even read
@@ -166,7 +168,7 @@ class Edge:
         route = self.hot_routes.get((exchange.method, path))
         scope = exchange.scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
         try:
-            max_body = self.max_body if route is not None or not self.large_bodies else self._body_limit(exchange)
+            max_body = self.max_body if route is not None or not self.large_bodies else await self._body_limit(exchange)
             declared = _length(exchange.headers.get("content-length"))  # 2
             if declared is not None and declared > max_body:
                 raise PayloadTooLarge()
@@ -221,22 +223,31 @@ class Edge:
         self.finish(name, exchange.method, path, status, start, request_id)  # 8
         return status, headers, body
 
-    def _body_limit(self, exchange: Exchange) -> int:
-        """``large_body`` on a route declared to take one, for a request that carries a
-        credential (every such route needs one: an Authorization header, or a page's session
-        cookie): an anonymous request never makes the edge read more than ``max_body``."""
+    async def _body_limit(self, exchange: Exchange) -> int:
+        """``large_body`` on a route declared to take one, for a request whose credential
+        authenticates someone (an Authorization header, or a page's session cookie), checked
+        before any of the body is read: a request that proves nobody never makes the edge
+        read more than ``max_body``."""
         method, path = exchange.method, exchange.path
-        if method not in ("POST", "PATCH", "PUT") or not self._carries_credential(exchange):
+        if method not in ("POST", "PATCH", "PUT"):
             return self.max_body
-        for large_method, pattern in self.large_bodies:
-            if method == large_method and pattern.fullmatch(path):
-                return self.large_body
-        return self.max_body
+        if not any(method == large_method and pattern.fullmatch(path) for large_method, pattern in self.large_bodies):
+            return self.max_body
+        return self.large_body if await self._authenticates(exchange) else self.max_body
 
-    def _carries_credential(self, exchange: Exchange) -> bool:
-        if exchange.headers.get("authorization"):
+    async def _authenticates(self, exchange: Exchange) -> bool:
+        rt = self.app.runtime
+        authorization = exchange.headers.get("authorization")
+        if authorization:
+            try:
+                await authenticate_header(rt, authorization)
+            except ApiError:
+                return False
             return True
-        return self._session_cookie is not None and self._session_cookie in (exchange.headers.get("cookie") or "")
+        if self._session_cookie is None:
+            return False
+        token = cookie_parser(exchange.headers.get("cookie") or "").get(self._session_cookie)
+        return bool(token) and await session_user(rt, token) is not None
 
     async def _framework(self, exchange: Exchange, scope: dict) -> Answer:
         """The framework's answer to a request whose body is read already, collected whole."""
