@@ -38,6 +38,15 @@ from fluxer_oauth.web.responses import (
 )
 
 
+STATIC = Path(__file__).parent / "web" / "static"
+FAVICON = (STATIC / "favicon.ico").read_bytes()
+
+
+async def favicon(_request: Request):
+    """Browsers ask every site for it: a day's caching, and no 404 in every page's log."""
+    return Response(FAVICON, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
+
+
 # Relying parties read discovery once and keep it; it changes only with a new release.
 DISCOVERY_CACHE = {"Cache-Control": "public, max-age=3600"}
 
@@ -112,7 +121,8 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         # Images, CDN-style (web/images.py; docs/api.md "Images"): application and guild ids never meet.
         Route("/avatars/{owner_id}/{file}", images.avatar, methods=["GET"]),
         Route("/icons/{owner_id}/{file}", images.icon, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if settings.dev:
         page_routes.append(Route("/demo/callback", pages.demo_callback, methods=["GET"]))
