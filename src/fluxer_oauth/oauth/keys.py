@@ -39,12 +39,17 @@ def _encryption_key(secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fluxer oidc signing keys").derive(secret)
 
 
+# Each algorithm's joserfc key type and what a new key of it is generated with.
+_KEY_TYPES = {"RS256": (RSAKey, 2048), "ES256": (ECKey, "P-256")}
+
+
+def _parameters(kid: str, alg: str) -> dict:
+    return {"kid": kid, "alg": alg, "use": "sig"}
+
+
 def _generate(alg: str):
-    kid = credentials.b64url(os.urandom(12))
-    parameters = {"kid": kid, "alg": alg, "use": "sig"}
-    if alg == "RS256":
-        return RSAKey.generate_key(2048, parameters=parameters)
-    return ECKey.generate_key("P-256", parameters=parameters)
+    key_type, size = _KEY_TYPES[alg]
+    return key_type.generate_key(size, parameters=_parameters(credentials.b64url(os.urandom(12)), alg))
 
 
 def new_key(secret: bytes, alg: str, *, at: float, signs_from: float) -> SigningKey:
@@ -72,8 +77,7 @@ def private_key(secret: bytes, kid: str, alg: str, sealed: bytes):
     except Exception as exc:  # InvalidTag: another secret, or a tampered row
         raise KeyUnreadable(f"signing key {kid} does not decrypt with this server secret (did FLUXER_SECRET_KEY "
                             "change? `fluxer-oauth keys rotate` makes keys that sign at once)") from exc
-    parameters = {"kid": kid, "alg": alg, "use": "sig"}
-    return (RSAKey if alg == "RS256" else ECKey).import_key(pem, parameters=parameters)
+    return _KEY_TYPES[alg][0].import_key(pem, parameters=_parameters(kid, alg))
 
 
 def jwks(keys: tuple[SigningKey, ...]) -> dict:
@@ -168,9 +172,7 @@ async def published(rt: Runtime) -> dict:
     """The JWKS document, making the first keys on a new server."""
     at = current_time()
     keys = await rt.db.keys.published(at)
-    if any(signer_of(keys, alg, at) is None for alg in SIGNING_ALGORITHMS):
-        for alg in SIGNING_ALGORITHMS:
-            if signer_of(keys, alg, at) is None:
-                await _first_key(rt, alg)
-        keys = await rt.db.keys.published(at)
-    return jwks(keys)
+    missing = [alg for alg in SIGNING_ALGORITHMS if signer_of(keys, alg, at) is None]
+    for alg in missing:
+        await _first_key(rt, alg)
+    return jwks(await rt.db.keys.published(at) if missing else keys)

@@ -132,14 +132,7 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
                 user = await user_store.get_user(conn, row.user_id)
                 failure, ending = _holder_refusal(app, user, row.scopes.split())
             if failure is None:
-                if "openid" in row.scopes.split():
-                    signer.ready()  # no id_token to sign: the code stays unspent (rolled back)
-                issued = _new_tokens(
-                    rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
-                    scopes=row.scopes, guild_id=row.guild_id, refresh=True, at=at,
-                )
-                await oauth_store.insert_tokens(conn, issued.rows)
-                await oauth_store.touch_grant(conn, row.grant_id, at)
+                issued = await _issue_redeemed(rt, conn, signer, app, row, guild_id=row.guild_id, at=at)
                 guild = await guild_store.get_guild(conn, row.guild_id) if row.guild_id is not None else None
     if replayed is not None:
         await endings.end_code_family(rt, replayed, at=at)
@@ -149,10 +142,30 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
         raise failure
     body = _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token,
                      guild=partial_guild_json(guild) if guild is not None else None)
+    return _with_id_token(rt, body, signer, app=app, user=user, row=row, access_token=issued.access_token,
+                          nonce=row.nonce, at=at)
+
+
+async def _issue_redeemed(rt: Runtime, conn, signer, app, row, *, guild_id, at: float) -> _Issued:
+    """The tokens of a code or device code just redeemed (``row``), written in its
+    transaction. With openid, a signer that cannot sign raises here, before anything is
+    issued: the transaction rolls back and the code stays unspent."""
     if "openid" in row.scopes.split():
-        body["id_token"] = id_token.issue(rt, signer, app=app, user=user, scopes=row.scopes.split(),
-                                          access_token=issued.access_token, nonce=row.nonce,
-                                          auth_time=row.auth_time, at=at)
+        signer.ready()
+    issued = _new_tokens(rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
+                         scopes=row.scopes, guild_id=guild_id, refresh=True, at=at)
+    await oauth_store.insert_tokens(conn, issued.rows)
+    await oauth_store.touch_grant(conn, row.grant_id, at)
+    return issued
+
+
+def _with_id_token(rt: Runtime, body: dict, signer, *, app, user, row, access_token: str, nonce: str | None,
+                   at: float) -> dict:
+    """``body`` with the id_token of a redeemed code whose scopes have openid."""
+    scopes = row.scopes.split()
+    if "openid" in scopes:
+        body["id_token"] = id_token.issue(rt, signer, app=app, user=user, scopes=scopes, access_token=access_token,
+                                          nonce=nonce, auth_time=row.auth_time, at=at)
     return body
 
 
@@ -329,14 +342,7 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
             user = await user_store.get_user(conn, row.user_id)
             failure, ending = _holder_refusal(app, user, row.scopes.split())
             if failure is None:
-                if "openid" in row.scopes.split():
-                    signer.ready()  # as in the code grant: the device code stays unspent
-                issued = _new_tokens(
-                    rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
-                    scopes=row.scopes, guild_id=None, refresh=True, at=at,
-                )
-                await oauth_store.insert_tokens(conn, issued.rows)
-                await oauth_store.touch_grant(conn, row.grant_id, at)
+                issued = await _issue_redeemed(rt, conn, signer, app, row, guild_id=None, at=at)
     if replayed is not None:
         await endings.end_code_family(rt, replayed, at=at, action="device_code.replay_detected")
     if ending is not None:
@@ -344,11 +350,9 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
     if failure is not None:
         raise failure
     body = _response(rt, issued.access_token, row.scopes, refresh_token=issued.refresh_token)
-    if "openid" in row.scopes.split():  # no nonce: a device flow has no authorization request to carry one
-        body["id_token"] = id_token.issue(rt, signer, app=app, user=user, scopes=row.scopes.split(),
-                                          access_token=issued.access_token, nonce=None,
-                                          auth_time=row.auth_time, at=at)
-    return body
+    # No nonce: a device flow has no authorization request to carry one.
+    return _with_id_token(rt, body, signer, app=app, user=user, row=row, access_token=issued.access_token,
+                          nonce=None, at=at)
 
 
 def _unredeemed(polled, at: float) -> OAuthError:

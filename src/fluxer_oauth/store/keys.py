@@ -45,15 +45,20 @@ async def lock(conn: AsyncConnection) -> None:
         await conn.execute(_KEYS_LOCK, {"p_key": _KEYS_LOCK_KEY})
 
 
+_NEWEST_FIRST = select(*(signing_keys.c[name] for name in SigningKey._fields)).order_by(
+    signing_keys.c.signs_from.desc(), signing_keys.c.kid)
+
+
 async def list_published(conn: AsyncConnection, now: float) -> tuple[SigningKey, ...]:
-    query = (select(*(signing_keys.c[name] for name in SigningKey._fields))
-             .where(or_(signing_keys.c.published_until.is_(None), signing_keys.c.published_until > now))
-             .order_by(signing_keys.c.signs_from.desc(), signing_keys.c.kid))
-    return tuple(SigningKey._make(row) for row in (await conn.execute(query)).all())
+    return await _keys(conn, _NEWEST_FIRST.where(
+        or_(signing_keys.c.published_until.is_(None), signing_keys.c.published_until > now)))
 
 
 async def list_all(conn: AsyncConnection) -> tuple[SigningKey, ...]:
-    query = select(*(signing_keys.c[name] for name in SigningKey._fields)).order_by(signing_keys.c.signs_from.desc())
+    return await _keys(conn, _NEWEST_FIRST)
+
+
+async def _keys(conn: AsyncConnection, query) -> tuple[SigningKey, ...]:
     return tuple(SigningKey._make(row) for row in (await conn.execute(query)).all())
 
 
