@@ -53,6 +53,9 @@ def new_opaque_token() -> str:
 _ISSUED_MS_BYTES = 6  # milliseconds since the epoch, big-endian: enough until the year 10889
 _ISSUED_MS_CHARS = 8  # its base64url text, which the 32 random bytes follow
 STORED_TOKEN_LENGTH = 51  # base64url of 6 + 32 bytes
+# A presented access token longer than this is none of ours, whatever else it is: refused
+# before it is hashed or looked up.
+MAX_PRESENTED_TOKEN_LENGTH = 512
 
 
 def new_stored_token() -> str:

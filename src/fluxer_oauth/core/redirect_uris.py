@@ -18,6 +18,12 @@ class RedirectUriError(ValueError):
     pass
 
 
+def plain_url_text(text: str) -> bool:
+    """Printable ASCII without spaces or backslashes: what a URL a person registers or
+    publishes may hold (anything else is percent-encoded, internationalized hosts punycoded)."""
+    return text.isascii() and text.isprintable() and " " not in text and "\\" not in text
+
+
 def _valid_port(port: str) -> bool:
     # ASCII digits only: str.isdigit() also takes "²", "９" and "١", which int() then
     # refuses or reads as another number than a browser would.
@@ -40,7 +46,7 @@ def validate_for_registration(uri: str) -> str:
     """Return the URI unchanged when it may be registered, else raise with the reason."""
     if not uri or len(uri) > MAX_REDIRECT_URI_LENGTH:
         raise RedirectUriError(f"must be 1-{MAX_REDIRECT_URI_LENGTH} characters")
-    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F or ord(ch) > 0x7E for ch in uri) or "\\" in uri:
+    if not plain_url_text(uri):
         raise RedirectUriError("must be printable ASCII without spaces or backslashes")
     try:
         parts = urlsplit(uri)
@@ -78,7 +84,7 @@ def matches(registered: str, requested: str) -> bool:
         return False
     # Registered URIs are printable ASCII, and only the port may differ: so must this one be
     # (urlsplit silently drops tabs and newlines, which must not make a match).
-    if not requested.isascii() or not requested.isprintable() or " " in requested or "\\" in requested:
+    if not plain_url_text(requested):
         return False
     if not requested.startswith("http://") or "@" in req.netloc or "#" in requested:
         return False

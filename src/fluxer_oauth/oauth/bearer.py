@@ -12,8 +12,6 @@ from fluxer_oauth.store.records import AccessToken, User
 
 _scope_sets: dict[str, frozenset[str]] = {}  # few distinct scope strings exist: parse each once
 
-MAX_TOKEN_LENGTH = 512
-
 
 class AccessGrant(NamedTuple):
     """What a live access token grants: to whom, for which application, which scopes."""
@@ -37,7 +35,7 @@ def find_access_token(rt: Runtime, token: str) -> Awaitable[AccessToken | None]:
     """The stored access token (with its user) for a live token of an enabled user and
     application, or None. One indexed query: the token, its user and its application.
     (The store's awaitable itself, on the path of every bearer request.)"""
-    if not token or len(token) > MAX_TOKEN_LENGTH:
+    if not token or len(token) > credentials.MAX_PRESENTED_TOKEN_LENGTH:
         return _nothing()
     return rt.db.tokens.find_access(credentials.stored_token_key(token), now())
 

@@ -261,7 +261,6 @@ TOKEN_WITHOUT_GUILDS_JOIN = ApiError(403, "MISSING_OAUTH_SCOPE", "the access_tok
                                      required_scope=GUILDS_JOIN)
 MAX_MEMBER_ROLES = 250
 MAX_NICK_LENGTH = 32
-MAX_ACCESS_TOKEN_LENGTH = 512  # longer is no token of ours (as oauth/bearer.py reads them)
 
 
 def check_member_fields(nick: str | None, roles: list | None, mute: bool, deaf: bool) -> tuple[str | None, list[int]]:
@@ -305,7 +304,7 @@ async def add_member_with_token(rt: Runtime, *, bot, guild_id: int, user_id: int
     does, and reads the token again under them: an ending (revocation, disabling) either
     committed first, and the join is refused, or waits for the join to commit. Ending the
     grant later leaves the membership in place (joining was the user's act)."""
-    key = credentials.stored_token_key(access_token) if 0 < len(access_token) <= MAX_ACCESS_TOKEN_LENGTH else None
+    key = credentials.stored_token_key(access_token) if 0 < len(access_token) <= credentials.MAX_PRESENTED_TOKEN_LENGTH else None
     at = now()
     async with rt.db.write() as conn:
         token = await oauth_store.get_token(conn, key) if key is not None else None

@@ -6,6 +6,7 @@ from unicodedata import category
 from urllib.parse import urlsplit
 
 from fluxer_oauth.core.errors import ApiError
+from fluxer_oauth.core.redirect_uris import plain_url_text
 
 
 class FormErrors:
@@ -70,7 +71,7 @@ def _link_problem(url: str) -> tuple[str, str] | None:
     user information (``https://fluxer.app@evil.example``)."""
     if len(url) > MAX_LINK_LENGTH:
         return "BASE_TYPE_MAX_LENGTH", f"must be {MAX_LINK_LENGTH} or fewer in length"
-    if not url.isascii() or not url.isprintable() or " " in url or "\\" in url:
+    if not plain_url_text(url):
         return "URL_TYPE_INVALID_URL", "must be printable ASCII without spaces or backslashes (percent-encode the rest)"
     try:
         parts = urlsplit(url)
