@@ -168,8 +168,10 @@ class Edge:
         route = self.hot_routes.get((exchange.method, path))
         scope = exchange.scope = {"app": self.app, "state": state, "client": (exchange.peer, 0)}
         try:
-            max_body = self.max_body if route is not None or not self.large_bodies else await self._body_limit(exchange)
             declared = _length(exchange.headers.get("content-length"))  # 2
+            max_body = self.max_body
+            if route is None and self.large_bodies and (declared is None or declared > max_body):
+                max_body = await self._body_limit(exchange)  # (a credential is checked only when it matters)
             if declared is not None and declared > max_body:
                 raise PayloadTooLarge()
             counting = None
