@@ -43,6 +43,7 @@ from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.ops.logging import log
 from fluxer_oauth.platform.accounts import session_user
+from fluxer_oauth.web import i18n, templating
 from fluxer_oauth.web.caller import authenticate_header
 from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, count_pending_global, exempt_from_global
 from fluxer_oauth.store.errors import StoreUnavailable
@@ -195,6 +196,8 @@ class Edge:
             else:
                 exchange.body = b""
             if route is None:  # 5
+                if templating.is_page_path(path):
+                    i18n.use_locale(exchange.headers.get("accept-language"))
                 status, headers, body = await self._framework(exchange, scope)
             elif counting is None:
                 status, headers, body = await route.handler(exchange)  # the exchange is the route's call
@@ -211,6 +214,9 @@ class Edge:
             status, headers, body = 400, [], b""
         except Exception as exc:
             status, headers, body = _failure(exc, request_id, path)
+        if status >= 400 and route is None and _is_json(headers) and templating.is_page_path(path):
+            # A page route's error is a page: the one answer for every error a page can meet.
+            status, headers, body = self._page_error(exchange, status, headers, request_id)
         if path.startswith(API_PREFIXES):  # 7
             if not has_header(headers, "cache-control"):
                 headers.append(API_NO_STORE)
@@ -224,6 +230,15 @@ class Edge:
         name = route.name if route is not None else self.route_names.get(scope.get("endpoint"), "unmatched")
         self.finish(name, exchange.method, path, status, start, request_id)  # 8
         return status, headers, body
+
+    def _page_error(self, exchange: Exchange, status: int, headers: Headers, request_id: str) -> Answer:
+        """A page route's error (the global limit's 429, a 413, an unexpected 500, the
+        database's 503) as the error page, in the request's language, Retry-After kept."""
+        i18n.use_locale(exchange.headers.get("accept-language"))
+        settings = self.app.runtime.settings
+        retry_after = next((value for name, value in headers if name == "retry-after"), None)
+        return templating.error_answer(status, https=settings.https, public_url=settings.public_url,
+                                       request_id=request_id, retry_after=retry_after)
 
     async def _body_limit(self, exchange: Exchange) -> int:
         """``large_body`` on a route declared to take one, for a request whose credential
@@ -279,6 +294,10 @@ def _failure(exc: Exception, request_id: str, path: str) -> Answer:
     """The answer to an exception no route handled: a logged 500 that names the request."""
     logger.error("unhandled error", exc_info=exc, extra={"fields": {"request_id": request_id, "path": path}})
     return _json(500, {"code": "INTERNAL_ERROR", "message": "unexpected error", "request_id": request_id})
+
+
+def _is_json(headers: Headers) -> bool:
+    return any(name == "content-type" and value.startswith("application/json") for name, value in headers)
 
 
 def _json(status: int, body: dict) -> Answer:

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from fluxer_oauth.core import credentials, images
+from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
 from fluxer_oauth.core.permissions import defined_only, permission_names
@@ -28,41 +27,17 @@ from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.platform import accounts, authorizations, guilds
 from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.web.caller import runtime
+from fluxer_oauth.web.i18n import _
 from fluxer_oauth.web.ratelimit import PasswordThrottle, RateLimited, client_ip, limit
+from fluxer_oauth.web.templating import error_html, page_headers, templates
 
 logger = logging.getLogger("fluxer.pages")
 SESSION_COOKIE = "fluxer_session"
 CSRF_COOKIE = "fluxer_csrf"
 MAX_FORM_FIELD = 4096
 
-templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
-)
-# Avatars and icons (templates/_images.html): same-origin URLs under the public URL, which
-# the pages' CSP (img-src 'self') allows.
-templates.globals["image_url"] = images.image_url
-templates.globals["image_sizes"] = images.SIZES
-
-PAGE_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    # Nothing to other sites. Not "no-referrer": with it browsers send "Origin: null" on our
-    # own form POSTs, which same_origin must refuse (an attacker's page can send it too).
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-
-
 def security_headers(request: Request) -> dict:
-    headers = dict(PAGE_HEADERS)
-    if runtime(request).settings.https:
-        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-    return headers
+    return page_headers(runtime(request).settings.https)
 
 
 def _apply(request: Request, response: Response) -> Response:
@@ -94,9 +69,14 @@ def redirect(request: Request, url: str, status: int = 303) -> Response:
     return _apply(request, RedirectResponse(url, status_code=status))
 
 
-def error_page(request: Request, message: str, *, status: int = 400, heading: str = "This request is invalid",
-               hint: str = "Tell the developer of the application that sent you here.") -> HTMLResponse:
-    return render(request, "error.html", status, heading=heading, message=message, hint=hint)
+def error_page(request: Request, message: str | None = None, *, status: int = 400, heading: str | None = None,
+               hint: str | None = None) -> HTMLResponse:
+    """The error page (templating.error_html) from a page handler: the status's heading and
+    sentence unless the handler says more; 5xx name the request id."""
+    body = error_html(status, public_url=runtime(request).settings.public_url,
+                      request_id=getattr(request.state, "request_id", None), message=message, heading=heading,
+                      hint=hint)
+    return _apply(request, HTMLResponse(body, status_code=status))
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
@@ -324,7 +304,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
     try:
         auth_request = await authz.parse_request(rt, params)
     except authz.UnsafeRequest as exc:
-        return error_page(request, str(exc))
+        return error_page(request, str(exc), hint=_("Tell the developer of the application that sent you here."))
     except authz.RedirectError as exc:
         return redirect(request, authz.error_redirect(rt, exc.redirect, exc.error, exc.description, exc.state), status)
 
@@ -367,8 +347,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
         # The user is still sent back, with a request id in the log to find what happened.
         logger.exception("authorize failed", extra={"fields": {"request_id": request.state.request_id}})
         if auth_request.redirect_uri is None:
-            return error_page(request, "Something went wrong on our side.", status=500, heading="Server error",
-                              hint=f"Request id: {request.state.request_id}")
+            return error_page(request, status=500)
         return redirect(request, authz.error_redirect(rt, auth_request.redirect_uri, "server_error",
                                                       "an unexpected error occurred", auth_request.state), status)
     return await _consent_page(request, auth_request, user, query)
@@ -384,8 +363,7 @@ def _just_signed_in(request: Request, params: Params, auth_request) -> bool:
 
 
 def unavailable_page(request: Request) -> Response:
-    return error_page(request, "Fluxer is temporarily unavailable. Try again in a moment.", status=503,
-                      heading="Temporarily unavailable", hint="")
+    return error_page(request, status=503)
 
 
 async def _consent_page(request: Request, auth_request, user, query: str, *, error: str | None = None,
