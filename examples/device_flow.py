@@ -1,6 +1,9 @@
 """Sign in on a device without a browser: the device authorization grant (RFC 8628).
 
-    python examples/device_flow.py --client-id <id> [--client-secret <secret>] [--server URL]
+    python examples/device_flow.py --client-id <id> [--server URL]
+
+A confidential client also gives its secret: FLUXER_CLIENT_SECRET=<secret> in the
+environment (--client-secret works too, but lands in the shell history).
 
 It asks Fluxer for a code pair, prints where to go and the code to type (open
 verification_uri_complete on a phone or computer, sign in, approve), polls the token
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-id", default=os.environ.get("FLUXER_CLIENT_ID"),
                         required="FLUXER_CLIENT_ID" not in os.environ)
     parser.add_argument("--client-secret", default=os.environ.get("FLUXER_CLIENT_SECRET") or None,
-                        help="a confidential client's secret; leave out for a public client")
+                        help="a confidential client's secret; leave out for a public client. It lands in "
+                             "your shell history: FLUXER_CLIENT_SECRET in the environment does not")
     parser.add_argument("--scope", default="openid email")
     args = parser.parse_args(argv)
 

@@ -9,6 +9,9 @@ FLUXER_CLIENT_SECRET (for a public client, leave it unset: the OpenID Connect si
 authenticates with client_id alone), EXAMPLE_URL (where this app is reached, default
 http://localhost:8000). Both sign-ins come back to EXAMPLE_URL/callback.
 
+HTTP goes through httpx2, the successor of httpx that Authlib uses (with only the old httpx
+installed, Authlib falls back to it and warns that this is deprecated).
+
 The tokens live in the signed session cookie to keep the example short; a real app keeps
 them on its server."""
 
@@ -20,7 +23,7 @@ import json
 import os
 import secrets
 
-import httpx
+import httpx2
 from authlib.integrations.starlette_client import OAuth, OAuthError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -180,7 +183,7 @@ async def refresh(request: Request):
 async def revoke(request: Request):
     token = request.session.pop("token", None)
     if token:
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             await http.post(f"{FLUXER}/api/v1/oauth2/token/revoke", auth=(CLIENT_ID, CLIENT_SECRET),
                             data={"token": token["refresh_token"], "token_type_hint": "refresh_token"})
     return RedirectResponse("/?notice=Access+revoked", status_code=303)

@@ -12,11 +12,71 @@ import tempfile
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from fluxer_oauth.settings import ConfigurationError, Settings
 
-app = typer.Typer(help="Fluxer OAuth2 server", no_args_is_help=True, add_completion=False)
+# --- help that says what to type --------------------------------------------------------------
+# Typer's help shows each parameter's Python type: "<bool>" beside every flag (--help, --json),
+# "<str>" beside every argument. These classes make a flag show nothing (it takes no value) and
+# every other parameter its metavar: the name given where it is declared, else its own name in
+# capitals. tests/ops/test_cli.py runs every command's --help and checks.
+
+
+class _Argument(TyperArgument):
+    def display_type_rich(self, ctx):  # the metavar in the name column says it all
+        return None
+
+    def _usage_display_name(self) -> str:  # USER, [QUERY]: click's usual usage line
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+def _name_parameters(params) -> None:
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+        elif isinstance(param, TyperArgument):
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper()
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
+
+class _NamedParameters:
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _name_parameters([option])
+        return option
+
+
+class _Command(_NamedParameters, TyperCommand):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _name_parameters(self.params)
+
+
+class _Group(_NamedParameters, TyperGroup):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _name_parameters(self.params)
+
+
+class _Typer(typer.Typer):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(help="Fluxer OAuth2 server", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 
 
@@ -67,7 +127,7 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the demo cred
 
     info = asyncio.run(run())
     if as_json:
-        print(json.dumps(dataclasses.asdict(info)))
+        print(json.dumps(_present(dataclasses.asdict(info))))
         return
     print(f"Demo login:      {info.login} / {info.password}")
     print(f"Demo client_id:  {info.client_id}")
@@ -79,11 +139,12 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the demo cred
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="address to listen on"),
     port: int = typer.Option(8080, help="port to listen on"),
-    workers: int = typer.Option(1, min=1, max=64, help="worker processes"),
+    workers: int = typer.Option(1, min=1, max=64, metavar="N", help="worker processes"),
     interface: str = typer.Option(
-        "rsgi", help="granian interface: rsgi (faster on the hot paths) or asgi (the same answers)"),
+        "rsgi", metavar="rsgi|asgi",
+        help="granian interface: rsgi (faster on the hot paths) or asgi (the same answers)"),
 ) -> None:
     """Serve the API and pages with granian."""
     from granian import Granian
@@ -107,11 +168,11 @@ def serve(
 
 # --- operator tools ---------------------------------------------------------------------------
 
-users_app = typer.Typer(help="Manage users", no_args_is_help=True)
-apps_app = typer.Typer(help="Manage applications", no_args_is_help=True)
-guilds_app = typer.Typer(help="Manage guilds", no_args_is_help=True)
-grants_app = typer.Typer(help="Inspect and revoke grants", no_args_is_help=True)
-keys_app = typer.Typer(help="OpenID Connect signing keys", no_args_is_help=True)
+users_app = _Typer(help="Manage users", no_args_is_help=True)
+apps_app = _Typer(help="Manage applications", no_args_is_help=True)
+guilds_app = _Typer(help="Manage guilds", no_args_is_help=True)
+grants_app = _Typer(help="Inspect and revoke grants", no_args_is_help=True)
+keys_app = _Typer(help="OpenID Connect signing keys", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(apps_app, name="apps")
 app.add_typer(guilds_app, name="guilds")
@@ -119,6 +180,9 @@ app.add_typer(grants_app, name="grants")
 app.add_typer(keys_app, name="keys")
 
 JSON_OPTION = typer.Option(False, "--json", help="print JSON for scripts")
+USER_ARGUMENT = typer.Argument(..., metavar="USER", help="id, username or email")
+OWNER_ARGUMENT = typer.Argument(..., metavar="OWNER", help="owner's id, username or email")
+APPLICATION_ARGUMENT = typer.Argument(..., metavar="APPLICATION_ID")
 
 
 def _with_runtime(work):
@@ -175,34 +239,103 @@ def _application_id(value: str) -> int:
     return application_id
 
 
+# Free text may wrap in a table; every other cell (ids, secrets, tokens, key ids, emails,
+# times) is copied from there, so it is never broken or cut.
+WRAPPING_COLUMNS = frozenset({"name", "application", "scopes"})
+
+
+def _present(row: dict) -> dict:
+    """The fields that have a value: --json leaves out the empty ones (no bot, never used)."""
+    return {key: value for key, value in row.items() if value is not None and value != ""}
+
+
+def _cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    return "" if value is None else str(value)
+
+
+def _records(rows: list[dict], columns: list[str], title: str) -> None:
+    """One ``column  value`` line per field, a blank line between rows: for one object, and
+    for tables too wide for the terminal."""
+    width = max(map(len, columns))
+    print(title)
+    for index, row in enumerate(rows):
+        if index:
+            print()
+        for column in columns:
+            if _cell(row, column):
+                print(f"{column.ljust(width)}  {_cell(row, column)}")
+    sys.stdout.flush()
+
+
 def _output(rows: list[dict], columns: list[str], as_json: bool, title: str) -> None:
+    """A list: a JSON array, or a table that fits the terminal (else one record per row)."""
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([_present(row) for row in rows], indent=2))
         return
+    out = Console()
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, overflow="fold")  # wrapped, never cut: ids and secrets are copied from here
+        if column in WRAPPING_COLUMNS:
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, no_wrap=True)
     for row in rows:
-        table.add_row(*["" if row.get(column) is None else str(row[column]) for column in columns])
-    Console().print(table)
+        table.add_row(*[_cell(row, column) for column in columns])
+    needed = Measurement.get(out, out.options.update_width(1_000_000), table).minimum
+    if needed > out.width:
+        _records(rows, columns, title)
+    else:
+        out.print(table)
+
+
+def _output_one(row: dict, columns: list[str], as_json: bool, title: str) -> None:
+    """One object: a JSON object, or one ``field  value`` line per field."""
+    if as_json:
+        print(json.dumps(_present(row), indent=2))
+        return
+    _records([row], columns, title)
+
+
+def _new_password(given: str | None) -> str:
+    """--password if given; else asked twice, unechoed, at a terminal; else one line of stdin."""
+    if given is not None:
+        return given
+    if sys.stdin.isatty():
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    line = sys.stdin.readline()
+    if not line:
+        console.print("[red]no password:[/red] type it at a terminal, or pipe it as one line on stdin")
+        raise typer.Exit(2)
+    return line.removesuffix("\n").removesuffix("\r")
 
 
 @users_app.command("create")
-def users_create(username: str, email: str, password: str = typer.Option(..., prompt=True, hide_input=True),
-                 as_json: bool = JSON_OPTION) -> None:
-    """Create a user account."""
+def users_create(
+    username: str, email: str,
+    password: str | None = typer.Option(
+        None, "--password",
+        help="the password (it lands in your shell history: leave it out to be asked for it, "
+             "or pipe it as one line on stdin)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create a user account. Without --password it asks for the password twice, unechoed, or,
+    when standard input is not a terminal, reads it as one line from there, as in
+    printf '%s\\n' "$PASSWORD" | fluxer-oauth users create NAME EMAIL."""
     from fluxer_oauth.platform import accounts
+
+    password = _new_password(password)
 
     async def work(rt):
         return accounts.user_json(await accounts.create_user(rt, username, email, password), with_email=True)
 
     user = _with_runtime(work)
-    _output([user], ["id", "username", "discriminator", "email"], as_json, "created")
+    _output_one(user, ["id", "username", "discriminator", "email"], as_json, "created")
 
 
 @users_app.command("list")
 def users_list(query: str = typer.Argument("", help="username or email prefix"),
-               limit: int = typer.Option(50, min=1, max=1000), as_json: bool = JSON_OPTION) -> None:
+               limit: int = typer.Option(50, min=1, max=1000, metavar="N"), as_json: bool = JSON_OPTION) -> None:
     """List users."""
     from fluxer_oauth.platform.admin import admin_user_json
     from fluxer_oauth.store import users as user_store
@@ -215,7 +348,7 @@ def users_list(query: str = typer.Argument("", help="username or email prefix"),
 
 
 @users_app.command("staff")
-def users_staff(user: str = typer.Argument(..., help="id, username or email"),
+def users_staff(user: str = USER_ARGUMENT,
                 remove: bool = typer.Option(False, "--remove", help="take the staff flag away")) -> None:
     """Mark a user as staff (may grant the admin scope and use the admin API)."""
     from fluxer_oauth.platform import admin
@@ -230,7 +363,7 @@ def users_staff(user: str = typer.Argument(..., help="id, username or email"),
 
 
 @users_app.command("disable")
-def users_disable(user: str = typer.Argument(..., help="id, username or email")) -> None:
+def users_disable(user: str = USER_ARGUMENT) -> None:
     """Disable a user: every session, grant and token ends at once."""
     from fluxer_oauth.platform import admin
 
@@ -243,9 +376,10 @@ def users_disable(user: str = typer.Argument(..., help="id, username or email"))
 
 
 @apps_app.command("create")
-def apps_create(owner: str = typer.Argument(..., help="owner's id, username or email"), name: str = typer.Argument(...),
-                redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="may be repeated"),
-                bot: bool = typer.Option(True, "--bot/--no-bot"), as_json: bool = JSON_OPTION) -> None:
+def apps_create(owner: str = OWNER_ARGUMENT, name: str = typer.Argument(...),
+                redirect_uri: list[str] = typer.Option([], "--redirect-uri", metavar="URI", help="may be repeated"),
+                bot: bool = typer.Option(True, "--bot/--no-bot", help="give it a bot user"),
+                as_json: bool = JSON_OPTION) -> None:
     """Create an application; prints its client secret (and bot token) once."""
     from fluxer_oauth.platform import applications
 
@@ -254,13 +388,13 @@ def apps_create(owner: str = typer.Argument(..., help="owner's id, username or e
                                          bot=bot)
 
     created = _with_runtime(work)
-    row = {"id": created["id"], "name": created["name"], "client_secret": created["client_secret"],
-           "bot_token": created.get("bot", {}).get("token", "")}
-    _output([row], ["id", "name", "client_secret", "bot_token"], as_json, "created (secrets shown once)")
+    row = {"id": created["id"], "name": created["name"], "client_secret": created.get("client_secret"),
+           "bot_token": (created.get("bot") or {}).get("token")}
+    _output_one(row, ["id", "name", "client_secret", "bot_token"], as_json, "created (secrets shown once)")
 
 
 @apps_app.command("list")
-def apps_list(limit: int = typer.Option(200, min=1, max=1000), as_json: bool = JSON_OPTION) -> None:
+def apps_list(limit: int = typer.Option(200, min=1, max=1000, metavar="N"), as_json: bool = JSON_OPTION) -> None:
     """List every application."""
     from fluxer_oauth.platform import admin
 
@@ -272,7 +406,8 @@ def apps_list(limit: int = typer.Option(200, min=1, max=1000), as_json: bool = J
 
 
 @apps_app.command("trust")
-def apps_trust(application_id: str, remove: bool = typer.Option(False, "--remove")) -> None:
+def apps_trust(application_id: str = APPLICATION_ARGUMENT,
+               remove: bool = typer.Option(False, "--remove", help="take the trust away")) -> None:
     """Mark a first-party application trusted (it may then ask staff for the admin scope)."""
     from fluxer_oauth.platform import admin
 
@@ -281,7 +416,8 @@ def apps_trust(application_id: str, remove: bool = typer.Option(False, "--remove
 
 
 @apps_app.command("disable")
-def apps_disable(application_id: str, enable: bool = typer.Option(False, "--enable", help="enable it again")) -> None:
+def apps_disable(application_id: str = APPLICATION_ARGUMENT,
+                 enable: bool = typer.Option(False, "--enable", help="enable it again")) -> None:
     """Disable an application: its tokens stop working and its requests are refused."""
     from fluxer_oauth.platform import admin
 
@@ -289,20 +425,51 @@ def apps_disable(application_id: str, enable: bool = typer.Option(False, "--enab
     console.print(f"application {application_id} is {'enabled' if enable else 'disabled'}")
 
 
+@apps_app.command("redirect-uris")
+def apps_redirect_uris(
+    application_id: str = APPLICATION_ARGUMENT,
+    add: list[str] = typer.Option([], "--add", metavar="URI", help="register this URI too (may be repeated)"),
+    remove: list[str] = typer.Option([], "--remove", metavar="URI", help="unregister this URI (may be repeated)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """An application's redirect URIs, after adding and removing the ones given (a URI
+    already there is not added twice)."""
+    from fluxer_oauth.platform import applications
+    from fluxer_oauth.store import applications as app_store
+    from fluxer_oauth.store import users as user_store
+
+    async def work(rt):
+        async with rt.db.read() as conn:
+            found = await app_store.get_application(conn, _application_id(application_id))
+            owner = await user_store.get_user(conn, found.owner_id) if found is not None else None
+        if found is None:
+            raise applications.UNKNOWN_APPLICATION
+        uris = applications.redirect_uris_of(found)
+        wanted = [uri for uri in uris if uri not in remove] + [uri for uri in dict.fromkeys(add) if uri not in uris]
+        if wanted == uris:
+            return uris
+        return (await applications.update(rt, owner, found.id, {"redirect_uris": wanted}))["redirect_uris"]
+
+    uris = _with_runtime(work)
+    if as_json:
+        print(json.dumps(uris, indent=2))
+        return
+    print("\n".join(uris) if uris else "(no redirect URIs)")
+
+
 @guilds_app.command("create")
-def guilds_create(owner: str = typer.Argument(..., help="owner's id, username or email"),
-                  name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+def guilds_create(owner: str = OWNER_ARGUMENT, name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
     """Create a guild owned by a user."""
     from fluxer_oauth.platform import guilds
 
     async def work(rt):
         return await guilds.create_guild(rt, await _resolve_user(rt, owner), name)
 
-    _output([_with_runtime(work)], ["id", "name", "owner_id"], as_json, "created")
+    _output_one(_with_runtime(work), ["id", "name", "owner_id"], as_json, "created")
 
 
 @grants_app.command("list")
-def grants_list(user: str = typer.Argument(..., help="id, username or email"), as_json: bool = JSON_OPTION) -> None:
+def grants_list(user: str = USER_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     """A user's authorized applications."""
     from fluxer_oauth.platform.authorizations import list_authorizations
 
@@ -317,8 +484,7 @@ def grants_list(user: str = typer.Argument(..., help="id, username or email"), a
 
 
 @grants_app.command("revoke")
-def grants_revoke(user: str = typer.Argument(..., help="id, username or email"),
-                  application_id: str = typer.Argument(...)) -> None:
+def grants_revoke(user: str = USER_ARGUMENT, application_id: str = APPLICATION_ARGUMENT) -> None:
     """Revoke a user's grant for an application (all its tokens)."""
     from fluxer_oauth.platform.authorizations import revoke_authorization
 
@@ -384,7 +550,8 @@ def keys_rotate(
     replaced = [_key_row(key, at) for key in stored if key.kid not in {m.kid for m in made}
                 and any(key.alg == m.alg and key.retires_at == m.signs_from for m in made)]
     if as_json:
-        print(json.dumps({"new": new, "replaced": replaced}, indent=2))
+        print(json.dumps({"new": [_present(row) for row in new], "replaced": [_present(row) for row in replaced]},
+                         indent=2))
         return
     for row in new:
         starts = "at once" if row["signs_from"] == row["created_at"] else f"from {row['signs_from']}"
@@ -395,7 +562,8 @@ def keys_rotate(
 
 
 @app.command()
-def janitor(batch_size: int = typer.Option(2000, min=1, max=100000)) -> None:
+def janitor(batch_size: int = typer.Option(2000, min=1, max=100000, metavar="ROWS",
+                                           help="rows deleted per transaction")) -> None:
     """Delete expired codes, tokens and sessions, and images nobody uses, now, in batches."""
     from rich.progress import Progress
 
