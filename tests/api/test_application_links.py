@@ -138,7 +138,7 @@ async def test_portal_refuses_a_link_that_is_not_https_and_keeps_the_old(client,
     await client.post(url, data=_settings(csrf_of(page.text), terms_of_service_url=TERMS))
     refused = await client.post(url, data=_settings(csrf_of(page.text), terms_of_service_url=bad))
     assert refused.status_code == 400 and 'role="alert"' in refused.text
-    assert "terms_of_service_url: " in refused.text
+    assert "Terms of Service URL: " in refused.text  # the field as the form labels it
     assert (await client.get(f"{APPS}/{app_id}/public")).json()["terms_of_service_url"] == TERMS
 
 
@@ -146,7 +146,7 @@ async def test_portal_refuses_a_link_with_control_characters(client):
     app_id, url = await _portal_app(client)
     page = await client.get(url)
     refused = await client.post(url, data=_settings(csrf_of(page.text), privacy_policy_url="https://a.example/\x01"))
-    assert refused.status_code == 400 and "privacy_policy_url: is not a well formed URL" in refused.text
+    assert refused.status_code == 400 and "Privacy Policy URL: This is not a well formed URL." in refused.text
     assert (await client.get(f"{APPS}/{app_id}/public")).json()["privacy_policy_url"] is None
 
 
@@ -258,14 +258,15 @@ async def test_authorized_apps_and_portal_show_the_app_icon(client, rt):
     assert _img(shown.text, "app-icon")["src"] == f"{icon}?size=64"
 
 
-async def test_a_locked_guild_shows_its_icon(client, rt):
+async def test_the_server_picker_shows_each_servers_icon(client, rt):
     owner = await register(client, "guildowner")
     app = await create_app(client, owner, name="Bot")
     guild = (await client.post("/api/v1/guilds", headers=owner.headers, json={"name": "Garden"})).json()
     await _set_images(rt, guild_id=guild["id"])
     await browser_login(client, "guildowner")
     query = {"client_id": app.id, "scope": "bot", "guild_id": guild["id"]}
+    icon = f"http://testserver/icons/{guild['id']}/{ICON}.png?size=32"
     chosen = await client.get("/oauth2/authorize?" + urlencode(query))
-    assert 'id="guild-icon"' not in chosen.text  # the select can change: no icon to go stale
+    assert _img(chosen.text, f"guild-icon-{guild['id']}")["src"] == icon  # each server's row has its icon
     locked = await client.get("/oauth2/authorize?" + urlencode({**query, "disable_guild_select": "true"}))
-    assert _img(locked.text, "guild-icon")["src"] == f"http://testserver/icons/{guild['id']}/{ICON}.png?size=32"
+    assert _img(locked.text, f"guild-icon-{guild['id']}")["src"] == icon

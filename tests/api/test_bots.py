@@ -256,10 +256,13 @@ async def test_consent_page_shows_picker_and_permission_names(client, setup):
     query = {"client_id": app.id, "scope": "bot", "permissions": str(P["KICK_MEMBERS"]), "guild_id": second}
     page = await client.get("/oauth2/authorize?" + urlencode(query))
     assert "First Guild" in page.text and "Second Guild" in page.text
-    assert re.search(rf'value="{second}"\s+selected', page.text)
-    assert 'data-permission="KICK_MEMBERS"' in page.text
+    assert re.search(rf'type="radio" id="guild-{second}" name="guild_id" value="{second}" checked', page.text)
+    assert not re.search(rf'value="{first}" checked', page.text)
+    assert 'data-permission="KICK_MEMBERS"' in page.text and "Kick Members" in page.text
     locked = await client.get("/oauth2/authorize?" + urlencode({**query, "disable_guild_select": "true"}))
-    assert "First Guild" not in locked.text and "disabled" in locked.text
+    assert "First Guild" not in locked.text
+    assert re.search(rf'value="{second}" checked disabled>', locked.text)
+    assert f'<input type="hidden" name="guild_id" value="{second}">' in locked.text
     fields = form_fields(locked.text)
     fields["request"] = fields["request"].replace("&amp;", "&")
     # the lock wins over whatever guild the form posts

@@ -107,8 +107,10 @@ def test_portal_and_the_bot_consent_show_icons(server, page):
     page.goto(f"{server}/oauth2/authorize?" + urlencode({"client_id": app["id"], "scope": "bot", "permissions": "0",
                                                           "guild_id": guild.json()["id"],
                                                           "disable_guild_select": "true"}))
-    assert _loaded(page, "img#guild-icon") in (32, 64)
-    assert page.locator("#guild_id").is_disabled() and "Greenhouse" in page.inner_text("#guild_id")
+    guild_id = guild.json()["id"]
+    assert _loaded(page, f"img#guild-icon-{guild_id}") in (32, 64)
+    locked = page.get_by_role("radio", name="Greenhouse")  # the chosen server only, fixed
+    assert locked.is_checked() and locked.is_disabled() and page.get_by_role("radio").count() == 1
     shoot(page, "consent-bot-guild-icon")
 
 

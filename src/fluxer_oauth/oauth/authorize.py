@@ -106,6 +106,11 @@ class AuthorizationRequest:
             return True
         return self.max_age is not None and at - signed_in_at > self.max_age
 
+    def granted_permissions(self, ticked: int | None) -> int:
+        """What the bot gets: the requested permissions the user left ticked (all of them
+        when ``ticked`` is None), never one the request did not ask for."""
+        return self.permissions if ticked is None else self.permissions & ticked
+
     def chosen_guild(self, choice: int | None) -> int | None:
         """The guild to add the bot to: the preselected one when the request locks it."""
         if self.disable_guild_select and self.guild_id is not None:
@@ -314,15 +319,18 @@ def check_bot_allowed(request: AuthorizationRequest, user) -> None:
 
 
 async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id: int | None = None,
-                  signed_in_at: float | None = None) -> str:
+                  permissions: int | None = None, signed_in_at: float | None = None) -> str:
     """Record the consent (and add the bot), issue a code, and return where to send the
     user: the client's redirect with the code, or the success page of a bot install.
-    Raises ``ApiError`` for a refused bot installation; nothing is written then."""
+    ``permissions``: those the user left ticked on the consent page (None: all requested);
+    the bot gets at most the requested ones, whatever is passed. Raises ``ApiError`` for a
+    refused bot installation; nothing is written then."""
     check_user_may_grant(request, user)
     check_bot_allowed(request, user)
     guild_id = request.chosen_guild(guild_id) if "bot" in request.scopes else None
     if "bot" in request.scopes and guild_id is None:
         raise ApiError(400, "GUILD_REQUIRED", "choose a guild to add the bot to")
+    granted = request.granted_permissions(permissions)
     code = credentials.new_opaque_token()
     at = now()
     async with rt.db.write() as conn:
@@ -334,7 +342,7 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
             raise ApiError(400, "APPLICATION_UNAVAILABLE", "this application can no longer be authorized")
         if guild_id is not None:
             await guilds.install_bot(
-                rt, conn, app=request.app, user=user, guild_id=guild_id, permissions=request.permissions
+                rt, conn, app=request.app, user=user, guild_id=guild_id, permissions=granted
             )
         if request.bot_install:
             return with_query(f"{rt.settings.public_url}/oauth2/authorized",
@@ -352,7 +360,7 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
             scopes=format_scopes(request.scopes),
             code_challenge=request.code_challenge,
             guild_id=guild_id,
-            permissions=request.permissions if guild_id is not None else None,
+            permissions=granted if guild_id is not None else None,
             created_at=at,
             expires_at=at + rt.settings.code_ttl,
             nonce=request.nonce,

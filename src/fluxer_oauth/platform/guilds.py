@@ -470,9 +470,16 @@ async def remove_connection(rt: Runtime, user_id: int, kind: str, external_id: s
 
 # --- the bot scope ---------------------------------------------------------------------------
 
-async def manageable_guilds(rt: Runtime, user_id: int) -> list[dict]:
-    """Guilds where the user may add a bot: MANAGE_GUILD or ADMINISTRATOR (owners included)."""
-    return [g for g in await user_guilds(rt, user_id) if has(int(g["permissions"]), MANAGE_GUILD)]
+async def manageable_guilds(rt: Runtime, user_id: int, *, bot_id: int | None = None) -> list[dict]:
+    """Guilds where the user may add a bot: MANAGE_GUILD or ADMINISTRATOR (owners included),
+    and, given ``bot_id``, where that bot is not already a member (``install_bot`` would
+    refuse it: BOT_ALREADY_IN_GUILD). What the consent page offers; ``install_bot`` checks
+    it all again when the bot is added."""
+    manageable = [g for g in await user_guilds(rt, user_id) if has(int(g["permissions"]), MANAGE_GUILD)]
+    if bot_id is None or not manageable:
+        return manageable
+    async with rt.db.read() as conn:
+        return [g for g in manageable if not await guild_store.is_member(conn, int(g["id"]), bot_id)]
 
 
 async def install_bot(rt: Runtime, conn, *, app, user, guild_id: int, permissions: int):

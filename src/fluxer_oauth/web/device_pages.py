@@ -15,11 +15,12 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fluxer_oauth.core.scopes import SCOPE
 from fluxer_oauth.oauth import device
 from fluxer_oauth.web.caller import runtime
+from fluxer_oauth.web.i18n import _
 from fluxer_oauth.web.pages import (cookie_user, csrf_ok, error_page, form_expired, form_field, login_redirect,
                                     read_form, render, same_origin)
+from fluxer_oauth.web.permission_labels import scope_description
 from fluxer_oauth.web.ratelimit import RateLimited, UserCodeThrottle
 
 MAX_TYPED_CODE = 32  # room for spaces and hyphens around the 8 letters
@@ -35,6 +36,17 @@ def _prefilled(typed: str) -> str:
     """A typed code as the form shows it again: XXXX-XXXX when it reads as a user code."""
     code = device.normalize_user_code(typed)
     return device.shown_user_code(code) if code is not None else typed
+
+
+def _refusal(message: str) -> str:
+    """A refusal of ``oauth.device`` (English, for the person at /activate) in the page's
+    language; one this table does not know as it is."""
+    return {
+        device.INVALID_CODE: _("That code is not valid. Check the code on your device and try again."),
+        "This request asks for access that cannot be granted to a device.":
+            _("This request asks for access that cannot be granted to a device."),
+        "This application can no longer be authorized.": _("This application can no longer be authorized."),
+    }.get(message, message)
 
 
 def _enter_page(request: Request, user, typed: str, *, error: str | None = None, status: int = 200) -> Response:
@@ -61,7 +73,7 @@ async def activate_submit(request: Request) -> Response:
         return form_expired(request)
     action = form_field(form, "action")
     if action not in ACTIONS:
-        return error_page(request, "Choose Continue, Authorize or Cancel.")
+        return error_page(request, _("Choose Continue, Authorize or Cancel."))
     rt = runtime(request)
     try:
         # Keyed by what the caller proved: the signed-in user and the address.
@@ -71,11 +83,11 @@ async def activate_submit(request: Request) -> Response:
                 await count_failure()
     except RateLimited as exc:
         response = _enter_page(request, user, typed, status=429,
-                               error="Too many wrong codes. Wait a few minutes, then try again.")
+                               error=_("Too many wrong codes. Wait a few minutes, then try again."))
         response.headers["Retry-After"] = exc.headers["Retry-After"]
         return response
     if pending is None:
-        return _enter_page(request, user, typed, error=device.INVALID_CODE, status=400)
+        return _enter_page(request, user, typed, error=_refusal(device.INVALID_CODE), status=400)
     if action == "continue":
         return _consent_page(request, pending, user)
     if action == "cancel":
@@ -84,12 +96,12 @@ async def activate_submit(request: Request) -> Response:
     try:
         await device.approve(rt, pending, user, signed_in_at=user.signed_in_at)
     except device.ActivationRefused as exc:
-        return _enter_page(request, user, typed, error=str(exc), status=400)
+        return _enter_page(request, user, typed, error=_refusal(str(exc)), status=400)
     return render(request, "activate_done.html", approved=True, app_name=pending.app.name)
 
 
 def _consent_page(request: Request, pending: device.PendingDevice, user) -> Response:
     """The authorization page's consent, for a device: its code shown to compare."""
     return render(request, "activate_consent.html", app=pending.app, user=user, error=None,
-                  scopes=[(scope, SCOPE[scope].description) for scope in pending.scopes], bot=False,
+                  scopes=[(scope, scope_description(scope)) for scope in pending.scopes], bot=False,
                   user_code=pending.shown_code, switch_next=_here(pending.shown_code), redirect_host="")
