@@ -219,7 +219,7 @@ async def test_every_scope_list_reads_the_one_declaration(client, creds):
     page = await client.get(authorize_url(creds.app.id, scope=" ".join(n for n in names if n != "bot"), prompt="consent"))
     listed = [(s, unescape(text)) for s, text in re.findall(r'<li data-scope="([\w.]+)">([^<]*)</li>', page.text)]
     assert listed == [(scope.name, scope.description) for scope in SCOPES if scope.name != "bot"]
-    generator = await client.get(f"/developers/applications/{creds.app.id}/url-generator")
+    generator = await client.get(f"/developers/applications/{creds.app.id}/oauth2")
     offered = re.findall(r'name="scope" value="([\w.]+)"[^>]*> <code>[\w.]+</code> — ([^<]*)</label>', generator.text)
     assert [(s, unescape(text).strip()) for s, text in offered] == [(scope.name, scope.description) for scope in SCOPES]
 

@@ -1,6 +1,6 @@
 """The developer portal pages: create, edit, reset credentials (shown once, password
 confirmed, CSRF-protected), delete, public clients and the OpenID Connect endpoints, and the
-authorize-URL generator."""
+authorize-URL generator. The sections, Post/Redirect/Get and the flash: test_portal_pages.py."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ async def test_portal_requires_login(client):
     assert (await client.get("/")).headers["location"] == "/developers/applications"
 
 
+async def _confirmed(client, path: str, password: str = PASSWORD):
+    """The confirmation page's form (GET), then its POST with ``password``."""
+    page = await client.get(path)
+    assert page.status_code == 200 and 'id="confirm-form"' in page.text
+    return await client.post(path, data={"csrf_token": csrf_of(page.text), "password": password})
+
+
+def _shown(html: str, element_id: str) -> str | None:
+    match = re.search(rf'<code id="{element_id}">([^<]+)</code>', html)
+    return match.group(1) if match else None
+
+
 async def test_create_edit_reset_and_delete(client):
     await register(client, "dev")
     await browser_login(client, "dev")
@@ -33,44 +45,50 @@ async def test_create_edit_reset_and_delete(client):
     assert 'id="no-applications"' in page.text and page.headers["x-frame-options"] == "DENY"
     created = await client.post("/developers/applications", data={
         "csrf_token": csrf_of(page.text), "name": "Portal App", "redirect_uris": "https://p.example/cb\n", "bot": "1"})
-    assert created.status_code == 200
-    secret = re.search(r'<code id="client-secret">([^<]+)</code>', created.text).group(1)
-    bot_token = re.search(r'<code id="bot-token">([^<]+)</code>', created.text).group(1)
-    client_id = re.search(r'<code id="client-id">(\d+)</code>', created.text).group(1)
-    token = await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert created.status_code == 303
+    general = await client.get(created.headers["location"])
+    secret, bot_token = _shown(general.text, "client-secret"), _shown(general.text, "bot-token")
+    client_id = _shown(general.text, "client-id")
+    token = await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"},
+                              auth=(client_id, secret))
     assert token.status_code == 200
     assert (await client.get("/api/v1/users/@me", headers={"Authorization": f"Bot {bot_token}"})).status_code == 200
 
     app_page = await client.get(f"/developers/applications/{client_id}")
     assert secret not in app_page.text and bot_token not in app_page.text  # shown once only
-    bad = await client.post(f"/developers/applications/{client_id}", data={
-        "csrf_token": csrf_of(app_page.text), "name": "Renamed", "redirect_uris": "http://insecure.example/cb"})
-    assert bad.status_code == 400 and "redirect_uris.0" in bad.text
-    saved = await client.post(f"/developers/applications/{client_id}", data={
-        "csrf_token": csrf_of(app_page.text), "name": "Renamed", "description": "d",
-        "redirect_uris": "https://p.example/cb\nhttp://localhost:3000/cb", "bot_public": "1"})
+    oauth2 = await client.get(f"/developers/applications/{client_id}/oauth2")
+    bad = await client.post(f"/developers/applications/{client_id}/oauth2", data={
+        "csrf_token": csrf_of(oauth2.text), "redirect_uris": "http://insecure.example/cb"})
+    assert bad.status_code == 400 and "Redirect URIs: This redirect URI is not allowed" in bad.text
+    assert "http://insecure.example/cb</textarea>" in bad.text  # what was typed stays in the box
+    renamed = await client.post(f"/developers/applications/{client_id}", data={
+        "csrf_token": csrf_of(app_page.text), "name": "Renamed", "description": "d"})
+    assert renamed.status_code == 303
+    saved = await client.post(f"/developers/applications/{client_id}/oauth2", data={
+        "csrf_token": csrf_of(oauth2.text), "redirect_uris": "https://p.example/cb\nhttp://localhost:3000/cb",
+        "id_token_signed_response_alg": "RS256"})
     assert saved.status_code == 303
     shown = await client.get(saved.headers["location"])
     assert "Renamed" in shown.text and "http://localhost:3000/cb" in shown.text
 
-    wrong = await client.post(f"/developers/applications/{client_id}/reset-secret",
-                              data={"csrf_token": csrf_of(shown.text), "password": "not my password"})
-    assert wrong.status_code == 403
-    reset = await client.post(f"/developers/applications/{client_id}/reset-secret",
-                              data={"csrf_token": csrf_of(shown.text), "password": PASSWORD})
-    new_secret = re.search(r'<code id="client-secret">([^<]+)</code>', reset.text).group(1)
-    assert new_secret != secret
+    wrong = await _confirmed(client, f"/developers/applications/{client_id}/reset-secret", "not my password")
+    assert wrong.status_code == 403 and "Password confirmation failed." in wrong.text
+    reset = await _confirmed(client, f"/developers/applications/{client_id}/reset-secret")
+    assert reset.status_code == 303 and reset.headers["location"] == f"/developers/applications/{client_id}/oauth2"
+    new_secret = _shown((await client.get(reset.headers["location"])).text, "client-secret")
+    assert new_secret and new_secret != secret
     assert (await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"},
                               auth=(client_id, secret))).status_code == 401
-    token_reset = await client.post(f"/developers/applications/{client_id}/reset-token",
-                                    data={"csrf_token": csrf_of(shown.text), "password": PASSWORD})
-    assert re.search(r'<code id="bot-token">([^<]+)</code>', token_reset.text)
+    token_reset = await _confirmed(client, f"/developers/applications/{client_id}/reset-token")
+    assert token_reset.headers["location"] == f"/developers/applications/{client_id}/bot"
+    assert _shown((await client.get(token_reset.headers["location"])).text, "bot-token")
     assert (await client.get("/api/v1/users/@me", headers={"Authorization": f"Bot {bot_token}"})).status_code == 401
 
-    forged = await client.post(f"/developers/applications/{client_id}/delete", data={"csrf_token": "nope"})
+    forged = await client.post(f"/developers/applications/{client_id}/delete", data={"csrf_token": "nope",
+                                                                                      "password": PASSWORD})
     assert forged.status_code == 403
-    deleted = await client.post(f"/developers/applications/{client_id}/delete", data={"csrf_token": csrf_of(shown.text)})
-    assert deleted.status_code == 303
+    deleted = await _confirmed(client, f"/developers/applications/{client_id}/delete")
+    assert deleted.status_code == 303 and deleted.headers["location"] == "/developers/applications"
     assert (await client.get(f"/developers/applications/{client_id}")).status_code == 404
 
 
@@ -88,7 +106,7 @@ async def test_url_generator_builds_a_working_authorize_link(client):
                                 json={"name": "Gen", "redirect_uris": ["https://g.example/cb"]})
     app_id = created.json()["id"]
     await browser_login(client, "gen")
-    page = await client.get(f"/developers/applications/{app_id}/url-generator"
+    page = await client.get(f"/developers/applications/{app_id}/oauth2"
                             "?scope=identify&scope=bot&permission=KICK_MEMBERS&permission=SEND_MESSAGES")
     url = unescape(re.search(r'<code id="generated-url">([^<]+)</code>', page.text).group(1))
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
@@ -96,7 +114,7 @@ async def test_url_generator_builds_a_working_authorize_link(client):
                      "redirect_uri": "https://g.example/cb", "permissions": str((1 << 1) | (1 << 11))}
     opened = await client.get(url.removeprefix("http://testserver"))
     assert opened.status_code == 200 and "Gen" in opened.text  # the consent page of that app
-    bot_only = await client.get(f"/developers/applications/{app_id}/url-generator?scope=bot")
+    bot_only = await client.get(f"/developers/applications/{app_id}/oauth2?scope=bot")
     bot_url = unescape(re.search(r'<code id="generated-url">([^<]+)</code>', bot_only.text).group(1))
     assert "response_type" not in bot_url and "redirect_uri" not in bot_url
 
@@ -104,9 +122,9 @@ async def test_url_generator_builds_a_working_authorize_link(client):
 # --- public clients and OpenID Connect ---------------------------------------------------------
 
 def _form(html: str, **fields) -> dict:
-    """The settings form as the page fills it, with ``fields`` changed (an unticked box is absent)."""
-    values = {"csrf_token": csrf_of(html), "name": "Sign In App", "description": "",
-              "redirect_uris": "https://s.example/cb", "id_token_signed_response_alg": "RS256", **fields}
+    """The OAuth2 section's form as the page fills it, with ``fields`` changed (an unticked box is absent)."""
+    values = {"csrf_token": csrf_of(html), "redirect_uris": "https://s.example/cb",
+              "id_token_signed_response_alg": "RS256", **fields}
     return {name: value for name, value in values.items() if value is not None}
 
 
@@ -114,15 +132,16 @@ async def test_mark_public_refuses_the_secret_reset_and_back(client):
     owner = await register(client, "pubdev")
     app = await create_app(client, owner, name="Sign In App", redirect_uris=["https://s.example/cb"])
     await browser_login(client, "pubdev")
-    page = await client.get(f"/developers/applications/{app.id}")
+    oauth2 = f"/developers/applications/{app.id}/oauth2"
+    page = await client.get(oauth2)
     assert "Confidential client" in page.text and "/reset-secret" in page.text
     assert "mobile, desktop, single-page, command-line" in page.text  # what the checkbox is for
 
-    saved = await client.post(f"/developers/applications/{app.id}",
-                              data=_form(page.text, public_client="1", id_token_signed_response_alg="ES256"))
-    assert saved.status_code == 303 and saved.headers["location"].endswith("?saved=public")
+    saved = await client.post(oauth2, data=_form(page.text, public_client="1", id_token_signed_response_alg="ES256"))
+    assert saved.status_code == 303 and saved.headers["location"] == oauth2 + "?saved=public"
     shown = await client.get(saved.headers["location"])
-    assert "its client secret no longer works" in shown.text and "Public client</span>" in shown.text
+    assert "its client secret no longer works" in shown.text
+    assert '<span class="badge">Public client</span>' in shown.text
     assert 'id="no-secret"' in shown.text and "/reset-secret" not in shown.text
     assert re.search(r'<option value="ES256" selected>', shown.text)
     body = (await client.get(f"/api/v1/oauth2/applications/{app.id}", headers=owner.headers)).json()
@@ -130,35 +149,37 @@ async def test_mark_public_refuses_the_secret_reset_and_back(client):
     assert (await client.post("/api/v1/oauth2/token", data={"grant_type": "client_credentials"},
                               auth=app.basic)).status_code == 401  # the secret it had is gone
 
+    confirm = await client.get(f"/developers/applications/{app.id}/reset-secret")
+    assert 'id="nothing-to-reset"' in confirm.text and 'id="confirm-form"' not in confirm.text
     refused = await client.post(f"/developers/applications/{app.id}/reset-secret",
                                 data={"csrf_token": csrf_of(shown.text), "password": PASSWORD})
     assert refused.status_code == 400 and "A public client has no secret" in refused.text
     assert 'id="client-secret"' not in refused.text
 
-    back = await client.post(f"/developers/applications/{app.id}", data=_form(shown.text))
-    assert back.headers["location"].endswith("?saved=confidential")
+    back = await client.post(oauth2, data=_form(shown.text))
+    assert back.headers["location"] == oauth2 + "?saved=confidential"
     confidential = await client.get(back.headers["location"])
     assert "reset the client secret below" in confidential.text and "/reset-secret" in confidential.text
-    reset = await client.post(f"/developers/applications/{app.id}/reset-secret",
-                              data={"csrf_token": csrf_of(confidential.text), "password": PASSWORD})
-    assert re.search(r'<code id="client-secret">([^<]+)</code>', reset.text)
+    reset = await _confirmed(client, f"/developers/applications/{app.id}/reset-secret")
+    assert _shown((await client.get(reset.headers["location"])).text, "client-secret")
 
 
 async def test_an_unknown_signing_algorithm_is_refused(client):
     owner = await register(client, "algdev")
     app = await create_app(client, owner, name="Sign In App", redirect_uris=["https://s.example/cb"])
     await browser_login(client, "algdev")
-    page = await client.get(f"/developers/applications/{app.id}")
-    refused = await client.post(f"/developers/applications/{app.id}",
+    page = await client.get(f"/developers/applications/{app.id}/oauth2")
+    refused = await client.post(f"/developers/applications/{app.id}/oauth2",
                                 data=_form(page.text, id_token_signed_response_alg="HS256"))
-    assert refused.status_code == 400 and "id_token_signed_response_alg" in refused.text
+    assert refused.status_code == 400
+    assert "id_token signing algorithm: Choose one of the offered algorithms." in refused.text
 
 
 async def test_app_page_lists_the_openid_endpoints_of_the_discovery_document(client):
     owner = await register(client, "oidcdev")
     app = await create_app(client, owner)
     await browser_login(client, "oidcdev")
-    page = await client.get(f"/developers/applications/{app.id}")
+    page = await client.get(f"/developers/applications/{app.id}/oauth2")
     shown = dict(re.findall(r'<code id="oidc-([a-z_]+)">([^<]+)</code>', page.text))
     discovery = await client.get(shown["discovery"].removeprefix("http://testserver"))
     document = discovery.json()
@@ -176,11 +197,11 @@ async def test_url_generator_offers_openid_and_says_pkce_is_required_for_a_publi
     public = await create_app(client, owner, name="Phone App", public_client=True, bot=False)
     confidential = await create_app(client, owner, name="Web App")
     await browser_login(client, "gendev")
-    page = await client.get(f"/developers/applications/{public.id}/url-generator?scope=openid&scope=email")
+    page = await client.get(f"/developers/applications/{public.id}/oauth2?scope=openid&scope=email")
     assert 'value="openid"' in page.text
     url = unescape(re.search(r'<code id="generated-url">([^<]+)</code>', page.text).group(1))
     assert query_of(url)["scope"] == "email openid" and 'id="pkce-required"' in page.text
-    other = await client.get(f"/developers/applications/{confidential.id}/url-generator?scope=openid")
+    other = await client.get(f"/developers/applications/{confidential.id}/oauth2?scope=openid")
     assert 'id="generated-url"' in other.text and 'id="pkce-required"' not in other.text
 
 

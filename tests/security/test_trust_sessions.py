@@ -85,7 +85,7 @@ async def test_every_signed_in_page_has_a_logout_form(client, where):
         "authorized-apps": "/settings/authorized-apps",
         "portal-list": "/developers/applications",
         "portal-app": f"/developers/applications/{app.id}",
-        "url-generator": f"/developers/applications/{app.id}/url-generator",
+        "url-generator": f"/developers/applications/{app.id}/oauth2",
         "logout-page": "/logout",
     }[where]
     page = await client.get(path)
@@ -192,7 +192,7 @@ async def test_csrf_token_of_another_session_is_refused(client, app):
     page = await client.get("/developers/applications")
     ok = await client.post("/developers/applications",
                            data={"csrf_token": csrf_of(page.text), "name": "Mine", "redirect_uris": ""})
-    assert ok.status_code == 200
+    assert ok.status_code == 303
 
 
 async def test_csrf_token_from_before_login_is_refused_after_login(client):
@@ -311,4 +311,4 @@ async def test_same_origin_and_headerless_form_posts_are_accepted(client, header
     portal = await client.get("/developers/applications")
     created = await client.post("/developers/applications", headers=headers,
                                 data={"csrf_token": csrf_of(portal.text), "name": "Fine", "redirect_uris": ""})
-    assert created.status_code == 200 and "Fine" in created.text
+    assert created.status_code == 303 and "Fine" in (await client.get(created.headers["location"])).text
