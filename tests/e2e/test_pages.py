@@ -72,10 +72,10 @@ def test_bot_flow_with_guild_choice_and_permissions(server, page):
     page.goto(f"{server}/oauth2/authorize?" + urlencode({"client_id": app["id"], "scope": "bot",
                                                           "permissions": str(permissions)}))
     log_in(page, "botbrowser")
-    page.wait_for_selector("#guild_id")
+    page.wait_for_selector("#guild-picker")
     assert page.locator("[data-permission=SEND_MESSAGES]").count() == 1
     assert page.locator("[data-permission=EMBED_LINKS]").count() == 1
-    page.select_option("#guild_id", second["id"])
+    page.check(f"#guild-{second['id']}")
     shoot(page, "consent-bot")
     page.click("button[value=authorize]")
     page.wait_for_selector("#bot-added")
@@ -101,8 +101,10 @@ def test_portal_create_application_and_reset_secret(server, page):
     first_secret = page.inner_text("#client-secret").strip()
     client_id = page.inner_text("#client-id").strip()
     shoot(page, "portal-created")
-    page.fill("#secret-password", "correct horse battery")
-    page.click("button:has-text('Reset client secret')")
+    page.goto(f"{server}/developers/applications/{client_id}/oauth2")
+    page.click("#reset-secret-link")  # to the confirmation page
+    page.fill("#password", "correct horse battery")
+    page.click("#confirm")
     page.wait_for_selector("text=The old one no longer works.")
     second_secret = page.inner_text("#client-secret").strip()
     assert second_secret != first_secret
@@ -111,7 +113,7 @@ def test_portal_create_application_and_reset_secret(server, page):
     new = requests.post(f"{server}/api/v1/oauth2/token", data={"grant_type": "client_credentials"},
                         auth=(client_id, second_secret), timeout=10)
     assert old.status_code == 401 and new.status_code == 200
-    page.goto(f"{server}/developers/applications/{client_id}/url-generator?scope=identify&scope=email")
+    page.goto(f"{server}/developers/applications/{client_id}/oauth2?scope=identify&scope=email")
     assert page.inner_text("#generated-url").startswith(f"{server}/oauth2/authorize?")
     shoot(page, "url-generator")
 
@@ -120,7 +122,7 @@ def test_portal_shows_a_public_clients_openid_endpoints(server, page):
     owner = api_user(server, "oidcportal")
     app = api_app(server, owner, name="Pocket Client", public_client=True, bot=False,
                   id_token_signed_response_alg="ES256")
-    page.goto(f"{server}/developers/applications/{app['id']}")
+    page.goto(f"{server}/developers/applications/{app['id']}/oauth2")
     log_in(page, "oidcportal")
     page.wait_for_selector("#oidc-endpoints")
     assert page.is_visible("#oidc-endpoints") and page.is_visible("#no-secret")
@@ -148,7 +150,8 @@ def test_revoke_an_authorized_app(server, page):
     log_in(page, "revoker")
     page.wait_for_selector(".authorized-app")
     shoot(page, "authorized-apps")
-    page.click("button:has-text('Revoke')")
+    page.click(".authorized-app a:has-text('Revoke')")  # asks first, on a page of its own
+    page.click("#confirm-revoke")
     page.wait_for_selector("#no-apps")
     assert requests.get(f"{server}/api/v1/users/@me", headers=bearer, timeout=10).status_code == 401
 

@@ -76,3 +76,16 @@ def page_message(exc: ApiError) -> str:
             lines.append(f"{label}: {sentence}" if label else sentence)
         return " ".join(lines)
     return sentences.get(exc.code) or as_sentence(exc.message)
+
+
+def field_messages(exc: ApiError) -> dict[str, str]:
+    """For a form that shows each error under its field: the sentence of each field named by
+    ``exc``'s errors (without the label: the field's own label stands above it), by field
+    name; an error naming no field is under "". Empty when ``exc`` names no field."""
+    sentences = _sentences()
+    shown: dict[str, str] = {}
+    for error in exc.details.get("errors") or []:
+        field = str(error.get("path", "")).split(".", 1)[0]
+        sentence = sentences.get(error.get("code", ""), as_sentence(str(error.get("message", ""))))
+        shown[field] = f"{shown[field]} {sentence}" if field in shown else sentence
+    return shown

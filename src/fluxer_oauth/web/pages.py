@@ -1,4 +1,5 @@
-"""Browser pages: login, the authorization (consent) page, and the demo redirect target.
+"""Browser pages: login, sign-up, logout, the authorization (consent) page, the authorized
+apps, and the demo redirect target.
 
 Every page sends anti-framing, a strict CSP, no referrer to other sites and no caching.
 Forms carry a CSRF token bound to a cookie and to the session (an HMAC over both), and
@@ -11,29 +12,31 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from pathlib import Path
+from datetime import datetime
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from babel.dates import format_date
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.ids import parse_snowflake
-from fluxer_oauth.core.permissions import defined_only, permission_names
-from fluxer_oauth.core.scopes import SCOPE
+from fluxer_oauth.core.permissions import PERMISSIONS, defined_only
 from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth.params import Params
 from fluxer_oauth.platform import accounts, authorizations, guilds
 from fluxer_oauth.store.errors import StoreUnavailable
+from fluxer_oauth.web import flash
 from fluxer_oauth.web.caller import runtime
-from fluxer_oauth.web.i18n import _
-from fluxer_oauth.web.ratelimit import PasswordThrottle, RateLimited, client_ip, limit
-from fluxer_oauth.web.templating import error_html, page_headers, templates
+from fluxer_oauth.web.cookies import CSRF_COOKIE, SESSION_COOKIE
+from fluxer_oauth.web.i18n import _, current_locale
+from fluxer_oauth.web.page_messages import field_messages, page_message
+from fluxer_oauth.web.permission_labels import labelled_permissions, scope_description
+from fluxer_oauth.web.ratelimit import PasswordThrottle, RateLimited, client_ip, limit, limit_registration
+from fluxer_oauth.web.templating import error_html, page_headers, retry_text, templates
 
 logger = logging.getLogger("fluxer.pages")
-SESSION_COOKIE = "fluxer_session"
-CSRF_COOKIE = "fluxer_csrf"
 MAX_FORM_FIELD = 4096
 
 def security_headers(request: Request) -> dict:
@@ -48,7 +51,7 @@ def _apply(request: Request, response: Response) -> Response:
 
 # Forms sent before there is a session: their token is bound to none, so the login form
 # also works in a browser that still holds a session cookie.
-BEFORE_LOGIN_TEMPLATES = frozenset({"login.html"})
+BEFORE_LOGIN_TEMPLATES = frozenset({"login.html", "signup.html"})
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -219,21 +222,96 @@ async def login_submit(request: Request) -> Response:
     login_name = form_field(params, "login")
     if not csrf_ok(request, params, before_login=True):
         return render(request, "login.html", 403, next=next_url, login=login_name,
-                      error="Your form expired. Please try again.")
+                      error=_("Your form expired. Please try again."))
     try:
         token, _user = await accounts.login(runtime(request), login_name, form_field(params, "password"),
                                             PasswordThrottle(request.scope))
-    except RateLimited:
-        return render(request, "login.html", 429, next=next_url, login=login_name,
-                      error="Too many failed attempts. Wait a few minutes and try again.")
+    except RateLimited as exc:
+        return _with_retry_after(render(
+            request, "login.html", 429, next=next_url, login=login_name,
+            error=_("Too many failed attempts.") + " " + retry_text(_retry_seconds(exc))), exc)
     except ApiError:
         return render(request, "login.html", 400, next=next_url, login=login_name,
-                      error="Login or password is incorrect.")
+                      error=_("Login or password is incorrect."))
+    return await start_browser_session(request, token, next_url)
+
+
+async def start_browser_session(request: Request, token: str, next_url: str) -> Response:
+    """After a login or a sign-up: the session this browser had ends, the new session's
+    cookie is set, and 303 to ``next_url`` (marked as signed in for, when it is an
+    authorization request: _mark_sign_in)."""
     await _end_cookie_session(request)  # the session this browser had, if any, ends here
     # 303, never 307: the browser must not re-post the credentials to the next page.
     response = redirect(request, _mark_sign_in(runtime(request).secret, next_url, token), 303)
     _set_cookie(request, response, SESSION_COOKIE, token, runtime(request).settings.session_ttl)
     return response
+
+
+def _retry_seconds(exc: RateLimited) -> int:
+    try:
+        return max(1, int(exc.headers.get("Retry-After", "60")))
+    except ValueError:
+        return 60
+
+
+def _with_retry_after(response: Response, exc: RateLimited) -> Response:
+    response.headers["Retry-After"] = str(_retry_seconds(exc))
+    return response
+
+
+# --- sign-up --------------------------------------------------------------------------------
+
+SIGNUP_FIELDS = ("username", "email", "password", "password_confirm")
+
+
+async def signup_page(request: Request) -> Response:
+    next_url = safe_next(request.query_params.get("next"))
+    if await cookie_user(request) is not None:  # already signed in: on to where the user was going
+        return redirect(request, next_url)
+    return _signup_form(request, 200, next_url)
+
+
+@same_origin
+async def signup_submit(request: Request) -> Response:
+    """The form of ``POST /api/v1/auth/register`` (same rules, same throttle), plus the
+    password typed twice; on success signed in as a login is, and on to ``next``. The
+    typed username and email come back with the errors, never the password."""
+    params = await read_form(request)
+    next_url = safe_next(form_field(params, "next"))
+    username, email = form_field(params, "username"), form_field(params, "email")
+    password = form_field(params, "password")
+    kept = {"username": username, "email": email}
+    if not csrf_ok(request, params, before_login=True):
+        return _signup_form(request, 403, next_url, error=_("Your form expired. Please try again."), **kept)
+    if password != form_field(params, "password_confirm"):
+        return _signup_form(request, 400, next_url, errors={"password_confirm": _("The two passwords differ.")},
+                            **kept)
+    try:
+        await limit_registration(request.scope)
+        token, _user = await accounts.register(runtime(request), username, email, password)
+    except RateLimited as exc:
+        return _with_retry_after(_signup_form(
+            request, 429, next_url, error=_("Too many accounts were created from your network.") + " "
+            + retry_text(_retry_seconds(exc)), **kept), exc)
+    except ApiError as exc:
+        errors = field_messages(exc)
+        if "password" in errors and any(e.get("code") == "BASE_TYPE_BAD_LENGTH" and e.get("path") == "password"
+                                        for e in exc.details.get("errors", ())):
+            errors["password"] = _("Use 8 to 128 characters.")
+        general = errors.pop("", None) or ("" if errors else page_message(exc))
+        shown = {name: text for name, text in errors.items() if name in SIGNUP_FIELDS}
+        if len(shown) < len(errors):  # a field the form does not have: said above the form
+            general = page_message(exc)
+        return _signup_form(request, exc.status, next_url, errors=shown, error=general or None, **kept)
+    return await start_browser_session(request, token, next_url)
+
+
+def _signup_form(request: Request, status: int, next_url: str, *, username: str = "", email: str = "",
+                 errors: dict[str, str] | None = None, error: str | None = None) -> Response:
+    errors = errors or {}
+    first_wrong = next((name for name in SIGNUP_FIELDS if name in errors), None)
+    return render(request, "signup.html", status, next=next_url, username=username, email=email, errors=errors,
+                  error=error, focus=first_wrong or "username")
 
 
 # --- logout ---------------------------------------------------------------------------------
@@ -286,16 +364,35 @@ async def authorize_submit(request: Request) -> Response:
     params = Params.from_pairs(parse_qsl(query, keep_blank_values=True))
     decision = form_field(form, "action")
     if decision not in ("authorize", "cancel"):
-        return error_page(request, "Choose Authorize or Cancel.")
+        return error_page(request, _("Choose Authorize or Cancel."))
     guild_choice = parse_snowflake(form_field(form, "guild_id")) if form_field(form, "guild_id") else None
+    ticked = _ticked_permissions(await request.body())
     try:
-        return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice)
+        return await _authorize(request, params, query, decision=decision, guild_choice=guild_choice,
+                                ticked=ticked)
     except StoreUnavailable:
         return unavailable_page(request)
 
 
+MAX_TICKED = 64  # more than there are permissions: a longer list is not the consent form's
+
+
+def _ticked_permissions(body: bytes) -> int:
+    """The bits of the ``permission`` boxes left ticked on the consent form (each box's value
+    is a permission's name); unknown names are ignored. ``approve`` keeps only the requested
+    ones of these: a forged box grants nothing, and no box at all grants no permission."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        return 0
+    ticked = 0
+    for value in [value for name, value in pairs if name == "permission"][:MAX_TICKED]:
+        ticked |= PERMISSIONS.get(value.strip(), 0)
+    return ticked
+
+
 async def _authorize(request: Request, params: Params, query: str, *, decision: str | None,
-                     guild_choice: int | None = None) -> Response:
+                     guild_choice: int | None = None, ticked: int | None = None) -> Response:
     rt = runtime(request)
     # GET answers with 302; after a form POST, 303 so the browser follows with a GET.
     status = 302 if decision is None else 303
@@ -320,11 +417,14 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
         authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":
             if auth_request.redirect_uri is None:
-                return error_page(request, "You cancelled adding the bot.", status=200, heading="Cancelled", hint="")
+                return error_page(request, _("You cancelled adding the bot."), status=200, heading=_("Cancelled"),
+                                  hint="")
             return redirect(request, authz.deny(rt, auth_request), status)
         if decision == "authorize":
+            # The form's boxes: the bot gets the requested permissions left ticked, no more.
             return redirect(request, await authz.approve(rt, auth_request, user, guild_id=guild_choice,
-                                                         signed_in_at=user.signed_in_at), status)
+                                                         permissions=ticked, signed_in_at=user.signed_in_at),
+                            status)
         if "none" in auth_request.prompts:
             if not await authz.remembered_consent_covers(rt, auth_request, user):
                 raise authz.RedirectError("consent_required", "the user has not granted these scopes")
@@ -341,8 +441,10 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
                         status)
     except ApiError as exc:  # a refused bot installation: say why on the page
         if exc.code == "BOT_IS_PRIVATE":
-            return error_page(request, exc.message, status=exc.status, heading="This bot is private", hint="")
-        return await _consent_page(request, auth_request, user, query, error=exc.message, status=exc.status)
+            return error_page(request, page_message(exc), status=exc.status, heading=_("This bot is private"),
+                              hint="")
+        return await _consent_page(request, auth_request, user, query, error=page_message(exc), status=exc.status,
+                                   guild_choice=guild_choice, ticked=ticked)
     except Exception:
         # The user is still sent back, with a request id in the log to find what happened.
         logger.exception("authorize failed", extra={"fields": {"request_id": request.state.request_id}})
@@ -367,12 +469,22 @@ def unavailable_page(request: Request) -> Response:
 
 
 async def _consent_page(request: Request, auth_request, user, query: str, *, error: str | None = None,
-                        status: int = 200) -> Response:
+                        status: int = 200, guild_choice: int | None = None, ticked: int | None = None) -> Response:
+    """The consent form. With ``bot``: the servers the bot may be added to (the user holds
+    Manage Server or Administrator there and the bot is not in it yet; only the preselected
+    one when the request locks it), as radio buttons with their icons, and each requested
+    permission as a box ticked by default (``ticked``: the boxes of a refused submission)."""
     bot = "bot" in auth_request.scopes
-    eligible = await guilds.manageable_guilds(runtime(request), user.id) if bot else []
+    eligible = (await guilds.manageable_guilds(runtime(request), user.id, bot_id=auth_request.app.bot_id)
+                if bot else [])
     locked = auth_request.disable_guild_select and auth_request.guild_id is not None
     if locked:
         eligible = [g for g in eligible if g["id"] == str(auth_request.guild_id)]
+    eligible_ids = {g["id"] for g in eligible}
+    selected = next((str(choice) for choice in (guild_choice, auth_request.guild_id)
+                     if choice is not None and str(choice) in eligible_ids), None)
+    requested = defined_only(auth_request.permissions) if bot else 0
+    granted = requested if ticked is None else requested & ticked
     return render(
         request,
         "consent.html",
@@ -380,12 +492,13 @@ async def _consent_page(request: Request, auth_request, user, query: str, *, err
         app=auth_request.app,
         user=user,
         error=error,
-        scopes=[(scope, SCOPE[scope].description) for scope in auth_request.scopes],
+        scopes=[(scope, scope_description(scope)) for scope in auth_request.scopes],
         bot=bot,
         guilds=eligible,
-        selected_guild=str(auth_request.guild_id) if auth_request.guild_id else None,
+        selected_guild=selected,
         guild_locked=locked,
-        permission_names=permission_names(defined_only(auth_request.permissions)) if bot else [],
+        permissions=[(name, label, bool(granted & PERMISSIONS[name]))
+                     for name, label in labelled_permissions(requested)],
         request_query=query,
         switch_next=f"/oauth2/authorize?{query}",
         redirect_host=urlsplit(auth_request.redirect_uri).netloc if auth_request.redirect_uri else "",
@@ -414,26 +527,78 @@ async def demo_callback(request: Request) -> Response:
 
 # --- settings: authorized apps -----------------------------------------------------------------
 
+AUTHORIZED_APPS = "/settings/authorized-apps"
+REVOKED_FLASH = "authorized-apps"  # the flash's scope: "Access of X revoked." after the 303
+
+
 async def authorized_apps_page(request: Request) -> Response:
     user = await cookie_user(request)
     if user is None:
-        return login_redirect(request, "/settings/authorized-apps")
+        return login_redirect(request, AUTHORIZED_APPS)
     apps = await authorizations.list_authorizations(runtime(request), user.id)
-    return render(request, "authorized_apps.html", user=user, apps=apps, notice=request.query_params.get("revoked"))
+    revoked = flash.take(request, REVOKED_FLASH)
+    notice = _("Access of %(name)s revoked.") % {"name": revoked["name"]} if revoked and "name" in revoked else None
+    response = render(request, "authorized_apps.html", user=user, apps=[_shown_authorization(item) for item in apps],
+                      notice=notice)
+    return flash.forget(request, response, path=AUTHORIZED_APPS)
+
+
+def _shown_authorization(item: dict) -> dict:
+    """One authorized application as the page shows it: what it may do in the consent page's
+    words, and its dates in the reader's language."""
+    return {
+        "application": item["application"],
+        "scopes": [scope_description(scope) for scope in item["scopes"]],
+        "since": _human_date(item["first_authorized_at"]),
+        "last_used": _human_date(item["last_used_at"]),
+    }
+
+
+def _human_date(iso_time: str | None) -> str | None:
+    """"30 November 2026" (as the locale writes it) of an API timestamp."""
+    if not iso_time:
+        return None
+    return format_date(datetime.fromisoformat(iso_time.replace("Z", "+00:00")), format="long",
+                       locale=current_locale())
+
+
+async def _authorization_of(request: Request, user) -> dict | None:
+    """The signed-in user's authorization of the application the path names, or None (an
+    unknown application, or one the user has not authorized)."""
+    application_id = parse_snowflake(request.path_params["application_id"])
+    if application_id is None:
+        return None
+    items = await authorizations.list_authorizations(runtime(request), user.id)
+    return next((item for item in items if item["application"]["id"] == str(application_id)), None)
+
+
+async def revoke_app_page(request: Request) -> Response:
+    """Revoking asks first, without JavaScript: this page says what ends, and its form
+    POSTs the revocation (revoke_app_submit); Cancel goes back to the list."""
+    user = await cookie_user(request)
+    if user is None:
+        return login_redirect(request, request.url.path)
+    item = await _authorization_of(request, user)
+    if item is None:
+        return error_page(request, _("You have not authorized this application."), status=404)
+    return render(request, "revoke_confirm.html", user=user, item=_shown_authorization(item))
 
 
 @same_origin
 async def revoke_app_submit(request: Request) -> Response:
     user = await cookie_user(request)
     if user is None:
-        return login_redirect(request, "/settings/authorized-apps", 303)
+        return login_redirect(request, AUTHORIZED_APPS, 303)
     form = await read_form(request)
     if not csrf_ok(request, form):
         return form_expired(request)
-    application_id = parse_snowflake(request.path_params["application_id"])
-    if application_id is not None:
-        try:
-            await authorizations.revoke_authorization(runtime(request), user.id, application_id)
-        except ApiError:
-            pass  # already gone: the list shows the truth
-    return redirect(request, "/settings/authorized-apps?revoked=1", 303)
+    response = redirect(request, AUTHORIZED_APPS, 303)
+    item = await _authorization_of(request, user)
+    if item is None:  # already gone (a second press of the button): the list shows the truth
+        return response
+    try:
+        await authorizations.revoke_authorization(runtime(request), user.id, int(item["application"]["id"]))
+    except ApiError:
+        return response  # revoked in between
+    return flash.put(request, response, path=AUTHORIZED_APPS, scope=REVOKED_FLASH,
+                     payload={"name": item["application"]["name"]})
