@@ -177,14 +177,36 @@ async def test_the_code_flow_stores_and_installs_the_ticked_permissions(client, 
     assert await _bot_role_permissions(client, app, guild_id) == P["MANAGE_ROLES"] | P["KICK_MEMBERS"]
 
 
-async def test_the_json_consent_still_grants_every_requested_permission(client):
-    """``POST /api/v1/oauth2/authorize/consent`` has no boxes: the request's permissions."""
+async def test_the_json_consent_grants_every_requested_permission_by_default(client):
+    """``POST /api/v1/oauth2/authorize/consent`` without granted_permissions: the request's."""
     owner, app = await _owner_with_bot(client)
     guild_id = await make_guild(client, owner, "Home")
     response = await client.post("/api/v1/oauth2/authorize/consent", headers=owner.headers, json={
         "client_id": app.id, "scope": "bot", "authorize": True, "permissions": str(REQUESTED), "guild_id": guild_id})
     assert response.status_code == 200, response.text
     assert await _bot_role_permissions(client, app, guild_id) == REQUESTED
+
+
+async def test_the_json_consent_grants_only_the_users_subset_of_the_request(client):
+    """A single-page client's granted_permissions are the page's boxes: the bot gets the
+    requested bits among them, never one the request did not ask for."""
+    owner, app = await _owner_with_bot(client)
+    guild_id = await make_guild(client, owner, "Home")
+    chosen = P["KICK_MEMBERS"] | P["SEND_MESSAGES"] | P["BAN_MEMBERS"]  # BAN_MEMBERS was not requested
+    response = await client.post("/api/v1/oauth2/authorize/consent", headers=owner.headers, json={
+        "client_id": app.id, "scope": "bot", "authorize": True, "permissions": str(REQUESTED), "guild_id": guild_id,
+        "granted_permissions": str(chosen)})
+    assert response.status_code == 200, response.text
+    assert await _bot_role_permissions(client, app, guild_id) == P["KICK_MEMBERS"] | P["SEND_MESSAGES"]
+
+
+async def test_the_json_consent_refuses_malformed_granted_permissions(client):
+    owner, app = await _owner_with_bot(client)
+    guild_id = await make_guild(client, owner, "Home")
+    response = await client.post("/api/v1/oauth2/authorize/consent", headers=owner.headers, json={
+        "client_id": app.id, "scope": "bot", "authorize": True, "permissions": str(REQUESTED), "guild_id": guild_id,
+        "granted_permissions": "-1"})
+    assert response.status_code == 400 and response.json()["errors"][0]["path"] == "granted_permissions"
 
 
 def test_every_permission_has_a_label():

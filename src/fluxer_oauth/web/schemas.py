@@ -70,6 +70,9 @@ class ConsentBody(Struct):
     code_challenge_method: str | None = None
     prompt: str | None = None
     permissions: str | int | None = None
+    # The user's choice, as on the consent page: which of the requested permissions the bot
+    # gets (the bits outside ``permissions`` are ignored); all requested ones when left out.
+    granted_permissions: str | int | None = None
     guild_id: str | None = None
     disable_guild_select: bool | None = None
     nonce: str | None = None

@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse
 
 from fluxer_oauth.core.errors import ApiError, OAuthError
 from fluxer_oauth.core.ids import parse_snowflake
+from fluxer_oauth.core.permissions import parse_permissions
 from fluxer_oauth.oauth import authorize as authz
 from fluxer_oauth.oauth import introspection, revocation
 from fluxer_oauth.oauth.device import device_authorization
@@ -18,6 +19,7 @@ from fluxer_oauth.oauth.token import token_endpoint
 from fluxer_oauth.web.api import CLIENT_AUTH, SESSION_AUTH, per_client, per_ip, per_user, router
 from fluxer_oauth.web.caller import Caller, runtime
 from fluxer_oauth.platform import authorizations
+from fluxer_oauth.platform.validation import invalid_form_body
 from fluxer_oauth.web.edge import WITH_CLIENT, hot
 from fluxer_oauth.web.form_endpoints import FormEndpoint
 from fluxer_oauth.web.responses import decode_json, json_response, no_content
@@ -64,10 +66,23 @@ async def consent(request: Request, caller: Caller):
             await authz.check_hinted_user(rt, auth_request, caller.user)
             # The body's guild_id is the user's choice (or the locked preselection).
             url = await authz.approve(rt, auth_request, caller.user, guild_id=auth_request.guild_id,
+                                      permissions=_granted(body.granted_permissions),
                                       signed_in_at=caller.user.signed_in_at)
     except authz.RedirectError as exc:
         url = authz.error_redirect(rt, auth_request.redirect_uri, exc.error, exc.description, auth_request.state)
     return json_response({"redirect_to": url})
+
+
+def _granted(value: str | int | None) -> int | None:
+    """The user's ticked permissions (granted_permissions): a non-negative integer, as a
+    number or a decimal string; anything else is a 400 like a malformed permissions value."""
+    if value is None:
+        return None
+    granted = parse_permissions(str(value))
+    if granted is None:
+        raise invalid_form_body([{"path": "granted_permissions", "code": "PERMISSIONS_INVALID",
+                                  "message": "must be a non-negative integer"}])
+    return granted
 
 
 def _consent_pairs(body: ConsentBody):
