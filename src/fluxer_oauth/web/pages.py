@@ -108,8 +108,8 @@ def form_field(params: Params, name: str, *, max_length: int = MAX_FORM_FIELD, m
 
 def form_expired(request: Request) -> HTMLResponse:
     """The answer to a form whose CSRF token does not match this browser."""
-    return error_page(request, "Your form expired. Go back and try again.", status=403,
-                      heading="Something went wrong", hint="")
+    return error_page(request, _("Your form expired. Go back and try again."), status=403,
+                      heading=_("Something went wrong"))
 
 
 def login_redirect(request: Request, next_path: str, status: int = 302, *, again: bool = False) -> Response:
@@ -181,8 +181,8 @@ def same_origin(handler):
     @functools.wraps(handler)
     async def checked(request: Request) -> Response:
         if not sent_from_this_site(request):
-            return error_page(request, "This form was sent from another site, so it was not accepted.",
-                              status=403, heading="Request refused", hint="")
+            return error_page(request, _("This form was sent from another site, so it was not accepted."),
+                              status=403, heading=_("Request refused"))
         return await handler(request)
     return checked
 
