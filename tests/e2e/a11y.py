@@ -13,13 +13,11 @@ scripts that CSP blocks would then apply.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.node_packages import ensure_installed, needs_node  # noqa: F401 (needs_node: for the tests)
 
 NODE_DIR = Path(__file__).parent / "node"
 AXE_SCRIPT = NODE_DIR / "node_modules" / "axe-core" / "axe.min.js"
@@ -28,8 +26,6 @@ TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 BLOCKING = ("critical", "serious")  # what fails a test; moderate and minor are reported only
 IMPACT_ORDER = {"critical": 0, "serious": 1, "moderate": 2, "minor": 3}
 
-needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
-                                reason="Node.js and npm are needed to install axe-core")
 
 _RUN = """async (tags) => {
   const result = await axe.run(document, {runOnly: {type: "tag", values: tags}, resultTypes: ["violations"]});
@@ -40,27 +36,10 @@ _RUN = """async (tags) => {
 }"""
 
 
-def _installed() -> bool:
-    """Whether node_modules holds exactly the versions package.json pins."""
-    pins = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
-    for name, version in pins.items():
-        manifest = NODE_DIR / "node_modules" / name / "package.json"
-        if not manifest.exists() or json.loads(manifest.read_text())["version"] != version:
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def axe_source() -> str:
-    """axe.min.js, installed if needed (one install at a time, whatever runs at once)."""
-    with open(NODE_DIR.parent / ".node-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _installed():
-            done = subprocess.run(["npm", "ci" if (NODE_DIR / "package-lock.json").exists() else "install",
-                                   "--no-audit", "--no-fund", "--prefer-offline"], cwd=NODE_DIR,
-                                  capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, f"npm install failed:\n{done.stdout}\n{done.stderr}"
-        assert _installed(), "npm did not install the pinned axe-core"
+    """axe.min.js, installed if needed."""
+    ensure_installed(NODE_DIR)
     return AXE_SCRIPT.read_text()
 
 

@@ -10,11 +10,9 @@ on first use (npm's cache makes later installs work offline)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import queue
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -25,6 +23,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD
+from tests.node_packages import ensure_installed, needs_node
 from tests.interop.conftest import running_server
 from tests.interop.conftest import act_as_user
 
@@ -32,31 +31,12 @@ NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "relying_party.mjs"
 REDIRECT = "http://127.0.0.1:9/callback"
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
-                                reason="Node.js and npm are needed for openid-client")
-
-
-def _installed() -> bool:
-    """Whether node_modules holds exactly the versions package.json pins."""
-    pins = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
-    for name, version in pins.items():
-        manifest = NODE_DIR / "node_modules" / name / "package.json"
-        if not manifest.exists() or json.loads(manifest.read_text())["version"] != version:
-            return False
-    return True
+pytestmark = needs_node
 
 
 @pytest.fixture(scope="session")
 def node_project():
-    # One install at a time, however many test runs start together (both backends at once).
-    with open(NODE_DIR.parent / ".node-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _installed():
-            done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline"], cwd=NODE_DIR,
-                                  capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, f"npm install failed:\n{done.stdout}\n{done.stderr}"
-        assert _installed(), "npm install did not install the pinned versions"
-    return NODE_DIR
+    return ensure_installed(NODE_DIR)
 
 
 class RelyingParty:
