@@ -73,7 +73,7 @@ def page_message(exc: ApiError) -> str:
             field = path.split(".", 1)[0]
             label = labels.get(field, field)
             sentence = sentences.get(error.get("code", ""), as_sentence(str(error.get("message", ""))))
-            lines.append(f"{label}: {sentence}" if label else sentence)
+            lines.append(_("%(field)s: %(problem)s") % {"field": label, "problem": sentence} if label else sentence)
         return " ".join(lines)
     return sentences.get(exc.code) or as_sentence(exc.message)
 
