@@ -31,8 +31,9 @@ from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
 from fluxer_oauth.web import asgi
-from fluxer_oauth.web.edge import API_PREFIXES, Edge
+from fluxer_oauth.web.edge import Edge
 from fluxer_oauth.web.ratelimit import RateLimits
+from fluxer_oauth.web.templating import is_page_path
 from fluxer_oauth.web.responses import (
     api_error_handler, json_response, oauth_error_handler, store_unavailable_handler,
 )
@@ -57,8 +58,8 @@ async def http_error_handler(_request: Request, exc: HTTPException):
 
 
 async def store_unavailable(request: Request, exc: StoreUnavailable):
-    """503 for a request that found the database unreachable: JSON on the API, a page elsewhere."""
-    if request.url.path.startswith(API_PREFIXES):
+    """503 for a request that found the database unreachable: a page on page routes, JSON elsewhere."""
+    if not is_page_path(request.url.path):
         return await store_unavailable_handler(request, exc)
     return pages.unavailable_page(request)
 

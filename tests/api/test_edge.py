@@ -265,7 +265,8 @@ async def test_the_database_out_of_reach_is_a_503_page_on_pages_and_json_on_the_
         yield  # pragma: no cover
 
     monkeypatch.setattr(app.runtime.db, "read", unreachable)
-    page = await client.get("/oauth2/authorized?client_id=123")
+    client.cookies.set("fluxer_session", "flx_" + "a" * 36)  # a page that must look the session up
+    page = await client.get("/settings/authorized-apps")
     assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
     assert "Temporarily unavailable" in page.text
     api = await client.get("/api/v1/users/@me", headers={"Authorization": "flx_" + "a" * 36})

@@ -67,6 +67,23 @@ async def test_an_unknown_api_path_is_still_json(client):
 async def test_a_method_a_page_does_not_take_is_an_error_page(client, method, path):
     response = await client.request(method, path)
     assert_error_page(response, 405, "Page not found")
+    assert "GET" in response.headers["allow"]  # a 405 names what the route takes (RFC 9110 §15.5.6)
+
+
+async def test_images_and_static_files_are_not_pages_when_the_database_is_out_of_reach(app, client, monkeypatch):
+    """Their errors are plain (JSON), never an HTML page in whatever locale came last."""
+    from contextlib import asynccontextmanager
+
+    from fluxer_oauth.store.errors import StoreUnavailable
+
+    @asynccontextmanager
+    async def unreachable():
+        raise StoreUnavailable()
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(app.runtime.db, "read", unreachable)
+    response = await client.get("/icons/123/0123456789abcdef0123456789abcdef.png")
+    assert response.status_code == 503 and response.headers["content-type"] == "application/json"
 
 
 # --- 400 and 403 -------------------------------------------------------------------------------

@@ -212,3 +212,13 @@ def test_keyed_hash_is_hmac_sha256_of_purpose_and_value():
     for value in ("abc", "abd", ""):
         expected = hmac.new(key, b"client-secret\x00" + value.encode(), hashlib.sha256).digest()
         assert credentials.keyed_hash(key, "client-secret", value) == expected
+
+
+def test_per_address_throttles_count_an_ipv6_network_not_each_address():
+    from fluxer_oauth.web.client_ip import throttle_address
+
+    assert throttle_address("203.0.113.7") == "203.0.113.7"
+    assert throttle_address("2001:db8:1:2::1") == throttle_address("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert throttle_address("2001:db8:1:3::1") != throttle_address("2001:db8:1:2::1")
+    assert throttle_address("::ffff:203.0.113.7") == "203.0.113.7"
+    assert throttle_address("not-an-address") == "not-an-address"

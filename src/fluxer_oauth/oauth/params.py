@@ -52,5 +52,13 @@ class Params:
             raise ParamError(f"{name} contains control characters")
         return value
 
+    def exact(self, name: str, *, max_length: int) -> str | None:
+        """The value as sent, untrimmed (a password: its spaces are part of it); None when
+        it is missing, repeated or longer than ``max_length``."""
+        values = self._multi.get(name) or []
+        if len(values) != 1 or len(values[0]) > max_length:
+            return None
+        return values[0]
+
     def names(self) -> list[str]:
         return list(self._multi)

@@ -512,10 +512,17 @@ async def install_bot(rt: Runtime, conn, *, app, user, guild_id: int, permission
 
 async def install_names(rt: Runtime, application_id: int, guild_id: int | None,
                         user_id: int | None) -> tuple[str | None, str | None]:
-    """The application's name and, for a member of it only, the guild's name: what the page
-    that ends a bot-only install shows."""
+    """The application's and the guild's names, for the page that ends a bot-only install:
+    only when the application's bot is in that guild and the viewer is a member of it, so a
+    crafted link cannot make the page claim an install that did not happen (None, None)."""
+    if guild_id is None or user_id is None:
+        return None, None
     async with rt.db.read() as conn:
         app = await app_store.get_application(conn, application_id)
-        guild = await guild_store.get_guild(conn, guild_id) if guild_id else None
-        member = guild is not None and user_id is not None and await guild_store.is_member(conn, guild.id, user_id)
-    return (app.name if app is not None else None), (guild.name if member else None)
+        guild = await guild_store.get_guild(conn, guild_id)
+        if app is None or app.bot_id is None or guild is None:
+            return None, None
+        if not (await guild_store.is_member(conn, guild.id, user_id)
+                and await guild_store.is_member(conn, guild.id, app.bot_id)):
+            return None, None
+    return app.name, guild.name

@@ -3,6 +3,7 @@ trusted proxy (walking the list from the right, past every trusted hop)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
@@ -43,3 +44,23 @@ class ClientIpResolver:
                 except ValueError:
                     return peer  # a malformed hop: do not believe the header at all
         return peer
+
+
+def throttle_address(address: str) -> str:
+    """What per-address throttles count: an IPv4 address as it is, an IPv6 address by its
+    /64 (one subscriber's network: a client picks any address in it, so counting each would
+    let it start afresh at will), an IPv4-mapped IPv6 address as its IPv4 address."""
+    if ":" not in address:
+        return address
+    return _ipv6_network(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv6_network(address: str) -> str:
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))

@@ -45,6 +45,7 @@ from fluxer_oauth.ops.logging import log
 from fluxer_oauth.platform.accounts import session_user
 from fluxer_oauth.web import i18n, templating
 from fluxer_oauth.web.caller import authenticate_header
+from fluxer_oauth.web.client_ip import throttle_address
 from fluxer_oauth.web.ratelimit import GLOBAL_PENDING, count_pending_global, exempt_from_global
 from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.web.responses import database_unavailable, error_answer, has_header
@@ -178,8 +179,8 @@ class Edge:
             counting = None
             limits = self.limits
             if limits.enabled:  # 3
-                ip = state["client_ip"] = (self.resolver.resolve_forwarded(exchange.peer, exchange.headers.get_all(
-                    "x-forwarded-for")) if self._behind_proxies else exchange.peer)
+                ip = state["client_ip"] = throttle_address(self.resolver.resolve_forwarded(
+                    exchange.peer, exchange.headers.get_all("x-forwarded-for")) if self._behind_proxies else exchange.peer)
                 mode = route.global_count if route is not None else BEFORE
                 if mode == BEFORE or (mode == ALONGSIDE and not limits.counted_in_redis):
                     if route is not None or not exempt_from_global(path):
@@ -233,12 +234,16 @@ class Edge:
 
     def _page_error(self, exchange: Exchange, status: int, headers: Headers, request_id: str) -> Answer:
         """A page route's error (the global limit's 429, a 413, an unexpected 500, the
-        database's 503) as the error page, in the request's language, Retry-After kept."""
+        database's 503) as the error page, in the request's language; Retry-After and a 405's
+        Allow kept."""
         i18n.use_locale(exchange.headers.get("accept-language"))
         settings = self.app.runtime.settings
         retry_after = next((value for name, value in headers if name == "retry-after"), None)
-        return templating.error_answer(status, https=settings.https, public_url=settings.public_url,
-                                       request_id=request_id, retry_after=retry_after)
+        status, page_headers, body = templating.error_answer(
+            status, https=settings.https, public_url=settings.public_url, request_id=request_id,
+            retry_after=retry_after)
+        page_headers += [(name, value) for name, value in headers if name == "allow"]
+        return status, page_headers, body
 
     async def _body_limit(self, exchange: Exchange) -> int:
         """``large_body`` on a route declared to take one, for a request whose credential

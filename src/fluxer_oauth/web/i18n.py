@@ -45,14 +45,19 @@ LOCALES = tuple(CATALOGS)  # what the pages can be shown in
 _current = contextvars.ContextVar("locale", default=DEFAULT_LOCALE)
 
 
-@functools.lru_cache(maxsize=256)
 def negotiate(accept_language: str | None) -> str:
     """The best of LOCALES for an ``Accept-Language`` header (RFC 9110 §12.5.4: q-values,
-    a primary tag matching its regional variants), else English."""
+    a primary tag matching its regional variants), else English. Only the header's first
+    MAX_ACCEPT_LANGUAGE characters are read, and only they are kept by the cache."""
     if not accept_language:
         return DEFAULT_LOCALE
+    return _negotiate(accept_language[:MAX_ACCEPT_LANGUAGE])
+
+
+@functools.lru_cache(maxsize=256)
+def _negotiate(accept_language: str) -> str:
     ranked = []
-    for position, item in enumerate(accept_language[:MAX_ACCEPT_LANGUAGE].split(",")):
+    for position, item in enumerate(accept_language.split(",")):
         tag, _, params = item.strip().partition(";")
         quality = 1.0
         for param in params.split(";"):

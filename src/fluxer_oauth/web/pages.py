@@ -106,6 +106,15 @@ def form_field(params: Params, name: str, *, max_length: int = MAX_FORM_FIELD, m
         return ""
 
 
+MAX_PASSWORD_FIELD = 1024  # longer than any password the platform takes: it refuses the rest with the reason
+
+
+def password_field(params: Params, name: str = "password") -> str:
+    """A password field exactly as typed (never trimmed: the API takes spaces as part of a
+    password, so the pages must too), or "" when missing, repeated or far too long."""
+    return params.exact(name, max_length=MAX_PASSWORD_FIELD) or ""
+
+
 def form_expired(request: Request) -> HTMLResponse:
     """The answer to a form whose CSRF token does not match this browser."""
     return error_page(request, _("Your form expired. Go back and try again."), status=403,
@@ -224,7 +233,7 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", 403, next=next_url, login=login_name,
                       error=_("Your form expired. Please try again."))
     try:
-        token, _user = await accounts.login(runtime(request), login_name, form_field(params, "password"),
+        token, _user = await accounts.login(runtime(request), login_name, password_field(params),
                                             PasswordThrottle(request.scope))
     except RateLimited as exc:
         return _with_retry_after(render(
@@ -279,11 +288,11 @@ async def signup_submit(request: Request) -> Response:
     params = await read_form(request)
     next_url = safe_next(form_field(params, "next"))
     username, email = form_field(params, "username"), form_field(params, "email")
-    password = form_field(params, "password")
+    password = password_field(params)
     kept = {"username": username, "email": email}
     if not csrf_ok(request, params, before_login=True):
         return _signup_form(request, 403, next_url, error=_("Your form expired. Please try again."), **kept)
-    if password != form_field(params, "password_confirm"):
+    if password != password_field(params, "password_confirm"):
         return _signup_form(request, 400, next_url, errors={"password_confirm": _("The two passwords differ.")},
                             **kept)
     try:

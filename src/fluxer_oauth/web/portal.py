@@ -35,6 +35,7 @@ from fluxer_oauth.web.pages import (
     form_expired,
     form_field,
     login_redirect,
+    password_field,
     read_form,
     redirect,
     render,
@@ -435,7 +436,7 @@ async def _confirmed(request: Request, action: str) -> Response:
     if refusal is not None:
         return refusal
     rt, application_id = runtime(request), int(view["id"])
-    password = _field(form, "password", 128)
+    password = password_field(form)
     throttle = PasswordThrottle(request.scope)
     try:
         if action == "reset-secret":

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.rate_window import NO_COUNTS, Counts, Outcome, Rate, advance, outcome, parse_rate
 from fluxer_oauth.ops import metrics
+from fluxer_oauth.web.client_ip import throttle_address
 from fluxer_oauth.settings import Settings
 
 logger = logging.getLogger("fluxer.ratelimit")
@@ -455,8 +456,12 @@ GLOBAL_PENDING = "global_pending"
 
 
 def client_ip(scope) -> str:
+    """The address per-address throttles count (client_ip.throttle_address: an IPv6 /64)."""
+    counted = scope.get("state", {}).get("client_ip")
+    if counted:
+        return counted
     client = scope.get("client")
-    return scope.get("state", {}).get("client_ip") or (client[0] if client else "unknown")
+    return throttle_address(client[0]) if client else "unknown"
 
 
 def _limits(scope) -> RateLimits:
