@@ -53,10 +53,12 @@ class Config:
     database: str  # "sqlite" or "postgres"
     workers: int
     rate_limits: bool
+    access_log: bool = True  # as shipped: FLUXER_LOG_LEVEL=INFO writes a line a request to stderr
 
 
 CONFIGS = {
     "sqlite-1w": Config("sqlite-1w", "sqlite", 1, False),
+    "sqlite-1w-nolog": Config("sqlite-1w-nolog", "sqlite", 1, False, access_log=False),
     "sqlite-1w-rl": Config("sqlite-1w-rl", "sqlite", 1, True),
     "pg-redis-2w": Config("pg-redis-2w", "postgres", 2, False),
     "pg-redis-2w-rl": Config("pg-redis-2w-rl", "postgres", 2, True),
@@ -183,7 +185,7 @@ class Ours:
             "FLUXER_RATE_LIMITS": "on" if config.rate_limits else "off",
             "FLUXER_RATE_LIMIT_TOKEN": RAISED, "FLUXER_RATE_LIMIT_REVOKE": RAISED,
             "FLUXER_RATE_LIMIT_AUTHORIZE": RAISED, "FLUXER_RATE_LIMIT_GLOBAL": RAISED,
-            "FLUXER_LOG_LEVEL": "WARNING",
+            "FLUXER_LOG_LEVEL": "INFO" if config.access_log else "WARNING",
             "FLUXER_ARGON2_MEMORY_KIB": "8192", "FLUXER_ARGON2_TIME_COST": "1",
             "FLUXER_JANITOR_INTERVAL": "0",
         }

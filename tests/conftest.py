@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import json
 import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -68,6 +70,32 @@ async def app(settings):
     application = build_app(settings)
     yield application
     await application.state.runtime.db.close()
+
+
+class AccessLines:
+    """The app's access log, written to memory instead of stderr."""
+
+    def __init__(self, app) -> None:
+        from fluxer_oauth.ops.access_log import AccessLog
+
+        self.stream = io.BytesIO()
+        app.edge.access_log = self.log = AccessLog(stream=self.stream)
+
+    def lines(self) -> list[dict]:
+        self.log.flush()
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+
+@pytest.fixture
+def access_lines(app):
+    """The access log of ``app`` in memory, requests logged (level INFO) while the test runs."""
+    import logging
+
+    logger = logging.getLogger("fluxer")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield AccessLines(app)
+    logger.setLevel(level)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ LATENCY = Histogram(
 TOKENS_ISSUED = Counter("fluxer_tokens_issued_total", "Access tokens issued", ["grant_type"])
 RATE_LIMITED = Counter("fluxer_rate_limited_total", "Requests refused by a rate limit", ["bucket"])
 DATABASE_ERRORS = Counter("fluxer_database_errors_total", "Requests that found the database unreachable")
+ACCESS_LOG_DROPPED = Counter("fluxer_access_log_dropped_total",
+                             "Access-log lines dropped because the writer fell behind or could not write")
 REDIS_ERRORS = Counter("fluxer_redis_errors_total", "Redis operations that failed (rate limits fell open)")
 
 

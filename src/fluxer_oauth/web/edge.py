@@ -41,7 +41,7 @@ from starlette.responses import Response
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.ops import metrics
-from fluxer_oauth.ops.logging import log
+from fluxer_oauth.ops.access_log import access_log_for
 from fluxer_oauth.platform.accounts import session_user
 from fluxer_oauth.web import i18n, templating
 from fluxer_oauth.web.caller import authenticate_header
@@ -159,6 +159,7 @@ class Edge:
         self._session_cookie = session_cookie
         self.limits = app.limits
         self.resolver = app.resolver
+        self.access_log = access_log_for(logger)  # off the request's path: ops/access_log.py
         self._behind_proxies = app.resolver.trusts_proxies  # else X-Forwarded-For is not even read
 
     async def serve(self, exchange: Exchange) -> Answer:
@@ -291,8 +292,7 @@ class Edge:
             # Every 503 but readiness is a request that found the database unreachable.
             metrics.DATABASE_ERRORS.inc()
         if logger.isEnabledFor(logging.INFO):
-            log(logger, logging.INFO, "request",
-                request_id=request_id, method=method, path=path, status=status, ms=round(elapsed * 1000, 3))
+            self.access_log.record(request_id, method, path, status, round(elapsed * 1000, 3))
 
 
 def _failure(exc: Exception, request_id: str, path: str) -> Answer:
