@@ -163,6 +163,9 @@ def serve(
     Granian(
         target, address=host, port=port, interface=granian_interface,
         workers=workers, factory=True, log_access=False, websockets=False,
+        # A worker that dies (the OOM killer, a crash) is replaced; without this granian
+        # stops every other worker too and the node goes down.
+        respawn_failed_workers=True,
     ).serve()
 
 
