@@ -1,9 +1,9 @@
 """The access log: one JSON line a request, written off the request's path.
 
 A request only encodes its line (msgspec, once) and appends it to the current batch. The
-batch is handed, whole, to one writer thread at the end of the event loop's turn that
-started it (``call_soon``), so the requests answered together cost one hand-over and one
-write. The hand-over queue is bounded: when the writer falls behind (a slow disk, a full
+batch is handed, whole, to one writer thread ``BATCH_SECONDS`` after its first line (or
+once it holds ``MAX_BATCH_LINES``), so the requests answered meanwhile cost one hand-over
+and one write. The hand-over queue is bounded: when the writer falls behind (a slow disk, a full
 pipe), whole batches are dropped and counted (``fluxer_access_log_dropped_total``) instead
 of blocking requests or growing memory. The writer takes the log handler's lock around
 each write, so access lines and the other log records (ops/logging.py) never interleave
@@ -31,6 +31,8 @@ from fluxer_oauth.ops import metrics
 
 LOGGER = "fluxer.http"
 MAX_PENDING_BATCHES = 256  # batches waiting for the writer; beyond, a batch is dropped
+BATCH_SECONDS = 0.02  # how long a batch gathers lines: waking the writer once per loop turn cost more
+MAX_BATCH_LINES = 2048
 _encode = msgspec.json.Encoder().encode
 
 
@@ -53,9 +55,11 @@ class AccessLog:
         batch.append(line)
         if len(batch) == 1:
             try:
-                asyncio.get_running_loop().call_soon(self._hand_over)
+                asyncio.get_running_loop().call_later(BATCH_SECONDS, self._hand_over)
             except RuntimeError:  # no loop (a synchronous caller): write at once
                 self._hand_over()
+        elif len(batch) >= MAX_BATCH_LINES:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         lines, self._batch = self._batch, []
