@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
+from contextlib import asynccontextmanager
+from html import unescape
 import io
 import json
 import secrets
@@ -70,6 +73,29 @@ async def app(settings):
     application = build_app(settings)
     yield application
     await application.state.runtime.db.close()
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of a page's (first) form."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def shown(html: str, element_id: str) -> str | None:
+    """The text of a page's <code id=...> (a credential shown once, an endpoint)."""
+    match = re.search(rf'<code id="{element_id}">([^<]+)</code>', html)
+    return unescape(match.group(1)) if match else None
+
+
+def database_out_of_reach(app, monkeypatch) -> None:
+    """Every read of ``app``'s store raises StoreUnavailable, as when the database is down."""
+    from fluxer_oauth.store.errors import StoreUnavailable
+
+    @asynccontextmanager
+    async def unreachable():
+        raise StoreUnavailable()
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(app.runtime.db, "read", unreachable)
 
 
 class AccessLines:

@@ -12,13 +12,9 @@ import pytest
 
 from fluxer_oauth.app import build_app
 from tests.api.test_authorize import browser_login
-from tests.conftest import PASSWORD, create_app, register, tokens_for
+from tests.conftest import PASSWORD, create_app, csrf_of, register, tokens_for
 
 CB = "https://client.example/callback"
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def input_tag(html: str, field_id: str) -> str:

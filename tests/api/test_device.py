@@ -19,7 +19,7 @@ from fluxer_oauth.core import credentials
 from fluxer_oauth.oauth import device
 from fluxer_oauth.store.tables import device_codes, sessions
 from tests.api.test_authorize import browser_login
-from tests.conftest import bearer, create_app, register
+from tests.conftest import bearer, create_app, csrf_of, register
 
 DEVICE = "/api/v1/oauth2/device/authorize"
 TOKEN = "/api/v1/oauth2/token"
@@ -49,10 +49,6 @@ async def poll(client, app, device_code: str) -> httpx.Response:
     how = _client_auth(app)
     return await client.post(TOKEN, data={**how["data"], "grant_type": DEVICE_GRANT, "device_code": device_code},
                              auth=how.get("auth"))
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 async def activate(browser, typed: str, action: str) -> httpx.Response:

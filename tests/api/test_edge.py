@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fluxer_oauth.web.rsgi import RsgiEntry
-from tests.conftest import bearer, create_app, exchange, get_code, register, tokens_for
+from tests.conftest import bearer, create_app, database_out_of_reach, exchange, get_code, register, tokens_for
 
 EDGE_ONLY_HEADERS = {"x-request-id", "x-content-type-options", "content-length", "x-ratelimit-limit",
                      "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-reset-after", "x-ratelimit-bucket"}
@@ -255,16 +255,7 @@ async def test_an_unexpected_error_is_a_json_500_that_names_the_request_and_its_
 
 
 async def test_the_database_out_of_reach_is_a_503_page_on_pages_and_json_on_the_api(app, client, monkeypatch):
-    from contextlib import asynccontextmanager
-
-    from fluxer_oauth.store.errors import StoreUnavailable
-
-    @asynccontextmanager
-    async def unreachable():
-        raise StoreUnavailable()
-        yield  # pragma: no cover
-
-    monkeypatch.setattr(app.runtime.db, "read", unreachable)
+    database_out_of_reach(app, monkeypatch)
     client.cookies.set("fluxer_session", "flx_" + "a" * 36)  # a page that must look the session up
     page = await client.get("/settings/authorized-apps")
     assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")

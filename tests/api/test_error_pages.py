@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from fluxer_oauth.app import build_app
-from fluxer_oauth.store.errors import StoreUnavailable
 from tests.api.test_authorize import browser_login
-from tests.conftest import PASSWORD, create_app, register
+from tests.conftest import PASSWORD, create_app, database_out_of_reach, register
 
 
 def assert_error_page(response: httpx.Response, status: int, *texts: str) -> None:
@@ -72,16 +71,7 @@ async def test_a_method_a_page_does_not_take_is_an_error_page(client, method, pa
 
 async def test_images_and_static_files_are_not_pages_when_the_database_is_out_of_reach(app, client, monkeypatch):
     """Their errors are plain (JSON), never an HTML page in whatever locale came last."""
-    from contextlib import asynccontextmanager
-
-    from fluxer_oauth.store.errors import StoreUnavailable
-
-    @asynccontextmanager
-    async def unreachable():
-        raise StoreUnavailable()
-        yield  # pragma: no cover
-
-    monkeypatch.setattr(app.runtime.db, "read", unreachable)
+    database_out_of_reach(app, monkeypatch)
     response = await client.get("/icons/123/0123456789abcdef0123456789abcdef.png")
     assert response.status_code == 503 and response.headers["content-type"] == "application/json"
 
@@ -192,12 +182,7 @@ async def test_an_unexpected_failure_of_a_page_is_a_500_page_with_the_request_id
 async def test_the_database_out_of_reach_is_a_503_page_with_the_request_id(app, client, monkeypatch):
     await signed_in(client, "patient")
 
-    @asynccontextmanager
-    async def unreachable():
-        raise StoreUnavailable()
-        yield  # pragma: no cover
-
-    monkeypatch.setattr(app.runtime.db, "read", unreachable)
+    database_out_of_reach(app, monkeypatch)
     for path in ("/settings/authorized-apps", "/signup", "/logout"):
         response = await client.get(path)
         assert_error_page(response, 503, "Temporarily unavailable", "Try again in a moment.")

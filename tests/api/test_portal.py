@@ -13,11 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from PIL import Image
 
 from tests.api.test_authorize import browser_login
-from tests.conftest import PASSWORD, create_app, query_of, register
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+from tests.conftest import PASSWORD, create_app, csrf_of, query_of, register
 
 
 async def test_portal_requires_login(client):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -21,20 +20,11 @@ from fluxer_oauth.platform import admin
 from fluxer_oauth.web import flash, portal
 from tests.api.test_authorize import browser_login
 from tests.backends import backend_settings
-from tests.conftest import PASSWORD, SECRET_KEY, create_app, make_settings, register
+from tests.conftest import PASSWORD, SECRET_KEY, create_app, csrf_of, make_settings, register, shown
 
 LIST = "/developers/applications"
 TERMS = "https://client.example/terms"
 PRIVACY = "https://client.example/privacy"
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def shown(html: str, element_id: str) -> str | None:
-    match = re.search(rf'<code id="{element_id}">([^<]+)</code>', html)
-    return unescape(match.group(1)) if match else None
 
 
 async def signed_in_owner(client, username: str = "sections", **fields):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import tracemalloc
 from html import unescape
 from urllib.parse import quote, urlencode, urlsplit
@@ -23,20 +22,11 @@ from fluxer_oauth.ops.logging import JsonFormatter
 from fluxer_oauth.web import flash, i18n, templating
 from tests.api.test_authorize import browser_login, form_fields
 from tests.api.test_bots import add_member, bot_headers, make_guild
-from tests.conftest import PASSWORD, create_app, register, tokens_for
+from tests.conftest import PASSWORD, create_app, csrf_of, register, shown, tokens_for
 
 P = PERMISSIONS
 LIST = "/developers/applications"
 EVIL = "https://evil.example"
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def shown(html: str, element_id: str) -> str | None:
-    match = re.search(rf'<code id="{element_id}">([^<]+)</code>', html)
-    return unescape(match.group(1)) if match else None
 
 
 def client_for(app, ip: str = "127.0.0.1") -> httpx.AsyncClient:

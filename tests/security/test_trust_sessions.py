@@ -12,15 +12,11 @@ import pytest
 from starlette.routing import Route
 
 from tests.api.test_authorize import browser_login, form_fields
-from tests.conftest import PASSWORD, create_app, register
+from tests.conftest import PASSWORD, create_app, csrf_of, register
 
 BASE = "http://testserver"
 CB = "https://client.example/callback"
 EVIL = "https://evil.example"
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def logout_form(html: str) -> dict:
