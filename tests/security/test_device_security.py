@@ -310,3 +310,26 @@ async def test_tokens_redeemed_beside_a_revocation_do_not_outlive_it(client, set
     granted = await polling
     assert granted.status_code == 200
     assert (await client.get("/api/v1/users/@me", headers=bearer(granted.json()["access_token"]))).status_code == 401
+
+
+@only_postgres
+async def test_a_poll_that_straddles_the_approval_gets_the_tokens_not_access_denied(client, setup, monkeypatch):
+    """The approval is paused after attaching its grant, uncommitted; a poll arrives and waits
+    on the code's row. Its redeeming UPDATE, once the approval commits, still cannot see the
+    new grant (its snapshot is older): the poll must redeem again, not answer access_denied
+    (a device that hears access_denied gives up, though the person just approved)."""
+    _owner, app, _user = setup
+    pair = await started(client, app)
+    attach = device_store.attach_grant
+
+    async def pause_after_attaching(conn, *args, **kwargs):
+        await attach(conn, *args, **kwargs)
+        await asyncio.sleep(0.5)
+
+    monkeypatch.setattr(device_store, "attach_grant", pause_after_attaching)
+    approving = asyncio.ensure_future(approve(client, pair["user_code"]))
+    await asyncio.sleep(0.2)
+    polled = await poll(client, app, pair["device_code"])
+    await approving
+    assert polled.status_code == 200, polled.text
+    assert polled.json()["access_token"]

@@ -335,6 +335,12 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
         row = await device_store.redeem(conn, code_hash, app.id, at)
         if row is None:
             polled = await device_store.record_poll(conn, code_hash, app.id, at, SLOW_DOWN_STEP)
+            if _approved_meanwhile(polled, at):
+                # On PostgreSQL each statement sees what committed before it began: an
+                # approval that committed between the redeeming UPDATE and this read is
+                # redeemed now, not answered as an ended authorization.
+                row = await device_store.redeem(conn, code_hash, app.id, at)
+        if row is None:
             failure = _unredeemed(polled, at)
             if polled is not None and polled[0].consumed_at is not None:
                 replayed = polled[0]
@@ -353,6 +359,14 @@ async def _device_code(rt: Runtime, app, params: Params) -> dict:
     # No nonce: a device flow has no authorization request to carry one.
     return _with_id_token(rt, body, signer, app=app, user=user, row=row, access_token=issued.access_token,
                           nonce=None, at=at)
+
+
+def _approved_meanwhile(polled, at: float) -> bool:
+    if polled is None:
+        return False
+    row = polled[0]
+    return (row.approved_at is not None and row.consumed_at is None and row.denied_at is None
+            and row.expires_at > at)
 
 
 def _unredeemed(polled, at: float) -> OAuthError:
