@@ -29,7 +29,7 @@ from tests.e2e.a11y import (
 from tests.e2e.conftest import CALLBACK, SCREENSHOTS, api_app, api_user, log_in
 from tests.interop.conftest import running_server
 
-pytestmark = needs_node
+pytestmark = [needs_node, pytest.mark.backend_independent]  # markup and styles: the same on every backend
 __all__ = ["axe_source"]  # the fixture, imported for pytest to find
 
 STATIC = Path(__file__).parents[2] / "src" / "fluxer_oauth" / "web" / "static"

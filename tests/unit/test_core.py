@@ -19,6 +19,8 @@ from fluxer_oauth.core.permissions import (
 from fluxer_oauth.core.redirect_uris import RedirectUriError, matches, validate_for_registration
 from fluxer_oauth.core.scopes import ScopeError, check_scope_rules, parse_scopes
 
+pytestmark = pytest.mark.backend_independent  # pure code: no store
+
 
 class TestScopes:
     def test_space_and_plus_separate_duplicates_collapse_and_order_is_canonical(self):

@@ -31,6 +31,8 @@ from fluxer_oauth.core.images import (
 )
 from fluxer_oauth.web.images import VariantCache
 
+pytestmark = pytest.mark.backend_independent  # pure code: no store
+
 LIMITS = Limits(max_bytes=8 * 1024 * 1024, max_pixels=4096 * 4096)
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from fluxer_oauth.web.templating import templates
 
+pytestmark = pytest.mark.backend_independent  # pure code: no store
+
 TEMPLATES = sorted((Path(templates.loader.searchpath[0])).glob("*.html"))
 READ_ATTRIBUTES = {"title", "alt", "placeholder", "aria-label"}
 WORD = re.compile(r"[^\W\d_]{2,}")

@@ -16,6 +16,8 @@ from fluxer_oauth.core.rate_window import NO_COUNTS, Counts, Outcome, Rate, adva
 from fluxer_oauth.web.ratelimit import _STEPS, MemoryCounters, RedisCounters, StorageDown, WindowTable
 from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
 
+pytestmark = pytest.mark.backend_independent  # runs both counters itself, whatever the backend
+
 
 @pytest.mark.parametrize(("text", "rate"), [
     ("10/10seconds", Rate(10, 10.0)), ("50/second", Rate(50, 1.0)), ("10/5minutes", Rate(10, 300.0)),
