@@ -16,12 +16,9 @@ import functools
 import json
 import os
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, RSAKey
 
-from fluxer_oauth.core import credentials
+from fluxer_oauth.core import credentials, sealing
 from fluxer_oauth.core.signing import SIGNING_ALGORITHMS
 from fluxer_oauth.core.timefmt import now as current_time
 from fluxer_oauth.runtime import Runtime
@@ -35,8 +32,7 @@ class KeyUnreadable(RuntimeError):
     """A stored private key does not decrypt with this server's secret."""
 
 
-def _encryption_key(secret: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fluxer oidc signing keys").derive(secret)
+_PURPOSE = b"fluxer oidc signing keys"  # the sealing key's HKDF info
 
 
 # Each algorithm's joserfc key type and what a new key of it is generated with.
@@ -58,11 +54,10 @@ def new_key(secret: bytes, alg: str, *, at: float, signs_from: float) -> Signing
         raise ValueError(f"unsupported signing algorithm {alg!r}")
     key = _generate(alg)
     kid = key.kid
-    nonce = os.urandom(12)
-    sealed = AESGCM(_encryption_key(secret)).encrypt(nonce, key.as_pem(private=True), kid.encode())
+    sealed = sealing.seal(secret, _PURPOSE, _ENCRYPTION_VERSION, key.as_pem(private=True), kid.encode())
     public = key.as_dict(private=False)
     return SigningKey(kid=kid, alg=alg, public_jwk=json.dumps(public, sort_keys=True),
-                      private_key=_ENCRYPTION_VERSION + nonce + sealed, created_at=at, signs_from=signs_from,
+                      private_key=sealed, created_at=at, signs_from=signs_from,
                       retires_at=None, published_until=None)
 
 
@@ -71,10 +66,9 @@ def private_key(secret: bytes, kid: str, alg: str, sealed: bytes):
     """The joserfc key of a stored row (decrypted once per process)."""
     if not sealed.startswith(_ENCRYPTION_VERSION):
         raise KeyUnreadable(f"signing key {kid} is stored in an unknown format")
-    body = sealed[len(_ENCRYPTION_VERSION):]
     try:
-        pem = AESGCM(_encryption_key(secret)).decrypt(body[:12], body[12:], kid.encode())
-    except Exception as exc:  # InvalidTag: another secret, or a tampered row
+        pem = sealing.unseal(secret, _PURPOSE, _ENCRYPTION_VERSION, sealed, kid.encode())
+    except sealing.Unsealable as exc:  # another secret, or a tampered row
         raise KeyUnreadable(f"signing key {kid} does not decrypt with this server secret (did FLUXER_SECRET_KEY "
                             "change? `fluxer-oauth keys rotate` makes keys that sign at once)") from exc
     return _KEY_TYPES[alg][0].import_key(pem, parameters=_parameters(kid, alg))

@@ -3,7 +3,7 @@
 After a POST that made a credential (a new application's client secret and bot token, a
 reset), the page answers 303 and the GET it leads to shows the credential once. The
 credential travels in a cookie sealed with AES-256-GCM under a key derived from the server
-secret (HKDF, as the signing keys are sealed in oauth/keys.py), so the browser holds it
+secret (core/sealing.py, as the signing keys are sealed), so the browser holds it
 only as ciphertext and nobody can forge or alter one. The sealed data names:
 
 - the session it was made for (a hash of the session token): another session, or the same
@@ -20,19 +20,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
-import os
 import time
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fluxer_oauth.core import credentials
+from fluxer_oauth.core import credentials, sealing
 from fluxer_oauth.web.caller import runtime
 from fluxer_oauth.web.cookies import SESSION_COOKIE
 
@@ -41,12 +35,7 @@ LIST_SCOPE = "list"  # the applications list (its cookie has its own name: its p
 MAX_AGE = 120  # seconds
 MAX_COOKIE = 3000  # characters of a sealed value we read at all
 _VERSION = b"f1"
-_NONCE = 12
-
-
-@functools.lru_cache(maxsize=8)
-def _key(secret: bytes) -> AESGCM:
-    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fluxer page flash").derive(secret))
+_PURPOSE = b"fluxer page flash"  # the sealing key's HKDF info
 
 
 def _session_hash(session_token: str | None) -> str:
@@ -59,8 +48,7 @@ def seal(secret: bytes, session_token: str | None, scope: str, payload: dict, *,
     at = time.time() if now is None else now
     plain = json.dumps({"s": _session_hash(session_token), "a": scope, "e": int(at) + MAX_AGE, "p": payload},
                        separators=(",", ":")).encode()
-    nonce = os.urandom(_NONCE)
-    return credentials.b64url(_VERSION + nonce + _key(secret).encrypt(nonce, plain, COOKIE.encode()))
+    return credentials.b64url(sealing.seal(secret, _PURPOSE, _VERSION, plain, COOKIE.encode()))
 
 
 def unseal(secret: bytes, session_token: str | None, scope: str, value: str | None, *,
@@ -73,12 +61,9 @@ def unseal(secret: bytes, session_token: str | None, scope: str, value: str | No
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
         return None
-    if not raw.startswith(_VERSION) or len(raw) < len(_VERSION) + _NONCE + 16:
-        return None
-    body = raw[len(_VERSION):]
-    try:
-        data = json.loads(_key(secret).decrypt(body[:_NONCE], body[_NONCE:], COOKIE.encode()))
-    except (InvalidTag, ValueError):
+    try:  # (Unsealable is a ValueError, as is JSON that does not parse)
+        data = json.loads(sealing.unseal(secret, _PURPOSE, _VERSION, raw, COOKIE.encode()))
+    except ValueError:
         return None
     at = time.time() if now is None else now
     if (not isinstance(data, dict) or not credentials.constant_time_equal(str(data.get("s")),
