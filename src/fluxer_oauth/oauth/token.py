@@ -1,8 +1,10 @@
 """The token endpoint (SPEC §4.2) and its four grants.
 
-Each grant runs in one write transaction. Outcomes that must persist even though the
-client gets an error (a consumed code) are returned, not raised, so the transaction
-commits before the error is reported. What a detected replay or reuse ends is ended in a
+A code or refresh token that is simply redeemed takes one group-committed write of the
+hot store (store/redemptions.py), which writes only when nothing stands in the way; every
+other case takes the grant's full path, where each grant runs in one write transaction.
+Outcomes that must persist even though the client gets an error (a consumed code) are
+returned, not raised, so the transaction commits before the error is reported. What a detected replay or reuse ends is ended in a
 transaction of its own right after (grants/endings.py: an ending never runs while the
 issuance's own shared lock is held).
 """
@@ -28,7 +30,7 @@ from fluxer_oauth.store import devices as device_store
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
 from fluxer_oauth.store import users as user_store
-from fluxer_oauth.store.records import ClientToken
+from fluxer_oauth.store.records import ClientToken, Redemption
 from fluxer_oauth.store.tables import ACCESS, REFRESH
 
 def invalid_grant(description: str) -> OAuthError:
@@ -92,6 +94,16 @@ def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: st
     return _Issued(access, refresh_token, rows)
 
 
+def _redemption(rt: Runtime, key: bytes, application_id: int, at: float, **binding) -> tuple[str, str, Redemption]:
+    """A new access/refresh pair and the store's redemption of ``key`` (a code's hash or a
+    refresh token's key) that would issue it: (access token, refresh token, redemption)."""
+    access, refresh = credentials.new_stored_token(), credentials.new_stored_token()
+    settings = rt.settings
+    return access, refresh, Redemption(
+        key, application_id, at, credentials.stored_token_key(access), credentials.stored_token_key(refresh),
+        rt.ids.next(), at + settings.access_token_ttl, at + settings.refresh_token_ttl, **binding)
+
+
 def _response(rt: Runtime, access_token: str, scopes: str, *, refresh_token: str | None = None,
               guild: dict | None = None) -> dict:
     body = {
@@ -113,6 +125,14 @@ async def _authorization_code(rt: Runtime, app, params: Params) -> dict:
     code, redirect_uri, verifier = _read(params, "code", "redirect_uri", "code_verifier", required=("code",))
     code_hash = credentials.sha256(code)
     at = now()
+    if verifier is None or credentials.valid_code_verifier(verifier):
+        # The common case in one group-committed write; anything else comes back unwritten.
+        access, refresh, redemption = _redemption(
+            rt, code_hash, app.id, at, redirect_uri=redirect_uri, public_client=app.public_client,
+            challenge=credentials.s256_challenge(verifier) if verifier is not None else None)
+        scopes = await rt.db.tokens.redeem_code(redemption)
+        if scopes is not None:
+            return _response(rt, access, scopes, refresh_token=refresh)
     failure: OAuthError | None = None
     replayed = None
     ending: str | None = None  # why the grant ends with this refusal
@@ -209,6 +229,12 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             raise OAuthError("invalid_scope", str(exc)) from exc
     token_hash = credentials.stored_token_key(token)
     at = now()
+    if requested is None:
+        # The common case in one group-committed write; anything else comes back unwritten.
+        access, refresh, redemption = _redemption(rt, token_hash, app.id, at)
+        scopes = await rt.db.tokens.rotate_refresh(redemption)
+        if scopes is not None:
+            return _response(rt, access, scopes, refresh_token=refresh)
     failure: OAuthError | None = None
     ending: tuple[int, str] | None = None  # (user id, why) of a grant to end with the refusal
     async with rt.db.write() as conn:

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import asyncpg
 
+from fluxer_oauth.store import redemptions
 from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.store.records import (
     APPLICATION_FIELDS, USER_FIELDS, AccessToken, Application, BotLogin, LiveToken, User,
@@ -165,13 +166,17 @@ _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.Interfac
 
 
 class _GroupCommit:
-    """Inserts of new rows, committed before ``write`` returns. Inserts that arrive within
-    ``WINDOW_SECONDS`` of each other share one transaction (group commit): the commit, not the
-    insert, is the expensive part (a WAL append on SQLite, an fsync on PostgreSQL), so under
-    load each request pays a fraction of one.
+    """Writes committed before ``write`` returns. Writes that arrive within ``WINDOW_SECONDS``
+    of each other share one transaction (group commit): the commit, not the statement, is
+    the expensive part (a WAL append on SQLite, an fsync on PostgreSQL), so under load each
+    request pays a fraction of one. When the shared transaction fails for a reason of one
+    request's own (a duplicate key, a deadlock between batches), each request is written
+    again alone, so that only the failing one fails.
 
-    Only inserts of new rows come here. On SQLite a write through the hot connection does
-    not move its own data_version, so revocations and other changes must use Database.write().
+    What comes here: inserts of new rows, and the redemptions of store/redemptions.py (a
+    code redeemed or a refresh token rotated, with the new pair). On SQLite a write through
+    the hot connection does not move its own data_version: the redemptions tell the cache
+    which tokens they ended; anything else that changes rows must use Database.write().
     """
 
     # How long the first insert of a batch waits for company: long enough for the requests
@@ -218,15 +223,21 @@ class _GroupCommit:
 
     @staticmethod
     def _settle(pending: dict[str, list], results: dict[str, list | None], outcome: Exception | None) -> None:
+        """Answers every waiter: ``outcome`` when the whole batch failed, else its row's
+        result (an exception there: that row alone failed)."""
         for name, batch in pending.items():
             row_results = results.get(name)
             for index, (_, done) in enumerate(batch):
                 if done.done():
                     continue
-                if outcome is None:
-                    done.set_result(row_results[index] if row_results is not None else None)
-                else:
+                if outcome is not None:
                     done.set_exception(outcome)
+                    continue
+                result = row_results[index] if row_results is not None else None
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
 
     async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
         raise NotImplementedError
@@ -234,6 +245,12 @@ class _GroupCommit:
 
 def _rows_by_statement(pending: dict[str, list]) -> dict[str, list[tuple]]:
     return {name: [row for row, _ in batch] for name, batch in pending.items()}
+
+
+def _sqlite_unavailable(exc: Exception) -> bool:
+    """Whether a failed SQLite write says the database is out of reach (locked, I/O), not
+    that one request's rows were refused (a constraint)."""
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError)
 
 
 class SqliteHot(_GroupCommit):
@@ -319,36 +336,73 @@ class SqliteHot(_GroupCommit):
     # executions of a one-row statement.
     ROWS_PER_STATEMENT = 64
 
-    def _write_rows(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
-        """Writes the batch; for the checking inserts, whether each row was written."""
+    def _write_rows(self, pending: dict[str, list[tuple]]) -> dict[str, list]:
+        """Writes the batch: each statement's answers, one per row (an exception where that
+        row alone failed)."""
         connection = self._conn()
         if self._checkpointer is None and self._path != ":memory:":
             # This connection writes most; it leaves checkpoints to a thread of their own.
             connection.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = _Checkpointer(self._path, self._synchronous)
+        ended: list[bytes] = []
+        try:
+            try:
+                return self._write_together(connection, pending, ended)
+            except Exception as exc:
+                if _sqlite_unavailable(exc):
+                    raise StoreUnavailable() from exc
+                if sum(map(len, pending.values())) == 1:
+                    raise
+            return {name: [self._write_alone(connection, name, row, ended) for row in rows]
+                    for name, rows in pending.items()}
+        finally:
+            self._forget(ended)
+
+    def _write_alone(self, connection: sqlite3.Connection, name: str, row: tuple, ended: list[bytes]):
+        """One row in a transaction of its own: its answer, or the exception it raised."""
+        try:
+            return self._write_together(connection, {name: [row]}, ended)[name][0]
+        except Exception as exc:
+            return StoreUnavailable() if _sqlite_unavailable(exc) else exc
+
+    def _write_together(self, connection: sqlite3.Connection, pending: dict[str, list[tuple]],
+                        ended: list[bytes]) -> dict[str, list]:
+        """The whole batch in one transaction; raises, with nothing written, if any of it fails."""
         statements = [
             (name, self._multi_row_sql(name, len(chunk)), [value for row in chunk for value in row])
-            for name, rows in pending.items()
+            for name, rows in pending.items() if name not in redemptions.OPERATIONS
             for chunk in (rows[i:i + self.ROWS_PER_STATEMENT] for i in range(0, len(rows), self.ROWS_PER_STATEMENT))
         ]
         written: dict[str, set] = {name: set() for name in pending if name in _SQLITE_CHECKED_INSERTS}
-        try:
-            if len(statements) == 1:  # one statement is its own transaction
-                self._run(connection, written, *statements[0])
-            else:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in statements:
-                        self._run(connection, written, *statement)
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
-        return {name: [row[0] in keys for row in pending[name]] for name, keys in written.items()}
+        results: dict[str, list] = {}
+        if len(statements) == 1 and len(pending) == 1:  # one statement is its own transaction
+            self._run(connection, written, *statements[0])
+        else:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    self._run(connection, written, *statement)
+                for name, rows in pending.items():
+                    if name in redemptions.OPERATIONS:
+                        results[name] = [redemptions.run_sqlite(connection, name, row, ended) for row in rows]
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        for name, rows in pending.items():
+            if name in written:
+                results[name] = [row[0] in written[name] for row in rows]
+            elif name not in results:
+                results[name] = [None] * len(rows)
+        return results
+
+    def _forget(self, token_keys: list[bytes]) -> None:
+        """Drops the cached lookups of tokens this connection ended (its own commits do not
+        move data_version)."""
+        cache = self._cache
+        for key in token_keys:
+            cache.pop((ACCESS_TOKEN.name, key), None)
+            cache.pop((LIVE_TOKEN.name, key), None)
 
     @staticmethod
     def _run(connection: sqlite3.Connection, written: dict[str, set], name: str, sql: str, values: list) -> None:
@@ -503,22 +557,47 @@ class PostgresHot(_GroupCommit):
         try:
             pool = await self._acquire_pool()
             async with pool.acquire() as connection:
-                if len(pending) == 1:  # one statement: its own transaction, one round trip
-                    ((name, rows),) = pending.items()
-                    return {name: await self._write_rows(connection, name, rows)}
-                async with connection.transaction():
-                    return {name: await self._write_rows(connection, name, rows) for name, rows in pending.items()}
+                try:
+                    return await self._write_together(connection, pending)
+                except _CONNECTION_ERRORS:
+                    raise
+                except Exception:
+                    if sum(map(len, pending.values())) == 1:
+                        raise
+                return {name: [await self._write_alone(connection, name, row) for row in rows]
+                        for name, rows in pending.items()}
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable() from exc
 
-    async def _write_rows(self, connection, name: str, rows: list[tuple]) -> list | None:
+    async def _write_alone(self, connection, name: str, row: tuple):
+        """One row in a statement of its own: its answer, or the exception it raised (a lost
+        connection fails the rest too)."""
+        try:
+            return (await self._write_together(connection, {name: [row]}))[name][0]
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            return exc
+
+    async def _write_together(self, connection, pending: dict[str, list[tuple]]) -> dict[str, list]:
+        if len(pending) == 1:  # one statement: its own transaction, one round trip
+            ((name, rows),) = pending.items()
+            return {name: await self._write_rows(connection, name, rows)}
+        async with connection.transaction():
+            return {name: await self._write_rows(connection, name, rows) for name, rows in pending.items()}
+
+    async def _write_rows(self, connection, name: str, rows: list[tuple]) -> list:
         # One statement over arrays: one round trip for the batch, where the rows one by
         # one would be as many (and BEGIN and COMMIT two more).
+        if name in redemptions.POSTGRES_BATCHES:
+            spent = dict(await connection.fetch(redemptions.POSTGRES_BATCHES[name],
+                                                *redemptions.postgres_arguments(rows)))
+            return [spent.get(index) for index in range(len(rows))]
         sql, returns_key = _POSTGRES_BATCHES[name]
         columns = [list(column) for column in zip(*rows)]
         if not returns_key:
             await connection.execute(sql, *columns)
-            return None
+            return [None] * len(rows)
         written = {record[0] for record in await connection.fetch(sql, *columns)}
         return [row[0] in written for row in rows]
 

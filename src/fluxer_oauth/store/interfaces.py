@@ -2,20 +2,21 @@
 
 - ``db.tokens`` (``TokenStore``): find an access token, find a live token of any kind,
   insert a token, issue a client-credentials token (checked against the client as it is
-  written);
+  written), redeem a code or rotate a refresh token when nothing stands in the way
+  (store/redemptions.py);
 - ``db.clients`` (``ClientStore``): an application by id, a bot's login by id.
 
 Each is backed by the engine of the database's backend (store/hot.py: ``SqliteHot`` or
 ``PostgresHot``), which keeps what makes it fast out of sight: on SQLite the row cache
 checked against ``PRAGMA data_version``, on PostgreSQL the batching of one loop turn's
-lookups into one statement per kind, and on both the group commit of inserts. Records
+lookups into one statement per kind, and on both the group commit of writes. Records
 (store/records.py) are immutable NamedTuples; on SQLite one cached record is shared by
 every request that finds it.
 
 The methods are plain functions returning the engine's awaitable (no coroutine frame of
 their own on the hottest paths); ``await`` them like coroutines. Failures: ``StoreUnavailable``
 when the database cannot be reached; a duplicate key on insert is the driver's integrity
-error and fails the whole group-commit batch.
+error, and fails only the request whose row it was (its batch is written again row by row).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Awaitable
 from fluxer_oauth.store.hot import (
     ACCESS_TOKEN, APPLICATION, BOT, INSERT_TOKEN, ISSUE_CLIENT_TOKEN, LIVE_TOKEN, PostgresHot, SqliteHot,
 )
-from fluxer_oauth.store.records import AccessToken, Application, BotLogin, ClientToken, LiveToken, NewToken
+from fluxer_oauth.store.records import (AccessToken, Application, BotLogin, ClientToken, LiveToken, NewToken,
+                                        Redemption)
+from fluxer_oauth.store.redemptions import REDEEM_CODE, ROTATE_REFRESH
 
 
 class TokenStore:
@@ -62,6 +65,21 @@ class TokenStore:
         disabling under way is waited for, and one committed before is never missed.
         Group-committed like ``insert``."""
         return self._write(ISSUE_CLIENT_TOKEN, token)
+
+    def redeem_code(self, redemption: Redemption) -> Awaitable[str | None]:
+        """Spends the code ``redemption.key`` (a code's hash) and stores the new pair, only if
+        the code is live and this client's, its redirect_uri and PKCE binding match, its
+        user is enabled, and it is a plain code (no guild, no openid, no staff scope): the
+        scopes of the pair, once committed. None: nothing was written; the grant's full path
+        decides. Group-committed like ``insert``."""
+        return self._write(REDEEM_CODE, redemption)
+
+    def rotate_refresh(self, redemption: Redemption) -> Awaitable[str | None]:
+        """Spends the refresh token ``redemption.key`` (rotated), ends the access token issued
+        with it and stores the new pair, only if the token is live and this client's, its
+        user is enabled and it carries no staff scope: the scopes, once committed; None when
+        nothing was written. Group-committed like ``insert``."""
+        return self._write(ROTATE_REFRESH, redemption)
 
 
 class ClientStore:

@@ -114,6 +114,25 @@ class ClientToken(NamedTuple):
     expires_at: float
 
 
+class Redemption(NamedTuple):
+    """A code to redeem or a refresh token to rotate (``key``: the code's hash or the token's
+    stored key), with the access/refresh pair to issue if it goes through
+    (store/redemptions.py). The last three fields bind a code: the redirect_uri sent, the
+    S256 challenge of the code_verifier sent, and whether the client is public."""
+
+    key: bytes
+    application_id: int
+    now: float
+    access_hash: bytes
+    refresh_hash: bytes
+    issue_id: int
+    access_expires_at: float
+    refresh_expires_at: float
+    redirect_uri: str | None = None
+    challenge: str | None = None
+    public_client: bool = False
+
+
 USER_FIELDS = User._fields
 APPLICATION_FIELDS = Application._fields
 
