@@ -1,9 +1,13 @@
 """Rate limits (SPEC §7): a sliding-window counter per bucket and key (the rule is
 core/rate_window.py), in process memory by default and in Redis when FLUXER_REDIS_URL is
 set, so every worker and node shares the counters. ``RateLimits`` is the one limiter: the
-same awaitable calls count in either storage. In memory a hit never waits; in Redis the
-hits of one event-loop turn go as one call of one Lua script, which reads, rolls, checks
-and counts atomically on Redis's own clock (the nodes' clocks may differ).
+same awaitable calls count in either storage. In memory a hit never waits. In Redis a hit
+far below its limit does not wait either: it is decided on this process's view of the
+counter (Redis's last answer plus the hits counted here since) and written behind, every
+few milliseconds, in one script call that also refreshes the view; a hit near the limit,
+or without a fresh view, takes the exact path: the hits of one event-loop turn go as one
+call of one Lua script, which reads, rolls, checks and counts atomically on Redis's own
+clock (the nodes' clocks may differ). ``RedisCounters`` says how far the two may differ.
 
 When Redis cannot be reached the limits fail open (the request goes through) and a line
 is logged at most once a minute: refusing all traffic because the limiter is down would
@@ -184,25 +188,29 @@ class MemoryCounters:
 
 # --- the counters in Redis ------------------------------------------------------------------
 
-# Every rate-limit step one worker makes in one turn of its event loop, as one Lua call on
-# Redis's clock (read once for the batch). ARGV is a sequence of entries, each taking its
-# keys from KEYS in order:
+# Every rate-limit step one worker sends at once, as one Lua call on Redis's clock (read
+# once for the batch). ARGV is a sequence of entries, each taking its keys from KEYS in order:
 #   's', limit, period, cost                  one step of one counter (1 key);
+#   'a', period, cost                         hits already admitted by a worker, written
+#                                             behind: counted whatever the limit (1 key);
 #   'p', limit1, period1, limit2, period2     one request against two counters (2 keys),
 #                                             the first (the global one) before the second;
-#                                             refused by the first, the second is untouched.
-# A step answers {allowed, previous, current, seconds elapsed in the window as text} (Lua
-# numbers become integers on the way out); a pair answers {which counter answered (1 or 2),
-# that counter's step}. Steps run in order, so several hits of one key in a batch count
-# exactly as they would one call each. Each counter is a hash: window index, previous and
-# current count. The step is core/rate_window.advance; the tests hold the two to the same
-# answers by running the script with their own clock in place of _CLOCK.
+#                                             refused by the first, the second is untouched;
+#   'q', ...                                  the same as 'p', and the first's step too.
+# A step (and an 'a') answers {allowed, previous, current, seconds elapsed in the window as
+# text} (Lua numbers become integers on the way out); a pair answers {which counter answered
+# (1 or 2), that counter's step} ('q' adds the first's step when the second answered). Steps
+# run in order, so several hits of one key in a batch count exactly as they would one call
+# each. The batch's answer ends with Redis's clock, which the workers' views go by. Each
+# counter is a hash: window index, previous and current count. The step is
+# core/rate_window.advance; the tests hold the two to the same answers by running the
+# script with their own clock in place of _CLOCK.
 _CLOCK = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local a = 1
 """
-_STEPS = """
+_STEP_LOOP = """
 local function step(key, limit, period, cost)
   local window = math.floor(now / period)
   local saved = redis.call('HMGET', key, 'w', 'p', 'c')
@@ -222,84 +230,295 @@ local function step(key, limit, period, cost)
 end
 local answers, k = {}, 1
 while a <= #ARGV do
-  if ARGV[a] == 's' then
+  local kind = ARGV[a]
+  if kind == 's' then
     answers[#answers + 1] = step(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
     k, a = k + 1, a + 4
+  elseif kind == 'a' then
+    answers[#answers + 1] = step(KEYS[k], math.huge, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
+    k, a = k + 1, a + 3
   else
     local first = step(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), 1)
     if first[1] == 0 then
       answers[#answers + 1] = {1, first}
-    else
+    elseif kind == 'p' then
       answers[#answers + 1] = {2, step(KEYS[k + 1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), 1)}
+    else
+      answers[#answers + 1] = {2, step(KEYS[k + 1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), 1), first}
     end
     k, a = k + 2, a + 5
   end
 end
-return answers
 """
-_BATCH_SCRIPT = _CLOCK + _STEPS
+_STEPS = _STEP_LOOP + "return answers\n"
+_BATCH_SCRIPT = _CLOCK + _STEP_LOOP + "answers[#answers + 1] = string.format('%.6f', now)\nreturn answers\n"
+
+# Write-behind (see RedisCounters): a hit is decided on this process's view while the view
+# puts it at no more than this share of the limit; above, it takes the exact path.
+LOCAL_SHARE = 0.5
+# Hits admitted on a view are written to Redis (and the views refreshed) this often.
+FLUSH_INTERVAL = 0.005
+# A view older than this (seconds since Redis last answered for the key) is not trusted:
+# the next hit takes the exact path, which refreshes it. Views are dropped a second after.
+MAX_VIEW_AGE = 0.1
+_SWEEP_EVERY = 1.0
+
+
+class _View:
+    """What this process knows of one counter in Redis: Redis's counts at its last answer
+    (window index on Redis's clock, previous and current count), when that answer came
+    (local clock), and this process's hits since: admitted but not yet sent, and sent but
+    not yet answered."""
+
+    __slots__ = ("window", "previous", "current", "period", "refreshed", "batch", "unflushed", "sending")
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.window, self.previous, self.current, self.refreshed, self.batch = -1, 0, 0, 0.0, -1
+        self.unflushed = self.sending = 0
+
+
+# What a batch entry's answer refreshes (besides the caller's future, if any).
+_NO_VIEW, _VIEW, _PAIR_VIEWS, _ADDED = 0, 1, 2, 3
 
 
 class RedisCounters:
     """Counters in Redis, shared by every worker and node.
 
-    The hits of one turn of the event loop go to Redis as one script call: one command to
-    write, run and read for all of them, instead of a round trip each (the way group
-    commit shares a commit)."""
+    Exact path: the hits of one turn of the event loop go to Redis as one script call: one
+    command to write, run and read for all of them, instead of a round trip each (the way
+    group commit shares a commit).
 
-    def __init__(self, url: str, prefix: str) -> None:
+    Write-behind: ``hit_local`` decides a hit on this process's view of the counter when the
+    view is fresh (Redis answered for the key within MAX_VIEW_AGE) and puts the request at no
+    more than LOCAL_SHARE of the limit, counting Redis's last counts and every hit of this
+    process since at full weight. Such a hit waits for nothing; the hits admitted so are
+    added in Redis every FLUSH_INTERVAL by one script call whose answers refresh the views.
+    Anything else takes the exact path, carrying this process's unsent hits of the key ahead
+    of it in the same call, so within one process the counts are exact, as before.
+
+    The bound: the exact path cannot see the hits other processes admitted on their views
+    and have not written yet. A process admits on its view only while the view puts the key
+    at no more than LOCAL_SHARE of the limit, and writes what it admitted within
+    FLUSH_INTERVAL, the answer bringing its view up to date. So once the true count passes
+    LOCAL_SHARE of the limit, each other process admits on its stale view at most the hits
+    it gets in one flush interval and a round trip, and never more than LOCAL_SHARE of the
+    limit: the limit is passed by at most that sum. Processes that each see a key less
+    than once per flush interval pass it by at most one request each; every process
+    bursting on a stale view at once, by (processes - 1) x LOCAL_SHARE x limit at worst.
+    A view older than MAX_VIEW_AGE decides nothing.
+
+    Clock: the views' windows are on Redis's clock, read from each batch's answer and kept
+    as an offset to this process's clock (wrong by at most half a round trip as the event
+    loop sees it): a local decision near a window's edge may weigh the previous window as
+    Redis would a few milliseconds earlier or later, and the headers' reset time may be off
+    by as much. The exact path reads Redis's clock itself, as before.
+    """
+
+    def __init__(self, url: str, prefix: str, on_error=None) -> None:
         self._client = redis_from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._batch_script = self._client.register_script(_BATCH_SCRIPT)
         self._prefix = f"{prefix}:rl:"
         self._pending_keys: list[str] = []
         self._pending_args: list = []
-        self._waiters: list[asyncio.Future] = []
+        self._waiters: list[asyncio.Future | None] = []
+        self._refreshes: list[tuple] = []
+        self._views: dict[str, _View] = {}
+        self._dirty: dict[str, _View] = {}  # views with hits admitted and not yet sent
+        self._flush_scheduled = False
+        self._flushed: list[asyncio.Future] = []
+        self._sending: set[asyncio.Task] = set()
+        self._closed = False
+        self.batches = 0  # script calls sent so far
+        self._next_sweep = 0.0
+        self._on_error = on_error
+        self.offset = 0.0  # Redis's clock minus this process's, as of the last answer
 
-    async def step(self, bucket: str, key: str, rate: Rate, cost: int) -> Outcome:
-        answer = await self._queue((f"{self._prefix}{bucket}:{key}",), ("s", rate.amount, rate.period, cost))
+    def key(self, bucket: str, key: str) -> str:
+        return f"{self._prefix}{bucket}:{key}"
+
+    def hit_local(self, counter: str, amount: int, period: float, now: float, _floor=math.floor) -> float | None:
+        """Count a hit on this process's view of ``counter`` (a ``key``), written behind: the
+        estimate with it counted, or None when the view cannot decide (nothing counted; take
+        the exact path)."""
+        view = self._views.get(counter)
+        if view is None or view.period != period or now - view.refreshed > MAX_VIEW_AGE:
+            return None
+        now = now + self.offset
+        window = _floor(now / period)
+        behind = window - view.window
+        if behind == 0:
+            previous, current = view.previous, view.current
+        elif behind == 1:
+            previous, current = view.current, 0
+        elif behind > 1:
+            previous = current = 0
+        else:  # the offset moved back over a window's edge
+            return None
+        # This process's own hits since count at full weight, wherever Redis will put them.
+        estimate = (previous * (1.0 - (now - window * period) / period) + current
+                    + view.unflushed + view.sending + 1.0)
+        if estimate > amount * LOCAL_SHARE:
+            return None
+        view.unflushed += 1
+        if view.unflushed == 1:
+            self._dirty[counter] = view
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush)
+        return estimate
+
+    def unhit_local(self, counter: str) -> None:
+        """Takes back the last ``hit_local`` of ``counter`` (made in the same turn)."""
+        self._views[counter].unflushed -= 1
+
+    async def step(self, bucket: str, key: str, rate: Rate, cost: int, *, view: bool = False) -> Outcome:
+        """One exact step; ``view``: the answer makes or refreshes this process's view."""
+        counter = f"{self._prefix}{bucket}:{key}"
+        self._send_unflushed(counter)
+        refresh = (_VIEW, counter, rate.period) if view else (_NO_VIEW,)
+        answer = await self._queue((counter,), ("s", rate.amount, rate.period, cost), refresh)
         return _outcome(answer, rate)
 
-    async def step_pair(self, first: tuple[str, str, Rate], second: tuple[str, str, Rate]) -> tuple[int, Outcome]:
+    async def step_pair(self, first: tuple[str, str, Rate], second: tuple[str, str, Rate], *,
+                        views: bool = False) -> tuple[int, Outcome]:
         """One request (cost 1) against two (bucket, key, rate) counters in one call: which of
         them answered (0: the first refused, and the second was not counted; 1: the first
         allowed it, and this is the second's step) and that step."""
         (first_bucket, first_key, first_rate), (second_bucket, second_key, second_rate) = first, second
-        which, answer = await self._queue(
-            (f"{self._prefix}{first_bucket}:{first_key}", f"{self._prefix}{second_bucket}:{second_key}"),
-            ("p", first_rate.amount, first_rate.period, second_rate.amount, second_rate.period))
+        counters = (f"{self._prefix}{first_bucket}:{first_key}", f"{self._prefix}{second_bucket}:{second_key}")
+        self._send_unflushed(counters[0])
+        self._send_unflushed(counters[1])
+        refresh = (_PAIR_VIEWS, counters, (first_rate.period, second_rate.period)) if views else (_NO_VIEW,)
+        which, answer, *_first = await self._queue(
+            counters, ("q", first_rate.amount, first_rate.period, second_rate.amount, second_rate.period), refresh)
         which = int(which) - 1
         return which, _outcome(answer, second_rate if which else first_rate)
 
-    def _queue(self, keys: tuple, args: tuple) -> asyncio.Future:
-        """Add an entry to this turn's batch (sent once the turn's other requests have added
-        theirs); the future gets the entry's answer."""
+    async def flush(self) -> None:
+        """Writes the hits admitted on views now, and waits until Redis has answered every
+        batch sent or about to be (at shutdown; tests)."""
+        self._flush()
+        if self._waiters:
+            done = asyncio.get_running_loop().create_future()
+            self._flushed.append(done)  # set once the next batch is answered (or failed)
+            await done
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+    def _send_unflushed(self, counter: str) -> None:
+        view = self._dirty.pop(counter, None)
+        if view is not None and view.unflushed:
+            self._queue_added(counter, view)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for counter, view in dirty.items():
+            if view.unflushed:
+                self._queue_added(counter, view)
+
+    def _queue_added(self, counter: str, view: _View) -> None:
+        count, view.unflushed = view.unflushed, 0
+        view.sending += count
+        self._queue((counter,), ("a", view.period, count), (_ADDED, counter, view, count), wait=False)
+
+    def _queue(self, keys: tuple, args: tuple, refresh: tuple, wait: bool = True) -> asyncio.Future | None:
+        """Add an entry to the next batch (sent once this turn's other requests have added
+        theirs); the future gets the entry's answer (none for hits written behind)."""
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
         if not self._waiters:
-            loop.call_soon(lambda: loop.create_task(self._send_pending()))
+            loop.call_soon(self._start_sending)
+        done = loop.create_future() if wait else None
         self._pending_keys += keys
         self._pending_args += args
         self._waiters.append(done)
+        self._refreshes.append(refresh)
         return done
 
+    def _start_sending(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._send_pending())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     async def _send_pending(self) -> None:
-        keys, args, waiters = self._pending_keys, self._pending_args, self._waiters
-        self._pending_keys, self._pending_args, self._waiters = [], [], []
+        keys, args, waiters, refreshes = self._pending_keys, self._pending_args, self._waiters, self._refreshes
+        self._pending_keys, self._pending_args, self._waiters, self._refreshes = [], [], [], []
+        flushed, self._flushed = self._flushed, []
+        self.batches += 1
+        batch = self.batches
+        sent = time.time()
         try:
             answers = await self._batch_script(keys=keys, args=args)
-            if len(answers) != len(waiters):
+            if len(answers) != len(waiters) + 1:
                 raise RedisError(f"{len(answers)} answers to {len(waiters)} rate-limit steps")
+            received = time.time()
+            now = float(answers.pop())
+            self.offset = now - (sent + received) / 2
         except Exception as exc:  # every waiter learns of it: none may wait for ever
             failure = StorageDown(str(exc)) if isinstance(exc, (RedisError, OSError)) else exc
+            lost = False
+            for refresh in refreshes:
+                if refresh[0] == _ADDED:
+                    refresh[2].sending -= refresh[3]  # gone with Redis: the limits fail open
+                    lost = True
+            if lost and self._on_error is not None:
+                self._on_error()
             for done in waiters:
-                if not done.done():
+                if done is not None and not done.done():
                     done.set_exception(failure)
+            self._wake(flushed)
             return
-        for done, answer in zip(waiters, answers):
-            if not done.done():
+        for done, refresh, answer in zip(waiters, refreshes, answers):
+            kind = refresh[0]
+            if kind == _ADDED:
+                refresh[2].sending -= refresh[3]
+                self._refresh(refresh[1], refresh[2].period, answer, now, received, batch)
+            elif kind == _VIEW:
+                self._refresh(refresh[1], refresh[2], answer, now, received, batch)
+            elif kind == _PAIR_VIEWS:
+                (first, second), (first_period, second_period) = refresh[1], refresh[2]
+                if len(answer) == 3:
+                    self._refresh(first, first_period, answer[2], now, received, batch)
+                    self._refresh(second, second_period, answer[1], now, received, batch)
+                else:
+                    self._refresh(first, first_period, answer[1], now, received, batch)
+            if done is not None and not done.done():
                 done.set_result(answer)
+        self._wake(flushed)
+        if received >= self._next_sweep:
+            self._sweep(received)
+
+    @staticmethod
+    def _wake(flushed: list) -> None:
+        for done in flushed:
+            if not done.done():
+                done.set_result(None)
+
+    def _refresh(self, counter: str, period: float, answer, now: float, received: float, batch: int) -> None:
+        """The view of ``counter`` set to Redis's counts in ``answer`` (a step's), unless a
+        later batch's answer already set it."""
+        view = self._views.get(counter)
+        if view is None or view.period != period:
+            view = self._views[counter] = _View(period)
+        elif view.batch > batch:
+            return
+        _, previous, current, elapsed = answer
+        view.window = round((now - float(elapsed)) / period)
+        view.previous, view.current, view.refreshed, view.batch = int(previous), int(current), received, batch
+
+    def _sweep(self, now: float) -> None:
+        """Forgets the views too old to decide anything, with no hits of this process on their way."""
+        views, stale = self._views, now - MAX_VIEW_AGE - _SWEEP_EVERY
+        for counter in [c for c, v in views.items() if v.refreshed < stale and not (v.unflushed or v.sending)]:
+            del views[counter]
+        self._next_sweep = now + _SWEEP_EVERY
 
     async def close(self) -> None:
+        await self.flush()  # the hits admitted on views are written before the process goes
+        self._closed = True
         await self._client.aclose()
 
 
@@ -314,8 +533,9 @@ class RateLimits:
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limits == "on"
-        self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url
-                         else MemoryCounters())
+        self._last_warning = 0.0
+        self.counters = (RedisCounters(settings.redis_url, settings.redis_prefix, on_error=self._storage_down)
+                         if settings.redis_url else MemoryCounters())
         self.counted_in_redis = isinstance(self.counters, RedisCounters)
         # In memory, a hit is counted here directly (no await): this is on every request.
         self._tables = None if self.counted_in_redis else self.counters.tables
@@ -335,7 +555,6 @@ class RateLimits:
             "user_code_account": parse_rate(settings.rate_limit_user_code_account_failures),
         }
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
-        self._last_warning = 0.0
 
 
     def _rate(self, bucket: str, client_id: str | None) -> Rate:
@@ -354,7 +573,17 @@ class RateLimits:
         rate = self._rate(bucket, client_id) if self.overrides else self.rates[bucket]
         tables = self._tables
         if tables is None:
-            return await self._step(bucket, key, rate, 1, with_state)
+            counters = self.counters
+            now = time.time()
+            estimate = counters.hit_local(counters.key(bucket, key), rate.amount, rate.period, now)
+            if estimate is not None:  # far below the limit: decided here, written behind
+                return _counted(bucket, rate, estimate, now + counters.offset, counters.offset) if with_state else None
+            try:
+                result = await counters.step(bucket, key, rate, 1, view=True)
+            except StorageDown:
+                self._storage_down()
+                return None
+            return self._settle(bucket, rate, result, with_state)
         now = time.time()
         estimate = tables[bucket].hit(key, rate.amount, rate.period, now)
         if estimate is None:
@@ -373,8 +602,16 @@ class RateLimits:
         global_rate = rates["global"]
         tables = self._tables
         if tables is None:
+            counters = self.counters
+            now = time.time()
+            global_counter = counters.key("global", ip)
+            if counters.hit_local(global_counter, global_rate.amount, global_rate.period, now) is not None:
+                estimate = counters.hit_local(counters.key(bucket, key), rate.amount, rate.period, now)
+                if estimate is not None:
+                    return _counted(bucket, rate, estimate, now + counters.offset, counters.offset)
+                counters.unhit_local(global_counter)  # both go the exact way, in one call
             try:
-                which, result = await self.counters.step_pair(("global", ip, global_rate), (bucket, key, rate))
+                which, result = await counters.step_pair(("global", ip, global_rate), (bucket, key, rate), views=True)
             except StorageDown:
                 self._storage_down()
                 return None
@@ -437,12 +674,13 @@ class RateLimits:
             logger.warning("rate-limit storage unreachable; limits fail open until it is back")
 
 
-def _counted(bucket: str, rate: Rate, estimate: float, now: float) -> LimitState:
-    """The state after a request the memory table counted (``estimate`` includes it; it
-    never exceeds the limit, so the remainder's integer part is its floor); the window
-    ends at the next multiple of the period."""
+def _counted(bucket: str, rate: Rate, estimate: float, now: float, offset: float = 0.0) -> LimitState:
+    """The state after a request the memory table (or a Redis view) counted (``estimate``
+    includes it; it never exceeds the limit, so the remainder's integer part is its floor);
+    the window ends at the next multiple of the period on the counter's clock, ``offset``
+    ahead of this process's."""
     period = rate.period
-    return LimitState(bucket, rate.amount, int(rate.amount - estimate), now - now % period + period)
+    return LimitState(bucket, rate.amount, int(rate.amount - estimate), now - now % period + period - offset)
 
 
 # --- helpers for handlers -------------------------------------------------------------------
