@@ -22,7 +22,7 @@ import asyncpg
 from fluxer_oauth.store import redemptions
 from fluxer_oauth.store.errors import StoreUnavailable
 from fluxer_oauth.store.records import (
-    APPLICATION_FIELDS, USER_FIELDS, AccessToken, Application, BotLogin, LiveToken, User,
+    APPLICATION_FIELDS, USER_FIELDS, AccessToken, Application, BotLogin, LiveToken, NewToken, User,
 )
 from fluxer_oauth.store.tables import ACCESS
 
@@ -368,11 +368,8 @@ class SqliteHot(_GroupCommit):
     def _write_together(self, connection: sqlite3.Connection, pending: dict[str, list[tuple]],
                         ended: list[bytes]) -> dict[str, list]:
         """The whole batch in one transaction; raises, with nothing written, if any of it fails."""
-        statements = [
-            (name, self._multi_row_sql(name, len(chunk)), [value for row in chunk for value in row])
-            for name, rows in pending.items() if name not in redemptions.OPERATIONS
-            for chunk in (rows[i:i + self.ROWS_PER_STATEMENT] for i in range(0, len(rows), self.ROWS_PER_STATEMENT))
-        ]
+        statements = [statement for name, rows in pending.items() if name not in redemptions.OPERATIONS
+                      for statement in self._inserts(name, rows)]
         written: dict[str, set] = {name: set() for name in pending if name in _SQLITE_CHECKED_INSERTS}
         results: dict[str, list] = {}
         if len(statements) == 1 and len(pending) == 1:  # one statement is its own transaction
@@ -382,9 +379,15 @@ class SqliteHot(_GroupCommit):
             try:
                 for statement in statements:
                     self._run(connection, written, *statement)
+                issued: list[NewToken] = []
+                touched: dict[int, float] = {}
                 for name, rows in pending.items():
                     if name in redemptions.OPERATIONS:
-                        results[name] = [redemptions.run_sqlite(connection, name, row, ended) for row in rows]
+                        results[name] = [redemptions.run_sqlite(connection, name, row, ended, issued, touched)
+                                         for row in rows]
+                for statement in self._inserts(INSERT_TOKEN, issued):
+                    self._run(connection, written, *statement)
+                redemptions.touch_grants_sqlite(connection, touched)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -395,6 +398,12 @@ class SqliteHot(_GroupCommit):
             elif name not in results:
                 results[name] = [None] * len(rows)
         return results
+
+    def _inserts(self, name: str, rows: list[tuple]) -> list[tuple[str, str, list]]:
+        """The multi-row statements that insert ``rows``: (name, SQL, values) each."""
+        size = self.ROWS_PER_STATEMENT
+        return [(name, self._multi_row_sql(name, len(chunk)), [value for row in chunk for value in row])
+                for chunk in (rows[i:i + size] for i in range(0, len(rows), size))]
 
     def _forget(self, token_keys: list[bytes]) -> None:
         """Drops the cached lookups of tokens this connection ended (its own commits do not

@@ -17,7 +17,7 @@ import sqlite3
 
 from fluxer_oauth.core.scopes import STAFF_ONLY_SCOPES
 from fluxer_oauth.store.oauth import GRANT_TOUCH_INTERVAL
-from fluxer_oauth.store.records import Redemption
+from fluxer_oauth.store.records import NewToken, Redemption
 from fluxer_oauth.store.tables import ACCESS, REFRESH
 
 REDEEM_CODE = "redeem_code"
@@ -65,16 +65,17 @@ _SQLITE_END_ISSUE = (
     "UPDATE tokens SET revoked_at = ? WHERE issue_id = ? AND grant_id IS NOT NULL AND revoked_at IS NULL "
     "RETURNING token_hash"
 )
-_SQLITE_INSERT_PAIR = f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES " + ", ".join(
-    ["(?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, 0)"] * 2)
 _SQLITE_TOUCH_GRANT = ("UPDATE grants SET last_used_at = ? WHERE id = ? "
                        "AND (last_used_at IS NULL OR last_used_at <= ?)")
 
 
-def run_sqlite(connection: sqlite3.Connection, operation: str, row: Redemption, ended: list[bytes]) -> str | None:
-    """Runs one redemption inside the caller's transaction: the scopes of the pair issued,
-    or None when nothing was written. The stored keys of tokens it ended are added to
-    ``ended`` (the hot store's cache forgets them)."""
+def run_sqlite(connection: sqlite3.Connection, operation: str, row: Redemption, ended: list[bytes],
+               issued: list[NewToken], touched: dict[int, float]) -> str | None:
+    """Spends one code or refresh token inside the caller's transaction: the scopes of the
+    pair to issue, or None when nothing was written. The pair is added to ``issued`` and the
+    grant to ``touched`` (the caller writes both for the whole batch: one multi-row INSERT,
+    one touch a grant); the stored keys of tokens it ended are added to ``ended`` (the hot
+    store's cache forgets them)."""
     values = row._asdict()
     if operation == REDEEM_CODE:
         spent = connection.execute(_SQLITE_CONSUME_CODE, values).fetchone()
@@ -86,12 +87,19 @@ def run_sqlite(connection: sqlite3.Connection, operation: str, row: Redemption, 
     if operation == ROTATE_REFRESH:
         ended.append(row.key)
         ended.extend(found[0] for found in connection.execute(_SQLITE_END_ISSUE, (row.now, spent[4])))
-    shared = (row.application_id, user_id, grant_id, family_id, row.issue_id, scopes, row.now)
-    connection.execute(_SQLITE_INSERT_PAIR, (row.access_hash, ACCESS, *shared, row.access_expires_at,
-                                             row.refresh_hash, REFRESH, *shared, row.refresh_expires_at))
+    issued.append(NewToken(row.access_hash, ACCESS, row.application_id, user_id, grant_id, family_id, row.issue_id,
+                           scopes, None, row.now, row.access_expires_at))
+    issued.append(NewToken(row.refresh_hash, REFRESH, row.application_id, user_id, grant_id, family_id, row.issue_id,
+                           scopes, None, row.now, row.refresh_expires_at))
     if grant_id is not None:
-        connection.execute(_SQLITE_TOUCH_GRANT, (row.now, grant_id, row.now - GRANT_TOUCH_INTERVAL))
+        touched[grant_id] = row.now
     return scopes
+
+
+def touch_grants_sqlite(connection: sqlite3.Connection, touched: dict[int, float]) -> None:
+    """Each grant's "last used", as touch_grant (at most once a minute)."""
+    connection.executemany(_SQLITE_TOUCH_GRANT, [(at, grant_id, at - GRANT_TOUCH_INTERVAL)
+                                                 for grant_id, at in touched.items()])
 
 
 # --- PostgreSQL: the whole batch in one statement ------------------------------------------------
