@@ -34,7 +34,10 @@ def _without_scopes(column: str, names) -> str:
 # openid needs an id_token: both go the full path.
 _NO_STAFF_SCOPES = _without_scopes("{t}.scopes", STAFF_ONLY_SCOPES)
 _PLAIN_CODE_SCOPES = _without_scopes("c.scopes", STAFF_ONLY_SCOPES | {"openid"})
-_USER_ENABLED = "EXISTS (SELECT 1 FROM users u WHERE u.id = {t}.user_id AND u.disabled_at IS NULL)"
+# A scalar subquery, evaluated for the row found by its key, and not EXISTS: PostgreSQL turned
+# EXISTS into a join that walked all of the user's tokens through (user, application)
+# looking for the key, a cost that grew with every token the user was issued.
+_USER_ENABLED = "(SELECT u.disabled_at IS NULL FROM users u WHERE u.id = {t}.user_id)"
 
 _TOKEN_COLUMNS = ("token_hash, kind, application_id, user_id, grant_id, family_id, issue_id, scopes, guild_id, "
                   "created_at, expires_at, revoked_at, rotated")
