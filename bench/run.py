@@ -35,7 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 VENV_BIN = Path(sys.executable).parent
-WORK = BENCH / ".work"
+WORK = Path(os.environ.get("FLUXER_BENCH_WORK", BENCH / ".work"))  # another for runs side by side
 SECRET = "bench-secret-key-" + "b" * 40
 POSTGRES_ADMIN = os.environ.get("FLUXER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FLUXER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -82,6 +82,11 @@ class Row:
     limit: list[Result] = field(default_factory=list)  # the raw ASGI app
     limit_rsgi: list[Result] = field(default_factory=list)  # the raw RSGI app: our interface
     peer: list[Result] = field(default_factory=list)
+    # CPU seconds a request of ours, each round: our server's process tree ("ours") and, on
+    # PostgreSQL, the backends of its database ("backends") and the whole PostgreSQL and
+    # Redis servers ("postgres", "redis": others may be using them too)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+    per_transaction: list[float] = field(default_factory=list)  # requests a PostgreSQL transaction
 
 
 def free_port() -> int:
@@ -150,15 +155,15 @@ def _parse_wrk(output: str) -> Result:
     return Result(rps, p50, p99, count, requests)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU spent so far by a process and every process under it (granian's
-    workers), from /proc."""
-    total, pending = 0.0, [pid]
+def cpu_seconds(*pids: int) -> float:
+    """User and system CPU spent so far by processes and every process under them (granian's
+    workers, PostgreSQL's backends), from /proc; children that ended count once reaped."""
+    total, pending = 0.0, list(pids)
     while pending:
         current = pending.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+            total += sum(int(n) for n in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(child) for child in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
@@ -167,6 +172,58 @@ def cpu_seconds(pid: int) -> float:
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def service_pids(name: str) -> list[int]:
+    """The topmost processes called ``name`` (the postmaster, not its backends)."""
+    def comm(pid) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            return ""
+
+    def parent(pid) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            return 0
+
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and comm(p.name) == name and comm(parent(p.name)) != name]
+
+
+class CpuMeter:
+    """CPU seconds a request of each process tree over one wrk run; with ``database`` (a
+    PostgreSQL database of ours), also its backends' CPU a request and the requests a
+    transaction of it (lookups count as transactions too: about a group commit's size)."""
+
+    def __init__(self, trees: dict[str, list[int]], database: str | None = None) -> None:
+        self.trees = {label: pids for label, pids in trees.items() if pids}
+        self.database = database
+
+    def run(self, row: Row, measured) -> Result:
+        before = {label: cpu_seconds(*pids) for label, pids in self.trees.items()}
+        if self.database:
+            commits, backends = self.commits(), self.backends()
+        result = measured()
+        requests = max(1, result.requests)
+        for label, pids in self.trees.items():
+            row.cpu.setdefault(label, []).append((cpu_seconds(*pids) - before[label]) / requests)
+        if self.database:
+            # only this database's backends: the server's pools (connections made during the run count whole)
+            used = sum(cpu - backends.get(pid, 0.0) for pid, cpu in self.backends().items())
+            row.cpu.setdefault("backends", []).append(used / requests)
+            time.sleep(1.5)  # a backend publishes its counts at most once a second, and once idle
+            row.per_transaction.append(result.requests / max(1, self.commits() - commits))
+        return result
+
+    def commits(self) -> int:
+        return asyncio.run(_pg_value("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", self.database))
+
+    def backends(self) -> dict[int, float]:
+        pids = asyncio.run(_pg_value("SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = $1",
+                                     self.database)) or []
+        return {pid: cpu_seconds(pid) for pid in pids}
 
 
 # --- the servers ---------------------------------------------------------------------------------
@@ -228,6 +285,14 @@ class Ours:
         self.stop()
         if self.database_name:
             asyncio.run(_pg(f"DROP DATABASE IF EXISTS {self.database_name} WITH (FORCE)"))
+
+
+async def _pg_value(sql: str, *args):
+    connection = await asyncpg.connect(POSTGRES_ADMIN)
+    try:
+        return await connection.fetchval(sql, *args)
+    finally:
+        await connection.close()
 
 
 async def _pg(sql: str) -> None:
@@ -370,6 +435,10 @@ def run(args) -> tuple[list[Row], str]:
 def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_access) -> list[Row]:
     rows = []
     common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+    trees = {"ours": [ours.process.pid]}
+    if ours.config.database == "postgres":
+        trees |= {"postgres": service_pids("postgres"), "redis": service_pids("redis-server")}
+    meter = CpuMeter(trees, ours.database_name)
     for scenario in scenarios:
         row = Row(label, scenario)
         if args.warmup and scenario not in SINGLE_USE:
@@ -386,7 +455,7 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
                 env = {**env, "BENCH_FILE": str(part)}
             else:
                 url, script, env = scenario_request(scenario, ours.base, info, workdir)
-            row.ours.append(wrk(url, script=script, env=env, **common))
+            row.ours.append(meter.run(row, lambda: wrk(url, script=script, env=env, **common)))
             url, script, env = limit_request(scenario, limit_base["asgi"])
             row.limit.append(wrk(url, script=script, env=env, **common))
             url, script, env = limit_request(scenario, limit_base["rsgi"])
@@ -527,6 +596,27 @@ def format_row(row: Row) -> str:
     return text
 
 
+CPU_HEADER = ("| configuration | scenario | server CPU µs a request (rounds) | req/s per core | "
+              "PostgreSQL backends' CPU µs a request | whole PostgreSQL | whole Redis | "
+              "requests a PostgreSQL transaction |\n|---|---|---|---:|---:|---:|---:|---:|")
+
+
+def format_cpu_row(row: Row) -> str:
+    """Our server's CPU a request (the median, and each round), what a core of it serves,
+    the CPU of the PostgreSQL backends serving our database, and the shared services'
+    whole-server CPU over the same runs (other users' included), divided the same way."""
+    ours = row.cpu.get("ours", [])
+    if not ours:
+        return f"| {row.config} | {row.scenario} | — | — | — | — | — | — |"
+    rounds = " / ".join(f"{c * 1e6:.0f}" for c in ours)
+    text = f"| {row.config} | {row.scenario} | {statistics.median(ours) * 1e6:.0f} ({rounds}) | "
+    text += f"{1 / statistics.median(ours):,.0f} |"
+    for label in ("backends", "postgres", "redis"):
+        text += f" {statistics.median(row.cpu[label]) * 1e6:.1f} |" if row.cpu.get(label) else " — |"
+    text += f" {statistics.median(row.per_transaction):.1f} |" if row.per_transaction else " — |"
+    return text
+
+
 HEADER = ("| configuration | scenario | ours req/s | p50 ms | p99 ms | errors | limit ASGI req/s | limit RSGI req/s | "
           "of limit (RSGI) | peer req/s | vs peer |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -559,6 +649,11 @@ def main() -> None:
     print(HEADER, flush=True)
     rows, growth_table = run(args)
     report = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
+    measured_cpu = [r for r in rows if r.cpu]
+    if measured_cpu:
+        cpu_table = CPU_HEADER + "\n" + "\n".join(format_cpu_row(r) for r in measured_cpu)
+        print("\n" + cpu_table, flush=True)
+        report += "\n" + cpu_table + "\n"
     if growth_table:
         print("\n" + growth_table, flush=True)
         report += "\n" + growth_table + "\n"
