@@ -562,38 +562,45 @@ class PostgresHot(_GroupCommit):
         found = {record[0]: make(record[1:]) for record in records}
         return [found.get(args[0]) for args in many_args]
 
-    async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list | None]:
+    async def _write_batch(self, pending: dict[str, list[tuple]]) -> dict[str, list]:
         try:
             pool = await self._acquire_pool()
             async with pool.acquire() as connection:
-                try:
-                    return await self._write_together(connection, pending)
-                except _CONNECTION_ERRORS:
-                    raise
-                except Exception:
-                    if sum(map(len, pending.values())) == 1:
+                if len(pending) > 1 and not any(name in redemptions.POSTGRES_BATCHES for name in pending):
+                    try:
+                        async with connection.transaction():
+                            return {name: await self._write_rows(connection, name, rows)
+                                    for name, rows in pending.items()}
+                    except _CONNECTION_ERRORS:
                         raise
-                return {name: [await self._write_alone(connection, name, row) for row in rows]
-                        for name, rows in pending.items()}
+                    except Exception:
+                        pass  # rolled back: each statement again on its own, below
+                # A redemption takes its applications' issuance locks when it runs: after
+                # another statement's locks in one transaction, against the order the endings
+                # take theirs in (they would deadlock). So each statement commits on its own.
+                return {name: await self._write_statement(connection, name, rows) for name, rows in pending.items()}
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable() from exc
 
-    async def _write_alone(self, connection, name: str, row: tuple):
-        """One row in a statement of its own: its answer, or the exception it raised (a lost
-        connection fails the rest too)."""
+    async def _write_statement(self, connection, name: str, rows: list[tuple]) -> list:
+        """One statement's rows in one round trip; if that fails for a reason of a row's own,
+        each row again alone: the answers, an exception in place of a row that failed."""
         try:
-            return (await self._write_together(connection, {name: [row]}))[name][0]
+            return await self._write_rows(connection, name, rows)
         except _CONNECTION_ERRORS:
             raise
         except Exception as exc:
-            return exc
-
-    async def _write_together(self, connection, pending: dict[str, list[tuple]]) -> dict[str, list]:
-        if len(pending) == 1:  # one statement: its own transaction, one round trip
-            ((name, rows),) = pending.items()
-            return {name: await self._write_rows(connection, name, rows)}
-        async with connection.transaction():
-            return {name: await self._write_rows(connection, name, rows) for name, rows in pending.items()}
+            if len(rows) == 1:
+                return [exc]
+        answers = []
+        for row in rows:
+            try:
+                answers.append((await self._write_rows(connection, name, [row]))[0])
+            except _CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                answers.append(exc)
+        return answers
 
     async def _write_rows(self, connection, name: str, rows: list[tuple]) -> list:
         # One statement over arrays: one round trip for the batch, where the rows one by
