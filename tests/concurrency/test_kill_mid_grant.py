@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
 from sqlalchemy import select
 
@@ -53,6 +54,8 @@ from fluxer_oauth.store.tables import ACCESS, REFRESH, authorization_codes, toke
 from tests.conftest import make_settings
 from tests.interop.conftest import start_server, stop_server
 from tests.soak.test_soak import worker_pids
+
+pytestmark = pytest.mark.serial  # a burst with a kill timed into it
 
 SEED = int(os.environ.get("FLUXER_KILL_SEED", "22"))
 ROUNDS = int(os.environ.get("FLUXER_KILL_ROUNDS", "4"))

@@ -3,10 +3,13 @@ and revocations hold across processes."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.backends import REDIS_URL, drop_redis_prefix, new_redis_prefix
 from tests.interop.conftest import register_with_app, running_server, start_server, stop_server
+
+pytestmark = pytest.mark.serial  # eleven requests must fit in one ten-second window
 
 
 def test_two_processes_share_rate_limits_and_revocation(tmp_path, backend):

@@ -221,6 +221,7 @@ def test_a_token_request_is_counted_globally_whatever_its_body(tmp_path, backend
         drop_redis_prefix(prefix)
 
 
+@pytest.mark.serial  # counts Redis's script calls server-wide
 def test_with_the_counters_in_redis_each_direct_request_takes_one_call(tmp_path, backend):
     """Counters in Redis: a token request counts the global and the client limit in one
     script call (the global first: refused there, the client's counter is not touched);

@@ -8,10 +8,13 @@ import os
 import signal
 import time
 
+import pytest
 import requests
 
 from tests.interop.conftest import start_server, stop_server
 from tests.soak.test_soak import worker_pids
+
+pytestmark = pytest.mark.serial  # the replacement worker must start within a deadline
 
 
 def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(tmp_path, backend):

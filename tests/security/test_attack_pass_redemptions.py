@@ -22,6 +22,9 @@ from tests.conftest import create_app, exchange, get_code, pkce_pair, register, 
 
 CALLBACK = "https://client.example/callback"
 
+# Several races here are held open by fixed waits for another transaction to get there.
+pytestmark = pytest.mark.serial
+
 
 def _failed(response, error: str = "invalid_grant") -> bool:
     return response.status_code == 400 and response.json()["error"] == error

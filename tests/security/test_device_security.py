@@ -268,6 +268,7 @@ async def test_a_poll_beside_an_ending_waits_for_it_and_gets_no_tokens(client, s
 
 
 @only_postgres
+@pytest.mark.serial  # fixed waits for the other transaction to get there
 async def test_an_approval_beside_disabling_the_user_does_not_outlive_it(client, setup, rt, monkeypatch):
     """The approval is paused after recording its grant, uncommitted; the user is disabled
     meanwhile. The disabling waits for the approval (the user's lock), then ends the code."""
@@ -313,6 +314,7 @@ async def test_tokens_redeemed_beside_a_revocation_do_not_outlive_it(client, set
 
 
 @only_postgres
+@pytest.mark.serial  # fixed waits for the other transaction to get there
 async def test_a_poll_that_straddles_the_approval_gets_the_tokens_not_access_denied(client, setup, monkeypatch):
     """The approval is paused after attaching its grant, uncommitted; a poll arrives and waits
     on the code's row. Its redeeming UPDATE, once the approval commits, still cannot see the

@@ -30,6 +30,8 @@ from tests.conftest import PASSWORD
 from tests.interop.conftest import start_server, stop_server
 from tests.tcp_proxy import CuttableProxy
 
+pytestmark = pytest.mark.serial  # a timed run of mixed traffic
+
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 THREADS = 8
 CB = "https://soak.example/cb"

@@ -232,6 +232,7 @@ def test_limit_headers_say_where_the_key_stands(monkeypatch):
     assert state.text_headers() == list(expected.items())
 
 
+@pytest.mark.serial  # counts Redis's script calls server-wide
 async def test_redis_counters_sent_together_each_get_their_own_answer(redis_counters):
     counters, _prefix = redis_counters
     rate = Rate(5, 10.0)
