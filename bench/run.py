@@ -264,9 +264,9 @@ class Ours:
         return self.info
 
     def add_filler(self, count: int) -> None:
-        code = ("import asyncio, json, sys; sys.path.insert(0, %r); from bench.seed import add_filler_tokens; "
+        code = ("import asyncio, json, sys; sys.path.insert(0, %r); from bench.seed import add_filler; "
                 "from fluxer_oauth.settings import Settings; "
-                "asyncio.run(add_filler_tokens(Settings(), json.loads(sys.argv[1]), int(sys.argv[2])))" % str(ROOT))
+                "asyncio.run(add_filler(Settings(), json.loads(sys.argv[1]), int(sys.argv[2])))" % str(ROOT))
         subprocess.run([sys.executable, "-c", code, json.dumps(self.info), str(count)], env=self.env, check=True)
 
     def start(self) -> None:
@@ -340,6 +340,19 @@ def peer_token(base: str) -> str:
     response = requests.post(f"{base}/token", auth=PEER_CLIENT, data={"grant_type": "client_credentials",
                                                                        "scope": "identify"}, timeout=10)
     return response.json()["access_token"]
+
+
+def round_request(scenario: str, ours, info: dict, workdir: Path, round_number: int,
+                  single_use: int) -> tuple[str, str, dict]:
+    """The scenario's request for one round: single-use scenarios take the round's own slice
+    of the pre-issued codes or refresh tokens."""
+    url, script, env = scenario_request(scenario, ours.base, info, workdir)
+    if scenario in SINGLE_USE:
+        lines = Path(env["BENCH_FILE"]).read_text().splitlines()
+        part = workdir / f"{scenario}-{round_number}.txt"
+        part.write_text("\n".join(lines[round_number * single_use:(round_number + 1) * single_use]))
+        env = {**env, "BENCH_FILE": str(part)}
+    return url, script, env
 
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -445,16 +458,7 @@ def measure(args, label, scenarios, ours, info, workdir, limit_base, peer, peer_
             url, script, env = scenario_request(scenario, ours.base, info, workdir)
             wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
         for round_number in range(args.rounds):
-            if scenario in SINGLE_USE:
-                # each round uses its own slice of the pre-issued credentials
-                url, script, env = scenario_request(scenario, ours.base, info, workdir)
-                source = Path(env["BENCH_FILE"])
-                lines = source.read_text().splitlines()
-                part = workdir / f"{scenario}-{round_number}.txt"
-                part.write_text("\n".join(lines[round_number * args.single_use:(round_number + 1) * args.single_use]))
-                env = {**env, "BENCH_FILE": str(part)}
-            else:
-                url, script, env = scenario_request(scenario, ours.base, info, workdir)
+            url, script, env = round_request(scenario, ours, info, workdir, round_number, args.single_use)
             row.ours.append(meter.run(row, lambda: wrk(url, script=script, env=env, **common)))
             url, script, env = limit_request(scenario, limit_base["asgi"])
             row.limit.append(wrk(url, script=script, env=env, **common))
@@ -476,9 +480,10 @@ def count_label(count: int) -> str:
 
 
 @contextmanager
-def side_by_side(servers: list[tuple[str, str, int]]):
-    """Servers up at once for paired rounds, each (label, configuration, filler tokens
-    stored); yields label -> (ours, info, workdir), and stops and cleans them all up."""
+def side_by_side(servers: list[tuple[str, str, int]], single_use: int = 0):
+    """Servers up at once for paired rounds, each (label, configuration, filler grants and
+    tokens stored), with ``single_use`` codes and refresh tokens each; yields label ->
+    (ours, info, workdir), and stops and cleans them all up."""
     started = {}
     try:
         for label, config_name, filler in servers:
@@ -486,7 +491,7 @@ def side_by_side(servers: list[tuple[str, str, int]]):
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
             ours = Ours(CONFIGS[config_name], workdir)
-            info = ours.prepare(refresh=0, codes=0)
+            info = ours.prepare(refresh=single_use, codes=single_use)
             if filler:
                 ours.add_filler(filler)
             ours.start()
@@ -510,25 +515,26 @@ def median_ratio(base: list[Result], other: list[Result]) -> float:
 
 
 def measure_growth(args, limit_base) -> tuple[list[Row], str]:
-    """``me`` and ``client_credentials`` with 1k and with 1M live tokens stored, paired: two
-    sqlite-1w servers up side by side, each round driving both in turns and then the limit,
-    so that the machine slowing down between the two cannot pass for the cost of a bigger
-    table. The rows, and the table of the rounds' ratios."""
+    """Every scenario with 1k and with 1M grants and 1M live tokens of them stored, paired:
+    two sqlite-1w servers up side by side, each round driving both in turns and then the
+    limit, so that the machine slowing down between the two cannot pass for the cost of a
+    bigger table. The rows, and the table of the rounds' ratios."""
     small, big = labels = [count_label(stored) for stored in args.growth_sizes]
     servers = [(f"growth-{label}", "sqlite-1w", stored) for label, stored in zip(labels, args.growth_sizes)]
     common = dict(duration=args.duration, connections=args.connections, threads=args.threads)
     rows, lines = [], []
-    with side_by_side(servers) as started:
+    with side_by_side(servers, single_use=args.single_use * args.growth_rounds) as started:
         by_label = dict(zip(labels, started.values()))
-        for scenario in ("me", "client_credentials"):
-            pair = {label: Row(f"sqlite-1w {label} tokens", scenario) for label in labels}
+        for scenario in args.scenarios:
+            pair = {label: Row(f"sqlite-1w {label} grants+tokens", scenario) for label in labels}
             for ours, info, workdir in by_label.values():  # one unmeasured run each, as in measure()
-                url, script, env = scenario_request(scenario, ours.base, info, workdir)
-                wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
+                if scenario not in SINGLE_USE:
+                    url, script, env = scenario_request(scenario, ours.base, info, workdir)
+                    wrk(url, script=script, env=env, **{**common, "duration": min(args.warmup, args.duration)})
             for round_number in range(args.growth_rounds):
                 for label in in_turns(labels, round_number):
                     ours, info, workdir = by_label[label]
-                    url, script, env = scenario_request(scenario, ours.base, info, workdir)
+                    url, script, env = round_request(scenario, ours, info, workdir, round_number, args.single_use)
                     pair[label].ours.append(wrk(url, script=script, env=env, **common))
                 for interface, attribute in (("asgi", "limit"), ("rsgi", "limit_rsgi")):
                     url, script, env = limit_request(scenario, limit_base[interface])
@@ -540,7 +546,7 @@ def measure_growth(args, limit_base) -> tuple[list[Row], str]:
                 print(format_row(row), flush=True)
             lines.append(f"| {scenario} | {median(pair[small].ours, 'rps'):,.0f} | {median(pair[big].ours, 'rps'):,.0f} "
                          f"| {median_ratio(pair[small].ours, pair[big].ours) - 1:+.0%} |")
-    header = (f"| scenario | {small} tokens req/s | {big} tokens req/s | {big} against {small} "
+    header = (f"| scenario | {small} grants+tokens req/s | {big} grants+tokens req/s | {big} against {small} "
               "(median of the rounds' ratios) |\n|---|---:|---:|---:|")
     return rows, header + "\n" + "\n".join(lines)
 

@@ -17,7 +17,7 @@ from fluxer_oauth.platform import accounts, applications
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store import oauth as oauth_store
-from fluxer_oauth.store.tables import ACCESS, REFRESH, authorization_codes, tokens
+from fluxer_oauth.store.tables import ACCESS, REFRESH, authorization_codes, grants, tokens, users
 
 REDIRECT_URI = "https://bench.example/callback"
 CHUNK = 20_000
@@ -64,20 +64,29 @@ async def seed(settings: Settings, workdir: Path, *, refresh: int, codes: int) -
         await rt.db.close()
 
 
-async def add_filler_tokens(settings: Settings, info: dict, count: int) -> None:
-    """Live access tokens of other grants, so lookups run against a big table."""
+async def add_filler(settings: Settings, info: dict, count: int) -> None:
+    """``count`` other users, each with a grant to the application and a live access token
+    of that grant, so that lookups and the grants' writes run against big tables and
+    indexes (the tokens' family and issue indexes cover only tokens with a grant)."""
     rt = Runtime.create(settings, exclusive_worker_id=True)
     try:
         now = time.time()
+        application_id = int(info["application_id"])
         for start in range(0, count, CHUNK):
-            batch = [
-                dict(token_hash=credentials.stored_token_key(credentials.new_stored_token()), kind=ACCESS,
-                     application_id=int(info["application_id"]), user_id=int(info["user_id"]), grant_id=None,
-                     family_id=n, issue_id=n, scopes="identify", created_at=now, expires_at=now + 86400, rotated=False)
-                for n in range(start, min(count, start + CHUNK))
-            ]
+            numbers = range(start, min(count, start + CHUNK))
+            ids = [rt.ids.next() for _ in numbers]
             async with rt.db.write() as conn:
-                await conn.execute(tokens.insert(), batch)
+                await conn.execute(users.insert(), [
+                    dict(id=user_id, username=f"filler{n}", username_key=f"filler{n}", discriminator="0001",
+                         created_at=now) for n, user_id in zip(numbers, ids)])
+                await conn.execute(grants.insert(), [
+                    dict(id=user_id, user_id=user_id, application_id=application_id, scopes="identify",
+                         created_at=now) for user_id in ids])
+                await conn.execute(tokens.insert(), [
+                    dict(token_hash=credentials.stored_token_key(credentials.new_stored_token()), kind=ACCESS,
+                         application_id=application_id, user_id=user_id, grant_id=user_id, family_id=user_id,
+                         issue_id=user_id, scopes="identify", created_at=now, expires_at=now + 86400, rotated=False)
+                    for user_id in ids])
     finally:
         await rt.db.close()
 
