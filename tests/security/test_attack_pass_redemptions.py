@@ -19,6 +19,7 @@ from fluxer_oauth.store.tables import authorization_codes, tokens
 from tests.api.test_lifecycle import alive, refresh
 from tests.backends import POSTGRES
 from tests.conftest import create_app, exchange, get_code, pkce_pair, register, tokens_for
+from tests.security.test_trust_endings import trusted_app  # noqa: F401 (a fixture)
 
 CALLBACK = "https://client.example/callback"
 
@@ -241,21 +242,11 @@ async def test_a_narrowed_refresh_is_issued_narrowed_and_a_widened_one_spends_no
     assert again.status_code == 200 and again.json()["scope"] == "identify"
 
 
-@pytest.fixture
-async def trusted(client, rt):
-    owner = await register(client)
-    app = await create_app(client, owner)
-    staff = await register(client)
-    await admin.set_staff(rt, None, int(staff.id), True)
-    await admin.set_application_trusted(rt, None, int(app.id), True)
-    return app, staff
-
-
 @pytest.mark.parametrize("ending", ["staff removed", "application untrusted"])
-async def test_a_narrowed_token_of_an_admin_grant_ends_with_the_admin_rule(client, rt, trusted, ending):
+async def test_a_narrowed_token_of_an_admin_grant_ends_with_the_admin_rule(client, rt, trusted_app, ending):
     """Narrowed to identify, the token no longer carries admin and so takes the fast path;
     the admin rule ends the whole grant all the same, the pairs rotated since included."""
-    app, staff = trusted
+    app, staff = trusted_app
     body = await tokens_for(client, staff, app, scope="identify admin")
     narrowed = (await client.post("/api/v1/oauth2/token", auth=app.basic, data={
         "grant_type": "refresh_token", "refresh_token": body["refresh_token"], "scope": "identify"})).json()
@@ -270,11 +261,11 @@ async def test_a_narrowed_token_of_an_admin_grant_ends_with_the_admin_rule(clien
     assert await _live_tokens(rt, staff.id, app.id) == 0
 
 
-async def test_an_admin_token_is_refused_on_refresh_once_the_holder_is_no_longer_staff(client, rt, trusted):
+async def test_an_admin_token_is_refused_on_refresh_once_the_holder_is_no_longer_staff(client, rt, trusted_app):
     """The staff flag removed without its ending (as a restore could leave it): the refresh
     still re-checks the rule rather than rotating an admin token on the fast path."""
     from fluxer_oauth.store import users as user_store
-    app, staff = trusted
+    app, staff = trusted_app
     body = await tokens_for(client, staff, app, scope="identify admin")
     async with rt.db.write() as conn:
         await user_store.set_user_fields(conn, int(staff.id), staff=False)
@@ -371,10 +362,31 @@ async def test_two_workers_rotating_the_same_tokens_in_opposite_order_spend_each
         await other.close()
 
 
-@pytest.mark.skipif(not POSTGRES, reason="the issuance locks are PostgreSQL's")
-async def test_a_user_ending_does_not_deadlock_with_a_batch_of_both_redemption_kinds(client, rt):
+async def _batch_beside_ending(rt, held_row: tuple, writes: list, start_ending) -> tuple[list, list]:
+    """Sends ``writes`` as one batch while another connection holds ``held_row`` (SQL and its
+    argument) locked, so the batch stops there part way; starts the ending meanwhile, then
+    lets go. The ending's outcome ([None]: it went through) and the batch's answers."""
     import asyncpg
 
+    blocker = await asyncpg.connect(rt.db.hot._dsn)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(*held_row)
+        batch = asyncio.ensure_future(asyncio.gather(*writes, return_exceptions=True))
+        await asyncio.sleep(0.3)
+        ending = asyncio.ensure_future(start_ending())
+        await asyncio.sleep(0.3)
+        await transaction.rollback()
+        outcome = await asyncio.wait_for(asyncio.gather(ending, return_exceptions=True), 15)
+        answers = await asyncio.wait_for(batch, 15)
+    finally:
+        await blocker.close()
+    return outcome, answers
+
+
+@pytest.mark.skipif(not POSTGRES, reason="the issuance locks are PostgreSQL's")
+async def test_a_user_ending_does_not_deadlock_with_a_batch_of_both_redemption_kinds(client, rt):
     owner = await register(client)
     first_app = await create_app(client, owner)
     second_app = await create_app(client, owner)
@@ -385,24 +397,12 @@ async def test_a_user_ending_does_not_deadlock_with_a_batch_of_both_redemption_k
     code_hash = credentials.sha256(code)
     # Holds the code's row, so that the batch's first statement (the code, second_app's lock
     # taken) waits there: the ending can then take first_app's lock before the batch asks.
-    blocker = await asyncpg.connect(rt.db.hot._dsn)
-    try:
-        transaction = blocker.transaction()
-        await transaction.start()
-        await blocker.execute("SELECT 1 FROM authorization_codes WHERE code_hash = $1 FOR UPDATE", code_hash)
-        batch = asyncio.ensure_future(asyncio.gather(
-            rt.db.tokens.redeem_code(_redemption(rt, code_hash, int(second_app.id), redirect_uri=CALLBACK)),
-            rt.db.tokens.rotate_refresh(_redemption(
-                rt, credentials.stored_token_key(pair["refresh_token"]), int(first_app.id))),
-            return_exceptions=True))
-        await asyncio.sleep(0.3)
-        ending = asyncio.ensure_future(admin.set_user_disabled(rt, None, int(user.id), True))
-        await asyncio.sleep(0.3)
-        await transaction.rollback()
-        outcome = await asyncio.wait_for(asyncio.gather(ending, return_exceptions=True), 15)
-        answers = await asyncio.wait_for(batch, 15)
-    finally:
-        await blocker.close()
+    outcome, answers = await _batch_beside_ending(
+        rt, ("SELECT 1 FROM authorization_codes WHERE code_hash = $1 FOR UPDATE", code_hash),
+        [rt.db.tokens.redeem_code(_redemption(rt, code_hash, int(second_app.id), redirect_uri=CALLBACK)),
+         rt.db.tokens.rotate_refresh(_redemption(
+             rt, credentials.stored_token_key(pair["refresh_token"]), int(first_app.id)))],
+        lambda: admin.set_user_disabled(rt, None, int(user.id), True))
     assert outcome == [None], outcome  # the ending went through
     assert not any(isinstance(answer, Exception) for answer in answers), answers
     assert await _live_tokens(rt, user.id, first_app.id) == 0
@@ -411,8 +411,6 @@ async def test_a_user_ending_does_not_deadlock_with_a_batch_of_both_redemption_k
 
 @pytest.mark.skipif(not POSTGRES, reason="the issuance locks are PostgreSQL's")
 async def test_disabling_an_application_does_not_deadlock_with_a_batch_of_a_client_token_and_a_code(client, rt):
-    import asyncpg
-
     from fluxer_oauth.oauth.client_auth import presented_secret_hash
     from fluxer_oauth.store.records import ClientToken
 
@@ -422,26 +420,14 @@ async def test_disabling_an_application_does_not_deadlock_with_a_batch_of_a_clie
     code_hash = credentials.sha256(await get_code(client, user, app))
     # Holds the owner's row, so that the checked insert (first in the batch) waits there with
     # the application's row already held: the ending can then take the issuance lock first.
-    blocker = await asyncpg.connect(rt.db.hot._dsn)
-    try:
-        transaction = blocker.transaction()
-        await transaction.start()
-        await blocker.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", int(owner.id))
-        at = time.time()
-        batch = asyncio.ensure_future(asyncio.gather(
-            rt.db.tokens.issue_client_token(ClientToken(
-                credentials.stored_token_key(credentials.new_stored_token()), int(app.id),
-                presented_secret_hash(rt, app.secret), rt.ids.next(), "identify", at, at + 60)),
-            rt.db.tokens.redeem_code(_redemption(rt, code_hash, int(app.id), redirect_uri=CALLBACK)),
-            return_exceptions=True))
-        await asyncio.sleep(0.3)
-        ending = asyncio.ensure_future(admin.set_application_disabled(rt, None, int(app.id), True))
-        await asyncio.sleep(0.3)
-        await transaction.rollback()
-        outcome = await asyncio.wait_for(asyncio.gather(ending, return_exceptions=True), 15)
-        answers = await asyncio.wait_for(batch, 15)
-    finally:
-        await blocker.close()
+    at = time.time()
+    outcome, answers = await _batch_beside_ending(
+        rt, ("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", int(owner.id)),
+        [rt.db.tokens.issue_client_token(ClientToken(
+            credentials.stored_token_key(credentials.new_stored_token()), int(app.id),
+            presented_secret_hash(rt, app.secret), rt.ids.next(), "identify", at, at + 60)),
+         rt.db.tokens.redeem_code(_redemption(rt, code_hash, int(app.id), redirect_uri=CALLBACK))],
+        lambda: admin.set_application_disabled(rt, None, int(app.id), True))
     assert outcome == [None], outcome  # the ending went through
     assert not any(isinstance(answer, Exception) for answer in answers), answers
     assert await _live_tokens(rt, user.id, app.id) == 0
