@@ -35,8 +35,20 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(tmp_path, ba
             time.sleep(0.2)
         assert process.poll() is None, "the server went down with one worker"
         assert len(worker_pids(process)) == 2 and before[0] not in worker_pids(process)
+        # A replacement counts as a worker as soon as it is forked; on a loaded machine its
+        # listener can take a moment more (CI saw one connection refused right then).
+        deadline = time.monotonic() + 20
+        while not _answers(base) and time.monotonic() < deadline:
+            time.sleep(0.2)
         for _ in range(20):  # both workers answer (the kernel spreads connections over them)
             assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
     finally:
         stop_server(process)
         backend.drop_database(url)
+
+
+def _answers(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
