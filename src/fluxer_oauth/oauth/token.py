@@ -4,9 +4,9 @@ A code or refresh token that is simply redeemed takes one group-committed write 
 hot store (store/redemptions.py), which writes only when nothing stands in the way; every
 other case takes the grant's full path, where each grant runs in one write transaction.
 Outcomes that must persist even though the client gets an error (a consumed code) are
-returned, not raised, so the transaction commits before the error is reported. What a detected replay or reuse ends is ended in a
-transaction of its own right after (grants/endings.py: an ending never runs while the
-issuance's own shared lock is held).
+returned, not raised, so the transaction commits before the error is reported. What a
+detected replay or reuse ends is ended in a transaction of its own right after
+(grants/endings.py: an ending never runs while the issuance's own shared lock is held).
 """
 
 from __future__ import annotations
