@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store.errors import StoreUnavailable
-from fluxer_oauth.web import device_pages, images, pages, portal
+from fluxer_oauth.web import device_pages, images, mails, pages, portal
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
@@ -68,6 +69,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
     settings = settings or (runtime.settings if runtime else Settings())
     configure_logging(settings.log_level)
     rt = runtime or Runtime.create(settings)
+    mails.install(rt)
     openapi = openapi_document(router, settings.issuer)
 
     server_metadata = metadata(settings)
@@ -144,12 +146,17 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         # collector's way, so full collections stay short (they showed as stalls at p99).
         gc.collect()
         gc.freeze()
+        if not rt.mail.available:
+            logging.getLogger("fluxer.mail").warning(
+                "no FLUXER_SMTP_HOST: email verification and password reset are refused (MAIL_UNAVAILABLE) "
+                "until mail is configured")
         janitor = None
         if settings.janitor_interval > 0:
             janitor = asyncio.create_task(run_forever(rt, settings.janitor_interval))
         yield
         if janitor is not None:
             janitor.cancel()
+        await rt.mail.close()
         if redis_client is not None:
             await redis_client.aclose()
         await limits.close()

@@ -1,5 +1,5 @@
-"""What every request handler needs: settings, the database, the ID generator and the
-password hasher, built once per server process."""
+"""What every request handler needs: settings, the database, the ID generator, the
+password hasher and the mail outbox, built once per server process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from fluxer_oauth.core.ids import SnowflakeGenerator
+from fluxer_oauth.mail.outbox import Outbox
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store.database import Database
 
@@ -75,6 +76,12 @@ class Runtime:
     db: Database
     ids: SnowflakeGenerator
     passwords: Passwords = field(repr=False)
+    # Its composer (what the mails say) is installed by the app: web/mails.py.
+    mail: Outbox = field(repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.mail is None:
+            self.mail = Outbox(self.settings)
 
     @classmethod
     def create(cls, settings: Settings, *, exclusive_worker_id: bool = False) -> "Runtime":

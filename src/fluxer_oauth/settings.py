@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     rate_limit_password_account_failures: str = "100/5minutes"
     # Registrations per client IP (each one is an argon2 hash).
     rate_limit_registrations: str = "10/hour"
+    # Password-reset mails: per client IP, and per account (the mails one account receives).
+    rate_limit_password_reset_ip: str = "10/hour"
+    rate_limit_password_reset_account: str = "5/hour"
+    # Verification mails a signed-in user asks to be sent again.
+    rate_limit_verification_resend: str = "5/hour"
     # Device authorization requests (RFC 8628), per client as the token endpoint counts them.
     rate_limit_device: str = "10/10seconds"
     # Wrong user codes typed at /activate: per (user, IP), per IP, and a per-user ceiling
@@ -102,6 +107,30 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 64 * 1024
 
+    # Mail (verification and password-reset links, notices): an SMTP server to submit to.
+    # Without a host, dev mode writes each message to the log instead, and a production
+    # server refuses the flows that need mail (MAIL_UNAVAILABLE) rather than pretend.
+    # smtp_tls: "starttls" (upgrade after connecting, port 587), "tls" (implicit, port 465),
+    # or "none" (plain: a relay on the same machine or network only).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    mail_from: str = "Fluxer <no-reply@fluxer.localhost>"
+    # Delivery attempts of one message before it is dropped (logged and counted).
+    mail_attempts: int = Field(default=4, ge=1, le=20)
+
+    # Accounts: how long a mailed link works, how strong a new password must be (the zxcvbn
+    # score, 0-4), how long the second step of a two-factor sign-in may take, and whether
+    # staff must have two-factor sign-in to approve the admin scope or use the admin API.
+    email_verification_ttl: int = Field(default=24 * 3600, ge=60)
+    password_reset_ttl: int = Field(default=30 * 60, ge=60)
+    password_min_score: int = Field(default=3, ge=0, le=4)
+    mfa_ticket_ttl: int = Field(default=5 * 60, ge=30)
+    require_staff_mfa: bool = False
+
     # Images (avatars, application and guild icons; docs/api.md "Images"). An upload is at
     # most image_max_bytes once decoded (its routes alone take bodies of that much in base64
     # plus max_body_bytes: image_body_bytes) and image_max_pixels in all. They are stored in
@@ -141,6 +170,19 @@ class Settings(BaseSettings):
             raise ValueError("FLUXER_RATE_LIMITS must be 'on' or 'off'")
         return value
 
+    @field_validator("smtp_tls")
+    @classmethod
+    def _smtp_tls(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("starttls", "tls", "none"):
+            raise ValueError("FLUXER_SMTP_TLS must be starttls, tls or none")
+        return value
+
+    @field_validator("smtp_host", "smtp_username", "smtp_password", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _synchronous(cls, value: str) -> str:
@@ -153,7 +195,8 @@ class Settings(BaseSettings):
                      "rate_limit_client_auth_failures", "rate_limit_login_failures", "rate_limit_password_ip_failures",
                      "rate_limit_password_account_failures", "rate_limit_registrations", "rate_limit_device",
                      "rate_limit_user_code_failures", "rate_limit_user_code_ip_failures",
-                     "rate_limit_user_code_account_failures")
+                     "rate_limit_user_code_account_failures", "rate_limit_password_reset_ip",
+                     "rate_limit_password_reset_account", "rate_limit_verification_resend")
     @classmethod
     def _limit(cls, value: str) -> str:
         from fluxer_oauth.core.rate_window import parse_rate
@@ -180,6 +223,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"FLUXER_RATE_LIMIT_OVERRIDES[{client_id!r}]: {exc}") from None
             canonical[str(application_id)] = rate
         return canonical
+
+    @property
+    def mail_configured(self) -> bool:
+        return self.smtp_host is not None
 
     @property
     def issuer(self) -> str:

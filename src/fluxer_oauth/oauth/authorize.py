@@ -23,6 +23,7 @@ from fluxer_oauth.oauth.params import ParamError, Params
 from fluxer_oauth.oauth.redirects import with_query
 from fluxer_oauth.platform import guilds
 from fluxer_oauth.platform.applications import redirect_uris_of
+from fluxer_oauth.platform.two_factor import staff_mfa_missing
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store
 from fluxer_oauth.store import audit
@@ -300,9 +301,11 @@ async def check_hinted_user(rt: Runtime, request: AuthorizationRequest, user) ->
         raise RedirectError("login_required", "the signed-in user is not the one id_token_hint names")
 
 
-def check_user_may_grant(request: AuthorizationRequest, user) -> None:
+def check_user_may_grant(rt: Runtime, request: AuthorizationRequest, user) -> None:
     if needs_staff(request.scopes) and not user.staff:
         raise RedirectError("access_denied", "only staff members can grant the admin scope")
+    if needs_staff(request.scopes) and staff_mfa_missing(rt.settings, user):
+        raise RedirectError("access_denied", "staff members must turn on two-factor sign-in to grant the admin scope")
 
 
 async def remembered_consent_covers(rt: Runtime, request: AuthorizationRequest, user) -> bool:
@@ -325,7 +328,7 @@ async def approve(rt: Runtime, request: AuthorizationRequest, user, *, guild_id:
     ``permissions``: those the user left ticked on the consent page (None: all requested);
     the bot gets at most the requested ones, whatever is passed. Raises ``ApiError`` for a
     refused bot installation; nothing is written then."""
-    check_user_may_grant(request, user)
+    check_user_may_grant(rt, request, user)
     check_bot_allowed(request, user)
     guild_id = request.chosen_guild(guild_id) if "bot" in request.scopes else None
     if "bot" in request.scopes and guild_id is None:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import re
 import secrets
-from contextlib import asynccontextmanager
-from typing import AsyncContextManager, Awaitable, Callable, Protocol
+from dataclasses import dataclass
 
 from fluxer_oauth.core import credentials
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.core.timefmt import now
-from fluxer_oauth.platform import images
+from fluxer_oauth.mail.outbox import Mail
+from fluxer_oauth.platform import images, mail_links, two_factor
+from fluxer_oauth.platform.passwords import UNTHROTTLED, PasswordThrottle, check_new_password, check_password
 from fluxer_oauth.platform.validation import FormErrors, check_text, has_control_characters
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import audit
 from fluxer_oauth.store import users as user_store
+from fluxer_oauth.store import account_security as security_store
 from fluxer_oauth.store.errors import AlreadyExists
+from fluxer_oauth.store.tables import EMAIL_VERIFICATION
 
 USERNAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
@@ -26,8 +29,9 @@ def new_discriminator() -> str:
 
 
 async def register(rt: Runtime, username: str, email: str, password: str) -> tuple[str, object]:
-    """A new account and a session for it."""
+    """A new account, a session for it, and a mail with the link that verifies its address."""
     user = await create_user(rt, username, email, password)
+    await mail_links.send_verification(rt, user)
     return await start_session(rt, user.id), user
 
 
@@ -38,7 +42,7 @@ async def create_user(rt: Runtime, username: str, email: str, password: str):
     email = email.strip()
     if len(email) > 254 or not EMAIL.fullmatch(email):
         errors.add("email", "EMAIL_INVALID", "not a valid email address")
-    check_text(errors, "password", password, min_len=8, max_len=128, allow_format_characters=True)
+    check_new_password(errors, password, min_score=rt.settings.password_min_score, user_inputs=(username, email))
     errors.raise_if_any()
 
     username_key, email_key = username.lower(), email.lower()
@@ -68,11 +72,15 @@ async def create_user(rt: Runtime, username: str, email: str, password: str):
         return await user_store.get_user(conn, user_id)
 
 
-async def update_profile(rt: Runtime, user, changes: dict):
+async def update_profile(rt: Runtime, user, changes: dict, *, throttle: PasswordThrottle = UNTHROTTLED,
+                         session_token: str | None = None):
     """``PATCH /users/@me``: ``changes`` holds the fields sent, and only those change:
     ``username`` (the rules and uniqueness of registration; another letter case of one's own
     name is fine), ``global_name`` (None or blank: none), ``avatar`` (a data URI, or None to
-    remove it). The user row after."""
+    remove it), ``email`` and ``new_password``, which need the current ``password``. A new
+    email is unverified until its link is followed (the mail goes out after the change); a
+    new password ends every other session (``session_token``: the one that asked, kept). The
+    user row after."""
     errors = FormErrors()
     values: dict = {}
     if "username" in changes:
@@ -85,7 +93,25 @@ async def update_profile(rt: Runtime, user, changes: dict):
         global_name = (changes["global_name"] or "").strip() or None
         check_text(errors, "global_name", global_name, min_len=1, max_len=32)
         values["global_name"] = global_name
+    email_changed = "email" in changes and isinstance(changes["email"], str) and \
+        changes["email"].strip().lower() != (user.email or "").lower()
+    if email_changed:
+        email = changes["email"].strip()
+        if len(email) > 254 or not EMAIL.fullmatch(email):
+            errors.add("email", "EMAIL_INVALID", "not a valid email address")
+        else:
+            values.update(email=email, email_key=email.lower(), verified=False)
+    elif "email" in changes and not isinstance(changes["email"], str):
+        errors.add("email", "EMAIL_INVALID", "not a valid email address")
+    if "new_password" in changes:
+        check_new_password(errors, changes["new_password"], min_score=rt.settings.password_min_score,
+                           user_inputs=(values.get("username", user.username), values.get("email", user.email)),
+                           path="new_password")
     errors.raise_if_any()
+    if email_changed or "new_password" in changes:  # who holds the session must know the password
+        await check_password(rt, user, changes.get("password"), throttle)
+    if "new_password" in changes:
+        values["password_hash"] = await rt.passwords.hash(changes["new_password"])
     image = None
     if "avatar" in changes:
         image = await images.process(rt, "avatar", changes["avatar"]) if changes["avatar"] is not None else None
@@ -94,6 +120,10 @@ async def update_profile(rt: Runtime, user, changes: dict):
         async with rt.db.read() as conn:
             if await user_store.username_taken(conn, values["username_key"], user.id):
                 _raise_taken("username")
+    if "email_key" in values:
+        async with rt.db.read() as conn:
+            if await user_store.email_taken(conn, values["email_key"], user.id):
+                _raise_taken("email")
     if values:
         at = now()
         try:
@@ -101,15 +131,29 @@ async def update_profile(rt: Runtime, user, changes: dict):
                 async with rt.db.write() as conn:
                     await record_image(conn)
                     await user_store.update_profile(conn, user.id, **values)
+                    if "email" in values:  # links sent to the old address verify nothing now
+                        await security_store.end_mail_links(conn, user.id, EMAIL_VERIFICATION, at)
+                    if "password_hash" in values:
+                        await user_store.end_sessions(conn, user.id, keep=session_token and
+                                                      credentials.sha256(session_token))
                     await audit.record(
                         conn, id=rt.ids.next(), now=at, action="user.updated", actor_id=user.id,
                         target_user_id=user.id,
-                        details={key: value for key, value in values.items() if key != "username_key"},
+                        details={key: value for key, value in values.items()
+                                 if key not in ("username_key", "email_key", "password_hash")}
+                        | ({"password": "changed"} if "password_hash" in values else {}),
                     )
         except AlreadyExists:  # a parallel change or registration took the name first
-            _raise_taken("username")
+            _raise_taken("email" if "email_key" in values and "username_key" not in values else "username")
     async with rt.db.read() as conn:
-        return await user_store.get_user(conn, user.id)
+        updated = await user_store.get_user(conn, user.id)
+    if email_changed:
+        if user.email and rt.mail.available:
+            rt.mail.send(Mail("email_changed", user.email, {"username": user.username, "email": updated.email}))
+        await mail_links.send_verification(rt, updated)
+    if "password_hash" in values:
+        mail_links.notify_password_changed(rt, updated)
+    return updated
 
 
 def _raise_taken(what: str):
@@ -119,32 +163,21 @@ def _raise_taken(what: str):
     errors.raise_if_any()
 
 
-class PasswordThrottle(Protocol):
-    """Counts failed password checks per account (the edge's rate limits, web/ratelimit.py):
-    ``attempt(account)`` is an async context around one check, which raises when the account
-    has no failure left and yields the coroutine function that counts a failure."""
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of a correct password: a session, or (two-factor sign-in on) the ticket
+    that the second step (``complete_sign_in``) takes with a code."""
 
-    def attempt(self, account: str) -> AsyncContextManager[Callable[[], Awaitable[None]]]: ...
-
-
-class _Unthrottled:
-    @asynccontextmanager
-    async def attempt(self, account: str):
-        yield _nothing_to_count
+    user: object
+    session: str | None = None
+    ticket: str | None = None
 
 
-async def _nothing_to_count() -> None:
-    pass
-
-
-UNTHROTTLED = _Unthrottled()
-
-
-async def login(rt: Runtime, login_name: str, password: str,
-                throttle: PasswordThrottle = UNTHROTTLED) -> tuple[str, object]:
-    """A new session for valid credentials. The same error for an unknown account and a
-    wrong password, and the same work (a password verification) for both. Failures count
-    against the account found (its username and email alike), or the name typed if none."""
+async def login(rt: Runtime, login_name: str, password: str, throttle: PasswordThrottle = UNTHROTTLED) -> SignIn:
+    """A new session for valid credentials, or a ticket for the second step. The same error
+    for an unknown account and a wrong password, and the same work (a password verification)
+    for both. Failures count against the account found (its username and email alike), or
+    the name typed if none."""
     # No account name holds control characters, and PostgreSQL refuses NUL in text outright.
     findable = len(login_name) <= 254 and not has_control_characters(login_name)
     async with rt.db.read() as conn:
@@ -155,16 +188,16 @@ async def login(rt: Runtime, login_name: str, password: str,
         if not await rt.passwords.verify(stored, password[:128]):
             await count_failure()
             raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
-    return await start_session(rt, user.id), user
+    if user.mfa_enabled:
+        return SignIn(user, ticket=two_factor.new_ticket(rt, user))
+    return SignIn(user, session=await start_session(rt, user.id))
 
 
-async def check_password(rt: Runtime, user, password: str, throttle: PasswordThrottle = UNTHROTTLED) -> None:
-    """Confirmation step of sensitive operations (secret and token resets), throttled like a
-    login: a stolen session must not become an online password guesser."""
-    async with throttle.attempt(f"user:{user.id}") as count_failure:
-        if not isinstance(password, str) or not await rt.passwords.verify(user.password_hash, password[:128]):
-            await count_failure()
-            raise ApiError(403, "INVALID_PASSWORD", "password confirmation failed")
+async def complete_sign_in(rt: Runtime, ticket, code, throttle: PasswordThrottle = UNTHROTTLED) -> SignIn:
+    """The second step: the password step's ticket and a TOTP or recovery code; a session."""
+    user = await two_factor.ticket_user(rt, ticket)
+    await two_factor.check_code_throttled(rt, user, code, throttle)
+    return SignIn(user, session=await start_session(rt, user.id))
 
 
 async def start_session(rt: Runtime, user_id: int) -> str:

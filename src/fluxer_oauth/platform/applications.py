@@ -12,8 +12,8 @@ from fluxer_oauth.core.timefmt import now
 from fluxer_oauth.grants import endings
 from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
 from fluxer_oauth.platform import images
-from fluxer_oauth.platform.accounts import (UNTHROTTLED, PasswordThrottle, check_password, new_discriminator,
-                                            public_user_json, user_json)
+from fluxer_oauth.platform.accounts import new_discriminator, public_user_json, user_json
+from fluxer_oauth.platform.passwords import UNTHROTTLED, PasswordThrottle, check_password
 from fluxer_oauth.platform.validation import FormErrors, check_link, check_text
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import applications as app_store

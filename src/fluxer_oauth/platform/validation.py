@@ -13,8 +13,12 @@ class FormErrors:
     def __init__(self) -> None:
         self.errors: list[dict] = []
 
-    def add(self, path: str, code: str, message: str) -> None:
-        self.errors.append({"path": path, "code": code, "message": message})
+    def add(self, path: str, code: str, message: str, **more) -> None:
+        """One field's error; ``more``: what else a client may show (a weak password's reason)."""
+        self.errors.append({"path": path, "code": code, "message": message, **more})
+
+    def has(self, path: str) -> bool:
+        return any(error["path"] == path for error in self.errors)
 
     def raise_if_any(self) -> None:
         if self.errors:

@@ -60,11 +60,41 @@ users = Table(
     Column("bot", Boolean, nullable=False, default=False),
     Column("system", Boolean, nullable=False, default=False),
     Column("mfa_enabled", Boolean, nullable=False, default=False),
+    # Two-factor sign-in (platform/two_factor.py): the TOTP secret sealed under the server
+    # secret (NULL without two-factor), and the last time step a code was accepted for, so
+    # that no code works twice.
+    Column("totp_secret", LargeBinary),
+    Column("totp_last_step", BigInteger),
     Column("staff", Boolean, nullable=False, default=False),
     Column("disabled_at", Time),
     Column("created_at", Time, nullable=False),
     Index("ix_users_avatar", "avatar", sqlite_where=text("avatar IS NOT NULL"),
           postgresql_where=text("avatar IS NOT NULL")),
+)
+
+# Links mailed to a user (platform/mail_links.py): one to verify an email address, one to set
+# a new password. Only the token's hash is kept; a link works once (used_at) and until
+# expires_at. A verification link names the address it verifies: after an email change, the
+# links sent to the old address verify nothing.
+EMAIL_VERIFICATION, PASSWORD_RESET = 1, 2
+
+mail_links = Table(
+    "mail_links", metadata,
+    Column("token_hash", Hash, primary_key=True),
+    Column("purpose", SmallInteger, nullable=False),  # EMAIL_VERIFICATION or PASSWORD_RESET
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("email", String(254), nullable=False),  # where it was sent
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+    Column("used_at", Time),
+)
+
+# Two-factor recovery codes: ten per enrolment, each usable once in place of a TOTP code.
+recovery_codes = Table(
+    "recovery_codes", metadata,
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", Hash, primary_key=True),
+    Column("used_at", Time),
 )
 
 sessions = Table(

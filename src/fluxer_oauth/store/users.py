@@ -81,6 +81,12 @@ async def username_taken(conn: AsyncConnection, username_key: str, user_id: int)
     return (await conn.execute(query)).first() is not None
 
 
+async def email_taken(conn: AsyncConnection, email_key: str, user_id: int) -> bool:
+    """Whether an account other than ``user_id`` has this email (lower-cased)."""
+    query = select(users.c.id).where(users.c.email_key == email_key, users.c.id != user_id)
+    return (await conn.execute(query)).first() is not None
+
+
 async def count_users(conn: AsyncConnection) -> int:
     return (await conn.execute(select(func.count()).select_from(users))).scalar_one()
 
@@ -108,5 +114,9 @@ async def delete_session(conn: AsyncConnection, token_hash: bytes) -> None:
     await conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
 
 
-async def end_sessions(conn: AsyncConnection, user_id: int) -> None:
-    await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+async def end_sessions(conn: AsyncConnection, user_id: int, *, keep: bytes | None = None) -> None:
+    """Every session of the user ends (``keep``: but the one with this token hash)."""
+    query = delete(sessions).where(sessions.c.user_id == user_id)
+    if keep is not None:
+        query = query.where(sessions.c.token_hash != keep)
+    await conn.execute(query)

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from fluxer_oauth import __version__
 from fluxer_oauth.core.errors import access_denied, missing_scope
 from fluxer_oauth.core.scopes import SCOPE, SCOPES
+from fluxer_oauth.platform.two_factor import staff_mfa_missing
 from fluxer_oauth.web import schemas
 from fluxer_oauth.web.caller import BEARER, BOT, SESSION, Caller, authenticate_header, runtime
 from fluxer_oauth.web.edge import API_PREFIXES, Call, as_starlette
@@ -114,19 +115,22 @@ class Operation:
         if self.kinds:
             caller = await authenticate_header(rt, authorization, self.kinds)
             if self.scope is not None:
-                self.check_scope(caller)
+                self.check_scope(caller, rt.settings)
         if self.bucket is not None and self.bucket.per != PER_CLIENT:
             if scope is None:
                 raise TypeError(f"{self.method} {self.path} counts its {self.bucket.name} bucket: pass the scope")
             await limit(scope, self.bucket.name, self.bucket.key(scope, caller))
         return caller
 
-    def check_scope(self, caller: Caller) -> None:
-        """The route's scope: a bearer token must carry it; a staff-only one, staff to use it."""
+    def check_scope(self, caller: Caller, settings) -> None:
+        """The route's scope: a bearer token must carry it; a staff-only one, staff to use it
+        (with two-factor sign-in on, where FLUXER_REQUIRE_STAFF_MFA asks for it)."""
         if caller.kind == BEARER and self.scope not in caller.scopes:
             raise missing_scope(self.scope)
         if self.staff_only and not caller.user.staff:
             raise access_denied(f"only staff members may use the {self.scope} API")
+        if self.staff_only and staff_mfa_missing(settings, caller.user):
+            raise access_denied(f"staff members must turn on two-factor sign-in to use the {self.scope} API")
 
     def enforced(self, handler):
         """``handler`` behind this route's policy, as the router mounts it (and the edge, for a
@@ -160,7 +164,7 @@ class Operation:
                 caller = await authenticate_header(call.app.runtime, call.headers.get("authorization"),
                                                    operation.kinds)
                 if operation.scope is not None:
-                    operation.check_scope(caller)
+                    operation.check_scope(caller, call.app.runtime.settings)
                 return await handler(call, caller)
         else:
             async def admitted(call: Call):

@@ -233,8 +233,8 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", 403, next=next_url, login=login_name,
                       error=_("Your form expired. Please try again."))
     try:
-        token, _user = await accounts.login(runtime(request), login_name, password_field(params),
-                                            PasswordThrottle(request.scope))
+        signed_in = await accounts.login(runtime(request), login_name, password_field(params),
+                                         PasswordThrottle(request.scope))
     except RateLimited as exc:
         return _with_retry_after(render(
             request, "login.html", 429, next=next_url, login=login_name,
@@ -242,7 +242,9 @@ async def login_submit(request: Request) -> Response:
     except ApiError:
         return render(request, "login.html", 400, next=next_url, login=login_name,
                       error=_("Login or password is incorrect."))
-    return await start_browser_session(request, token, next_url)
+    if signed_in.ticket is not None:  # the second step: a code (account_pages.py)
+        return render(request, "login_code.html", next=next_url, ticket=signed_in.ticket, error=None)
+    return await start_browser_session(request, signed_in.session, next_url)
 
 
 async def start_browser_session(request: Request, token: str, next_url: str) -> Response:
@@ -422,7 +424,7 @@ async def _authorize(request: Request, params: Params, query: str, *, decision: 
                                           else "the user must sign in again")
             return login_redirect(request, _without_marker(query), status, again=user is not None)
         await authz.check_hinted_user(rt, auth_request, user)
-        authz.check_user_may_grant(auth_request, user)
+        authz.check_user_may_grant(rt, auth_request, user)
         authz.check_bot_allowed(auth_request, user)
         if decision == "cancel":
             if auth_request.redirect_uri is None:

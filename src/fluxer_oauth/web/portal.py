@@ -22,7 +22,7 @@ from fluxer_oauth.core.scopes import SCOPES, format_scopes
 from fluxer_oauth.core.signing import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS
 from fluxer_oauth.oauth.metadata import DISCOVERY_PATH, metadata
 from fluxer_oauth.platform import applications
-from fluxer_oauth.platform.accounts import check_password
+from fluxer_oauth.platform.passwords import check_password
 from fluxer_oauth.platform.validation import invalid_form_body
 from fluxer_oauth.web import flash
 from fluxer_oauth.web.caller import runtime

@@ -26,8 +26,11 @@ async def register(request: Request):
               response=SessionResponse, errors=(400,), tags=("accounts",))
 async def login(request: Request):
     body = await decode_json(request, LoginBody)
-    token, user = await accounts.login(runtime(request), body.login, body.password, PasswordThrottle(request.scope))
-    return json_response({"token": token, "user": accounts.user_json(user, with_email=True)})
+    signed_in = await accounts.login(runtime(request), body.login, body.password, PasswordThrottle(request.scope))
+    if signed_in.ticket is not None:  # two-factor sign-in: POST /auth/mfa/totp with this ticket and a code
+        return json_response({"mfa": True, "ticket": signed_in.ticket, "totp": True, "backup": True,
+                              "user_id": str(signed_in.user.id)})
+    return json_response({"token": signed_in.session, "user": accounts.user_json(signed_in.user, with_email=True)})
 
 
 @router.route("POST", "/auth/logout", summary="End the calling session", auth=(SESSION_AUTH,), status=204,
