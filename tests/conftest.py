@@ -69,6 +69,33 @@ def settings(database_url, redis_prefix) -> Settings:
 
 
 @pytest.fixture
+def mail_server():
+    """A real SMTP server on loopback (tests/mail_server.py) that the ``mail_app`` sends to."""
+    from tests.mail_server import MailServer
+
+    server = MailServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def mail_app(settings, mail_server):
+    """The app with mail configured: it submits to ``mail_server``."""
+    application = build_app(settings.model_copy(update=mail_server.settings()))
+    yield application
+    await application.state.runtime.mail.close(timeout=1)
+    await application.state.runtime.db.close()
+
+
+@pytest.fixture
+async def mail_client(mail_app):
+    transport = httpx.ASGITransport(app=mail_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
 async def app(settings):
     application = build_app(settings)
     yield application

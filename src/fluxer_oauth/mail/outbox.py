@@ -66,6 +66,7 @@ class Outbox:
         self._queue: asyncio.Queue[_Queued] | None = None
         self._worker: asyncio.Task | None = None
         self._retries: set[asyncio.Task] = set()
+        self.pending = 0  # messages queued or waiting for a retry: neither sent nor given up
 
     @property
     def available(self) -> bool:
@@ -101,6 +102,8 @@ class Outbox:
         except asyncio.QueueFull:
             log(logger, logging.ERROR, "mail dropped: the outbox is full", kind=mail.kind)
             metrics.MAIL.labels(mail.kind, "failed").inc()
+            return
+        self.pending += 1
 
     def _ensure_worker(self) -> asyncio.Queue:
         if self._queue is None:
@@ -112,12 +115,11 @@ class Outbox:
     async def _deliver_forever(self) -> None:
         while True:
             item = await self._queue.get()
-            try:
-                await self._deliver(item)
-            finally:
-                self._queue.task_done()
+            if await self._deliver(item):
+                self.pending -= 1
 
-    async def _deliver(self, item: _Queued) -> None:
+    async def _deliver(self, item: _Queued) -> bool:
+        """One attempt; whether the message is settled (sent, or given up after its last)."""
         item.attempt += 1
         try:
             await self._submit(item.message)
@@ -126,13 +128,14 @@ class Outbox:
                 log(logger, logging.ERROR, "mail not delivered", kind=item.kind, attempts=item.attempt,
                     error=type(exc).__name__)
                 metrics.MAIL.labels(item.kind, "failed").inc()
-                return
+                return True
             log(logger, logging.WARNING, "mail delivery failed; retrying", kind=item.kind, attempt=item.attempt,
                 error=type(exc).__name__)
             metrics.MAIL.labels(item.kind, "retried").inc()
             self._retry_later(item)
-            return
+            return False
         metrics.MAIL.labels(item.kind, "sent").inc()
+        return True
 
     def _retry_later(self, item: _Queued) -> None:
         delay = RETRY_DELAYS[min(item.attempt - 1, len(RETRY_DELAYS) - 1)]
@@ -158,7 +161,7 @@ class Outbox:
         at most ``timeout`` seconds; whether the outbox is empty."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._queue is not None and (self._queue.unfinished_tasks or self._retries):
+        while self.pending:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)
@@ -167,12 +170,11 @@ class Outbox:
     async def close(self, timeout: float = DRAIN_SECONDS) -> None:
         """At shutdown: deliver what is queued (for at most ``timeout``), then stop."""
         if not await self.drain(timeout):
-            left = self._queue.qsize() + len(self._retries) if self._queue is not None else 0
-            log(logger, logging.WARNING, "mail left undelivered at shutdown", messages=left)
+            log(logger, logging.WARNING, "mail left undelivered at shutdown", messages=self.pending)
         for task in (self._worker, *self._retries):
             if task is not None:
                 task.cancel()
-        self._worker, self._retries = None, set()
+        self._worker, self._retries, self._queue, self.pending = None, set(), None, 0
 
 
 def new_message(sender: str, to: str, subject: str, text: str, html: str | None) -> EmailMessage:

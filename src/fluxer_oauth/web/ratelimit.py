@@ -553,6 +553,9 @@ class RateLimits:
             "user_code": parse_rate(settings.rate_limit_user_code_failures),
             "user_code_ip": parse_rate(settings.rate_limit_user_code_ip_failures),
             "user_code_account": parse_rate(settings.rate_limit_user_code_account_failures),
+            "password_reset_ip": parse_rate(settings.rate_limit_password_reset_ip),
+            "password_reset_account": parse_rate(settings.rate_limit_password_reset_account),
+            "verification_resend": parse_rate(settings.rate_limit_verification_resend),
         }
         self.overrides = {client_id: parse_rate(value) for client_id, value in settings.rate_limit_overrides.items()}
 
@@ -819,3 +822,22 @@ async def _one_at_a_time(key: str):
 async def limit_registration(scope) -> None:
     """Every registration attempt counts against its client IP (each costs an argon2 hash)."""
     await _limits(scope).hit("register", f"ip:{client_ip(scope)}", with_state=False)
+
+
+async def limit_password_reset(scope) -> None:
+    """Every password-reset request counts against its client IP, whatever it names."""
+    await _limits(scope).hit("password_reset_ip", f"ip:{client_ip(scope)}", with_state=False)
+
+
+def password_reset_account_counter(scope):
+    """The per-account count of reset mails, for platform.mail_links.request_password_reset:
+    awaited with the account found, it raises ``RateLimited`` once the account has had its
+    mails (the request's answer does not change: the platform swallows it)."""
+    async def count(user_id: int) -> None:
+        await _limits(scope).hit("password_reset_account", f"user:{user_id}", with_state=False)
+    return count
+
+
+async def limit_verification_resend(scope, user_id: int) -> None:
+    """Verification mails a signed-in user asks for again, per user."""
+    await _limits(scope).hit("verification_resend", f"user:{user_id}", with_state=False)
