@@ -13,7 +13,6 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from fluxer_oauth.core.ids import SnowflakeGenerator
-from fluxer_oauth.mail.outbox import Outbox
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store.database import Database
 
@@ -76,12 +75,9 @@ class Runtime:
     db: Database
     ids: SnowflakeGenerator
     passwords: Passwords = field(repr=False)
-    # Its composer (what the mails say) is installed by the app: web/mails.py.
-    mail: Outbox = field(repr=False, default=None)
-
-    def __post_init__(self) -> None:
-        if self.mail is None:
-            self.mail = Outbox(self.settings)
+    # The mail outbox (mail/outbox.py), with what the mails say: the app and the CLI install
+    # it (web/mails.py, ``install``). It stands above the runtime, so it is not built here.
+    mail: object = field(repr=False, default=None)
 
     @classmethod
     def create(cls, settings: Settings, *, exclusive_worker_id: bool = False) -> "Runtime":

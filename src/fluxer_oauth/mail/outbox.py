@@ -60,7 +60,7 @@ class _Queued:
 
 
 class Outbox:
-    def __init__(self, settings: Settings, compose: Composer | None = None) -> None:
+    def __init__(self, settings: Settings, compose: Composer) -> None:
         self._settings = settings
         self.compose = compose
         self._queue: asyncio.Queue[_Queued] | None = None
@@ -81,8 +81,6 @@ class Outbox:
     def send(self, mail: Mail) -> None:
         """Compose ``mail`` now and queue it for delivery. Never raises: a failure is logged
         and counted. Call it after the transaction that made its link has committed."""
-        if self.compose is None:
-            raise RuntimeError("the outbox has no composer: build the app (or call web.mails.install)")
         try:
             message = self.compose(mail, self._settings.mail_from)
         except Exception:

@@ -1,13 +1,13 @@
 """What the mails say: a subject, a plain-text body and an HTML body for each kind of mail,
 from templates under ``templates/mail/`` (``<kind>.txt``, ``<kind>.html``), translated like
-the pages (the language of the request that caused the mail, web/i18n.py). ``install`` makes
-this the outbox's composer (mail/outbox.py)."""
+the pages (the language of the request that caused the mail, web/i18n.py). ``install`` gives a
+runtime its outbox (mail/outbox.py) with this as the composer."""
 
 from __future__ import annotations
 
 from email.message import EmailMessage
 
-from fluxer_oauth.mail.outbox import Mail, new_message
+from fluxer_oauth.mail.outbox import Mail, Outbox, new_message
 from fluxer_oauth.web.i18n import _
 from fluxer_oauth.web.templating import templates
 
@@ -34,5 +34,7 @@ def compose(mail: Mail, sender: str) -> EmailMessage:
 
 
 def install(rt) -> None:
-    """Make this module the composer of ``rt``'s outbox (the app and the CLI call it)."""
-    rt.mail.compose = compose
+    """Give ``rt`` its mail outbox, composing with this module (the app and the CLI call it;
+    once per runtime: a second call keeps the first outbox and its queue)."""
+    if rt.mail is None:
+        rt.mail = Outbox(rt.settings, compose)
