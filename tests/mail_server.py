@@ -56,7 +56,7 @@ class MailServer:
 
     def settings(self) -> dict:
         """The settings overrides that send the app's mail here."""
-        return {"smtp_host": self.host, "smtp_port": self.port, "smtp_tls": "none", "mail_from": "Fluxer <no-reply@fluxer.test>"}
+        return {"smtp_url": f"smtp://{self.host}:{self.port}", "mail_from": "Fluxer <no-reply@fluxer.test>"}
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         with self.lock:

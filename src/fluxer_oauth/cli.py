@@ -339,7 +339,8 @@ def users_create(
 @users_app.command("list")
 def users_list(query: str = typer.Argument("", help="username or email prefix"),
                limit: int = typer.Option(50, min=1, max=1000, metavar="N"), as_json: bool = JSON_OPTION) -> None:
-    """List users."""
+    """List users. The status column names what is on: staff, disabled, verified (the email
+    address), mfa (two-factor sign-in)."""
     from fluxer_oauth.platform.admin import admin_user_json
     from fluxer_oauth.store import users as user_store
 
@@ -347,7 +348,12 @@ def users_list(query: str = typer.Argument("", help="username or email prefix"),
         async with rt.db.read() as conn:
             return [admin_user_json(row) for row in await user_store.search_users(conn, query, limit)]
 
-    _output(_with_runtime(work), ["id", "username", "email", "staff", "disabled"], as_json, "users")
+    users = _with_runtime(work)
+    if not as_json:  # the yes/no fields in one narrow column, so the table still fits 80 columns
+        users = [{**row, "status": " ".join(label for label, on in (
+            ("staff", row["staff"]), ("disabled", row["disabled"]), ("verified", row["verified"]),
+            ("mfa", row["mfa_enabled"])) if on)} for row in users]
+    _output(users, ["id", "username", "email", "status"], as_json, "users")
 
 
 @users_app.command("staff")
@@ -376,6 +382,101 @@ def users_disable(user: str = USER_ARGUMENT) -> None:
         return target
 
     console.print(f"{_with_runtime(work).username} is disabled")
+
+
+# How long ``users reset-password`` waits for its mail to be delivered, retries included.
+MAIL_WAIT_SECONDS = 20.0
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    user: str = USER_ARGUMENT,
+    no_mail: bool = typer.Option(False, "--no-mail", help="only print the link: mail nothing"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make a password reset link for a user and print it; it is mailed to their address too
+    when this server sends mail (FLUXER_SMTP_URL; dev mode writes it to the log). The link
+    works once, for FLUXER_PASSWORD_RESET_TTL; using it ends the user's sessions. Give it only
+    to the account's owner, once you know it is them."""
+    from fluxer_oauth.core.errors import ApiError
+    from fluxer_oauth.ops.logging import configure as configure_logging
+    from fluxer_oauth.platform import mail_links
+    from fluxer_oauth.web import mails
+
+    settings = _settings()
+    configure_logging(settings.log_level)  # delivery failures are logged: show them
+
+    async def work(rt):
+        target = await _resolve_user(rt, user)
+        if target.bot:
+            raise ApiError(400, "USER_IS_BOT", f"{target.username} is a bot: it has no password to reset")
+        if target.disabled_at is not None:
+            raise ApiError(400, "USER_DISABLED", f"{target.username} is disabled: a new password would not "
+                                                 "let them sign in")
+        if not target.email:
+            raise ApiError(400, "NO_EMAIL", f"{target.username} has no email address")
+        mails.install(rt)
+        sent_before = _mail_count("password_reset", "sent")
+        try:
+            link = await mail_links.send_reset_link(rt, target, actor_id=None, mail=not no_mail)
+        finally:
+            await rt.mail.close(timeout=MAIL_WAIT_SECONDS)  # deliver it (with retries) before exiting
+        if no_mail:
+            outcome = "not_sent"
+        elif not rt.settings.mail_configured:
+            outcome = "logged" if rt.settings.dev else "unavailable"
+        else:
+            outcome = "sent" if _mail_count("password_reset", "sent") > sent_before else "failed"
+        return target, link, outcome
+
+    target, link, outcome = _with_runtime(work)
+    if as_json:
+        print(json.dumps({"user_id": str(target.id), "username": target.username, "email": target.email,
+                          "link": link, "expires_in": settings.password_reset_ttl, "mail": outcome}, indent=2))
+        return
+    minutes = max(1, settings.password_reset_ttl // 60)
+    print(f"Password reset link for {target.username} (works once, for {minutes} minutes):")
+    print(link)
+    sys.stdout.flush()
+    console.print({
+        "sent": f"mailed to {target.email}",
+        "logged": "not mailed: dev mode without FLUXER_SMTP_URL wrote the mail to the log",
+        "unavailable": "not mailed: this server has no SMTP (FLUXER_SMTP_URL); give the link to the user yourself",
+        "not_sent": "not mailed (--no-mail)",
+        "failed": "[red]not mailed:[/red] the SMTP server did not take the mail (see the log); "
+                  "give the link to the user yourself",
+    }[outcome])
+
+
+def _mail_count(kind: str, outcome: str) -> float:
+    """Mail of ``kind`` this process settled with ``outcome`` (ops.metrics.MAIL)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("fluxer_mail_total", {"kind": kind, "outcome": outcome}) or 0.0
+
+
+@users_app.command("mfa-reset")
+def users_mfa_reset(user: str = USER_ARGUMENT) -> None:
+    """Turn two-factor sign-in off for a user who lost both their authenticator and their
+    recovery codes: they sign in with their password alone, and can turn it on again in their
+    settings. Make sure it is the account's owner asking: this removes their second factor."""
+    from fluxer_oauth.core.errors import ApiError
+    from fluxer_oauth.platform import two_factor
+
+    async def work(rt):
+        target = await _resolve_user(rt, user)
+        if not target.mfa_enabled:
+            raise ApiError(400, "MFA_NOT_ENABLED", f"{target.username} does not have two-factor sign-in on: "
+                                                   "nothing to reset")
+        await two_factor.operator_reset(rt, target)
+        return target, bool(rt.settings.require_staff_mfa and target.staff)
+
+    target, staff_access_ended = _with_runtime(work)
+    console.print(f"two-factor sign-in is off for {target.username}: they sign in with their password alone "
+                  "and can turn it on again in their settings")
+    if staff_access_ended:
+        console.print("their admin-scope grants ended: FLUXER_REQUIRE_STAFF_MFA keeps them from staff work until "
+                      "they turn two-factor sign-in on again")
 
 
 @apps_app.command("create")

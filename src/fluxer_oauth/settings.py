@@ -7,9 +7,10 @@ This is the only module that reads the environment. Everything else receives a
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,36 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class ConfigurationError(RuntimeError):
     """The settings cannot run a server; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    host: str
+    port: int
+    tls: str  # "tls" (implicit), "starttls" or "none"
+    username: str | None
+    password: str | None
+
+
+def smtp_server(url: str) -> SmtpServer:
+    """FLUXER_SMTP_URL read: smtp:// (plain, or ?starttls=1) or smtps:// (implicit TLS)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("FLUXER_SMTP_URL must be smtp://[user:pass@]host[:port][?starttls=1] or smtps://...")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("FLUXER_SMTP_URL has an invalid port") from None
+    options = dict(parse_qsl(parts.query))
+    starttls = options.get("starttls", "0").lower() in ("1", "true", "yes", "on")
+    if scheme == "smtps" and starttls:
+        raise ValueError("FLUXER_SMTP_URL: smtps:// is TLS from the start; starttls=1 is for smtp://")
+    tls = "tls" if scheme == "smtps" else "starttls" if starttls else "none"
+    default_port = {"tls": 465, "starttls": 587, "none": 25}[tls]
+    return SmtpServer(host=parts.hostname, port=port or default_port, tls=tls,
+                      username=unquote(parts.username) if parts.username else None,
+                      password=unquote(parts.password) if parts.password is not None else None)
 
 
 class Settings(BaseSettings):
@@ -107,16 +138,13 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 64 * 1024
 
-    # Mail (verification and password-reset links, notices): an SMTP server to submit to.
-    # Without a host, dev mode writes each message to the log instead, and a production
-    # server refuses the flows that need mail (MAIL_UNAVAILABLE) rather than pretend.
-    # smtp_tls: "starttls" (upgrade after connecting, port 587), "tls" (implicit, port 465),
-    # or "none" (plain: a relay on the same machine or network only).
-    smtp_host: str | None = None
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_tls: str = "starttls"
-    smtp_username: str | None = None
-    smtp_password: str | None = None
+    # Mail (verification and password-reset links, notices): the SMTP server to submit to, as
+    # smtp://user:pass@host:port (plain, or ?starttls=1 to upgrade after connecting; port 25,
+    # 587 with starttls) or smtps://user:pass@host:port (implicit TLS, port 465); percent-
+    # encode reserved characters of the user and password. Without it, dev mode writes each
+    # message to the log instead, and a production server refuses the flows that need mail
+    # (MAIL_UNAVAILABLE) rather than pretend.
+    smtp_url: str | None = None
     smtp_timeout: float = Field(default=10.0, gt=0)
     mail_from: str = "Fluxer <no-reply@fluxer.localhost>"
     # Delivery attempts of one message before it is dropped (logged and counted).
@@ -170,18 +198,15 @@ class Settings(BaseSettings):
             raise ValueError("FLUXER_RATE_LIMITS must be 'on' or 'off'")
         return value
 
-    @field_validator("smtp_tls")
+    @field_validator("smtp_url", mode="before")
     @classmethod
-    def _smtp_tls(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value not in ("starttls", "tls", "none"):
-            raise ValueError("FLUXER_SMTP_TLS must be starttls, tls or none")
+    def _smtp_url(cls, value):
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            smtp_server(value.strip())  # raises ValueError saying what is expected
+            return value.strip()
         return value
-
-    @field_validator("smtp_host", "smtp_username", "smtp_password", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value):
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("sqlite_synchronous")
     @classmethod
@@ -226,7 +251,12 @@ class Settings(BaseSettings):
 
     @property
     def mail_configured(self) -> bool:
-        return self.smtp_host is not None
+        return self.smtp_url is not None
+
+    @property
+    def smtp(self) -> "SmtpServer | None":
+        """Where mail is submitted, read from FLUXER_SMTP_URL; None without it."""
+        return smtp_server(self.smtp_url) if self.smtp_url else None
 
     @property
     def issuer(self) -> str:

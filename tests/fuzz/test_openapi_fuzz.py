@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import PASSWORD
 from tests.interop.conftest import running_server
+from tests.mail_server import MailServer
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 # Business rules the document cannot express (a taken username, a redirect URI that is a
@@ -29,10 +30,18 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory, backend):
-    with running_server(tmp_path_factory.mktemp("fuzz"), backend) as base:
-        session = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
-            "username": "fuzzer", "email": "fuzz@example.com", "password": PASSWORD}).json()
-        yield base, session["token"]
+    # With mail, so the routes that send it (password reset, verification) do their work
+    # rather than answer 503 MAIL_UNAVAILABLE.
+    mail = MailServer()
+    mail.start()
+    smtp = {f"FLUXER_{name.upper()}": str(value) for name, value in mail.settings().items()}
+    try:
+        with running_server(tmp_path_factory.mktemp("fuzz"), backend, **smtp) as base:
+            session = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+                "username": "fuzzer", "email": "fuzz@example.com", "password": PASSWORD}).json()
+            yield base, session["token"]
+    finally:
+        mail.stop()
 
 
 def test_api_conforms_to_its_document(fuzz_server):

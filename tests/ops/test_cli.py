@@ -2,7 +2,9 @@
 database: every command's help names what to type (no ``<bool>``, ``<str>``, ``<int>``), a
 password is asked for (twice, unechoed) or read from a pipe rather than put on the command
 line, ``--json`` prints one object for one thing and a list for a listing, without empty
-fields, and tables on an 80-column terminal keep 19-digit ids whole."""
+fields, and tables on an 80-column terminal keep 19-digit ids whole. An operator can give a
+locked-out user a reset link (mailed to them too when the server sends mail) or turn off the
+second factor they lost."""
 
 from __future__ import annotations
 
@@ -16,35 +18,39 @@ import signal
 import subprocess
 import time
 
+import pyotp
 import pytest
 from typer.testing import CliRunner
 
 from fluxer_oauth import cli
+from fluxer_oauth.platform import mail_links, two_factor
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.store import users as user_store
-from tests.conftest import SECRET_KEY, make_settings
+from tests.conftest import PASSWORD, SECRET_KEY, create_app, make_settings, query_of, register
 from tests.interop.conftest import BIN
+from tests.mail_server import link_in
 
 TYPE_PLACEHOLDER = re.compile(r"<[a-z][a-z0-9_ \[\],|]*>")
 SNOWFLAKE = re.compile(r"\b\d{19}\b")
 
 
-def env_for(database_url: str, columns: int = 200) -> dict[str, str]:
+def env_for(database_url: str, columns: int = 200, **extra: str) -> dict[str, str]:
     return {**os.environ, "FLUXER_DATABASE_URL": database_url, "FLUXER_SECRET_KEY": SECRET_KEY,
             "FLUXER_LOG_LEVEL": "WARNING", "FLUXER_ARGON2_TIME_COST": "1", "FLUXER_ARGON2_MEMORY_KIB": "1024",
-            "FLUXER_ARGON2_PARALLELISM": "1", "COLUMNS": str(columns)}
+            "FLUXER_ARGON2_PARALLELISM": "1", "COLUMNS": str(columns), **extra}
 
 
-def run(database_url: str, *args: str, stdin: str = "", columns: int = 200, ok: bool = True):
-    done = subprocess.run([str(BIN), *args], env=env_for(database_url, columns), input=stdin,
+def run(database_url: str, *args: str, stdin: str = "", columns: int = 200, ok: bool = True,
+        env: dict[str, str] | None = None):
+    done = subprocess.run([str(BIN), *args], env=env_for(database_url, columns, **(env or {})), input=stdin,
                           capture_output=True, text=True, timeout=60)
     if ok:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
-def run_json(database_url: str, *args: str, stdin: str = ""):
-    return json.loads(run(database_url, *args, "--json", stdin=stdin).stdout)
+def run_json(database_url: str, *args: str, stdin: str = "", env: dict[str, str] | None = None):
+    return json.loads(run(database_url, *args, "--json", stdin=stdin, env=env).stdout)
 
 
 def password_of(database_url: str, login: str, password: str) -> bool:
@@ -241,3 +247,106 @@ def test_apps_redirect_uris_adds_once_and_removes(database_url):
     assert bad.returncode == 1 and "redirect_uris" in bad.stderr
     unknown = run(database_url, "apps", "redirect-uris", "1234567890123456789", ok=False)
     assert unknown.returncode == 1 and "UNKNOWN_APPLICATION" in unknown.stderr
+
+
+# --- weak passwords ---------------------------------------------------------------------------------
+
+def test_users_create_says_why_a_password_is_too_weak_without_a_traceback(database_url):
+    done = run(database_url, "users", "create", "weak", "weak@example.com", stdin="12345678\n", ok=False)
+    assert done.returncode == 1
+    assert "password: too easy to guess: This is a top-10 common password." in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert run_json(database_url, "users", "list") == []
+
+
+# --- helping a user back into their account ------------------------------------------------------------
+
+def smtp_env(mail_server) -> dict[str, str]:
+    """The CLI's environment for sending to the test SMTP server."""
+    return {f"FLUXER_{name.upper()}": str(value) for name, value in mail_server.settings().items()}
+
+
+RESET_LINK = re.compile(r"https?://\S+/reset-password\?token=\S+")
+NEW_PASSWORD = "a fresh passphrase for alice 42"
+
+
+async def test_users_reset_password_mails_and_prints_a_link_that_works_once(database_url, client, mail_server):
+    alice = await register(client, "alice")
+    done = run(database_url, "users", "reset-password", "alice", env=smtp_env(mail_server))
+    link = RESET_LINK.search(done.stdout).group()
+    assert "mailed to alice@example.com" in done.stderr
+    [mail] = await mail_server.wait_for("alice@example.com")
+    assert link_in(mail, "/reset-password") == link
+
+    token = query_of(link)["token"]
+    used = await client.post("/api/v1/auth/reset", json={"token": token, "password": NEW_PASSWORD})
+    assert used.is_success, used.text
+    again = await client.post("/api/v1/auth/reset", json={"token": token, "password": "another passphrase 4242"})
+    assert again.status_code == 400 and again.json()["code"] == "INVALID_LINK"
+    assert (await client.get("/api/v1/users/@me", headers=alice.headers)).status_code == 401  # sessions ended
+    login = await client.post("/api/v1/auth/login", json={"login": "alice", "password": NEW_PASSWORD})
+    assert login.status_code == 200 and login.json()["token"]
+
+
+async def test_users_reset_password_prints_a_working_link_when_nothing_is_mailed(database_url, client, rt,
+                                                                                  mail_server):
+    await register(client, "alice")
+    unmailed = run_json(database_url, "users", "reset-password", "alice", "--no-mail", env=smtp_env(mail_server))
+    no_smtp = run_json(database_url, "users", "reset-password", "alice")  # production without FLUXER_SMTP_URL
+    assert (unmailed["mail"], no_smtp["mail"]) == ("not_sent", "unavailable")
+    assert mail_server.messages_to("alice@example.com") == []
+    for printed in (unmailed, no_smtp):  # a new link leaves the earlier ones valid
+        user = await mail_links.reset_link_user(rt, query_of(printed["link"])["token"])
+        assert user is not None and user.username == "alice"
+    text = run(database_url, "users", "reset-password", "alice")
+    assert RESET_LINK.search(text.stdout) and "not mailed: this server has no SMTP" in text.stderr
+
+
+async def test_users_reset_password_refuses_a_disabled_user_and_a_bot(database_url, client, mail_server):
+    owner = await register(client, "owner")
+    bot_id = (await create_app(client, owner)).body["bot"]["id"]
+    await register(client, "gone")
+    run(database_url, "users", "disable", "gone")
+    for who, why in ((bot_id, "is a bot"), ("gone", "is disabled")):
+        done = run(database_url, "users", "reset-password", who, env=smtp_env(mail_server), ok=False)
+        assert done.returncode == 1 and why in done.stderr, done.stderr
+        assert not RESET_LINK.search(done.stdout + done.stderr)
+    assert mail_server.received == []
+
+
+async def test_users_mfa_reset_lets_the_user_sign_in_with_the_password_alone(database_url, client, rt):
+    alice = await register(client, "alice")
+    async with rt.db.read() as conn:
+        user = await user_store.get_user(conn, int(alice.id))
+    secret = two_factor.new_secret()
+    await two_factor.enable(rt, user, secret=secret, code=pyotp.TOTP(secret).now(), password=PASSWORD)
+    credentials = {"login": "alice", "password": PASSWORD}
+    assert (await client.post("/api/v1/auth/login", json=credentials)).json()["mfa"] is True
+    assert run_json(database_url, "users", "list")[0]["mfa_enabled"] is True
+
+    done = run(database_url, "users", "mfa-reset", "alice")
+    assert "two-factor sign-in is off for alice" in done.stderr
+    login = await client.post("/api/v1/auth/login", json=credentials)
+    assert login.status_code == 200 and login.json()["token"] and "mfa" not in login.json()
+    assert run_json(database_url, "users", "list")[0]["mfa_enabled"] is False
+
+    again = run(database_url, "users", "mfa-reset", "alice", ok=False)
+    assert again.returncode == 1 and "alice does not have two-factor sign-in on" in again.stderr
+
+
+async def test_users_list_shows_who_is_verified_and_has_two_factor(database_url, client, rt):
+    for name in ("plain", "checked", "guarded"):
+        await register(client, name)
+    async with rt.db.write() as conn:
+        checked = await user_store.find_by_login(conn, "checked")
+        await user_store.set_user_fields(conn, checked.id, verified=True)
+        guarded = await user_store.find_by_login(conn, "guarded")
+    secret = two_factor.new_secret()
+    await two_factor.enable(rt, guarded, secret=secret, code=pyotp.TOTP(secret).now(), password=PASSWORD)
+    run(database_url, "users", "staff", "guarded")
+
+    printed = run(database_url, "users", "list", columns=80).stdout
+    assert "┃ id" in printed and max(map(len, printed.splitlines())) <= 80, printed
+    status = {name: re.search(rf"│ {name}\s*│[^│]*│ ([^│]*)│", printed).group(1).strip()
+              for name in ("plain", "checked", "guarded")}
+    assert status == {"plain": "", "checked": "verified", "guarded": "staff mfa"}

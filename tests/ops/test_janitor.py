@@ -7,9 +7,16 @@ import time
 
 from sqlalchemy import func, select
 
+from fluxer_oauth.core import credentials
 from fluxer_oauth.ops.janitor import sweep
+from fluxer_oauth.platform import mail_links as links
+from fluxer_oauth.store import account_security as security_store
 from fluxer_oauth.store import users as user_store
-from fluxer_oauth.store.tables import ACCESS, applications, authorization_codes, device_codes, sessions, tokens
+from fluxer_oauth.store.tables import (
+    ACCESS, EMAIL_VERIFICATION, PASSWORD_RESET, applications, authorization_codes, device_codes, mail_links,
+    sessions, tokens,
+)
+from tests.conftest import register
 
 
 def _hash(n: int, salt: str) -> bytes:
@@ -53,13 +60,13 @@ async def test_janitor_deletes_only_expired_rows(rt):
     await _seed(rt, expired_tokens=2500, live_tokens=40)
     report = await sweep(rt, batch_size=1000)
     assert report.deleted == {"authorization_codes": 50, "tokens": 2500, "sessions": 30, "device_codes": 12,
-                              "signing_keys": 0}
+                              "mail_links": 0, "signing_keys": 0}
     assert await _count(rt, tokens) == 40
     assert await _count(rt, authorization_codes) == 50
     assert await _count(rt, sessions) == 20
     assert await _count(rt, device_codes) == 8
     # tokens took three batches of at most 1000; each other table one
-    assert len([s for s in report.batch_seconds]) == 1 + 3 + 1 + 1 + 1
+    assert len([s for s in report.batch_seconds]) == 1 + 3 + 1 + 1 + 1 + 1
     assert (await sweep(rt)).total == 0
 
 
@@ -71,3 +78,23 @@ async def test_janitor_removes_100k_expired_rows_in_short_batches(rt):
     print(f"\njanitor: 100k expired tokens in {len(token_batches)} batches of 2000; "
           f"per batch median {sorted(token_batches)[len(token_batches) // 2] * 1000:.1f} ms, "
           f"slowest {max(token_batches) * 1000:.1f} ms, total {sum(token_batches):.2f} s")
+
+
+async def test_janitor_sweeps_expired_mail_links_and_a_live_one_still_works(rt, client):
+    await register(client, "alice")
+    async with rt.db.read() as conn:
+        alice = await user_store.find_by_login(conn, "alice")
+    live = (await links.send_reset_link(rt, alice, mail=False)).partition("token=")[2]
+    past = time.time() - 7200
+    async with rt.db.write() as conn:  # expired links of both kinds, used and not
+        for n in range(6):
+            purpose = (EMAIL_VERIFICATION, PASSWORD_RESET)[n % 2]
+            await security_store.insert_mail_link(
+                conn, token_hash=credentials.sha256(f"expired {n}"), purpose=purpose, user_id=alice.id,
+                email=alice.email, created_at=past, expires_at=past + 60)
+        await security_store.use_mail_link(conn, credentials.sha256("expired 0"), EMAIL_VERIFICATION, past + 1)
+
+    report = await sweep(rt)
+    assert report.deleted["mail_links"] == 6
+    assert await _count(rt, mail_links) == 1
+    assert (await links.reset_link_user(rt, live)).id == alice.id

@@ -36,7 +36,7 @@ DRAIN_SECONDS = 5.0
 
 
 class MailUnavailable(RuntimeError):
-    """This server cannot send mail: production without FLUXER_SMTP_HOST."""
+    """This server cannot send mail: production without FLUXER_SMTP_URL."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Outbox:
     def require(self) -> None:
         if not self.available:
             raise MailUnavailable("this server cannot send mail: its operator has not configured SMTP "
-                                  "(FLUXER_SMTP_HOST)")
+                                  "(FLUXER_SMTP_URL)")
 
     def send(self, mail: Mail) -> None:
         """Compose ``mail`` now and queue it for delivery. Never raises: a failure is logged
@@ -147,11 +147,10 @@ class Outbox:
         task.add_done_callback(self._retries.discard)
 
     async def _submit(self, message: EmailMessage) -> None:
-        settings = self._settings
+        server = self._settings.smtp
         await aiosmtplib.send(
-            message, hostname=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
-            password=settings.smtp_password, use_tls=settings.smtp_tls == "tls",
-            start_tls=True if settings.smtp_tls == "starttls" else False, timeout=settings.smtp_timeout,
+            message, hostname=server.host, port=server.port, username=server.username, password=server.password,
+            use_tls=server.tls == "tls", start_tls=server.tls == "starttls", timeout=self._settings.smtp_timeout,
         )
 
     async def drain(self, timeout: float = DRAIN_SECONDS) -> bool:
@@ -191,5 +190,5 @@ def new_message(sender: str, to: str, subject: str, text: str, html: str | None)
 def _log_for_developer(kind: str, message: EmailMessage) -> None:
     """Dev mode without SMTP: the whole message in the log, so its link can be followed."""
     text = message.get_body(("plain",))
-    log(logger, logging.INFO, "mail (dev mode: not sent, no FLUXER_SMTP_HOST)", kind=kind, to=message["To"],
+    log(logger, logging.INFO, "mail (dev mode: not sent, no FLUXER_SMTP_URL)", kind=kind, to=message["To"],
         subject=message["Subject"], body=text.get_content() if text is not None else "")

@@ -21,7 +21,8 @@ from fluxer_oauth.store.errors import AlreadyExists
 from fluxer_oauth.store.tables import EMAIL_VERIFICATION
 
 USERNAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
-EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+# No control characters: no address has them, and PostgreSQL refuses NUL in text outright.
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
 
 
 def new_discriminator() -> str:
@@ -188,9 +189,21 @@ async def login(rt: Runtime, login_name: str, password: str, throttle: PasswordT
         if not await rt.passwords.verify(stored, password[:128]):
             await count_failure()
             raise ApiError(400, "INVALID_LOGIN", "login or password is incorrect")
+    return await sign_in(rt, user)
+
+
+async def sign_in(rt: Runtime, user) -> SignIn:
+    """After a proof of the password (a login, a reset link): a session, or the ticket of the
+    second step when two-factor sign-in is on (a mailed link never stands in for the code)."""
     if user.mfa_enabled:
         return SignIn(user, ticket=two_factor.new_ticket(rt, user))
     return SignIn(user, session=await start_session(rt, user.id))
+
+
+async def reset_password(rt: Runtime, token, new_password) -> SignIn:
+    """``POST /auth/reset``: the new password (mail_links.reset_password ends every session),
+    then signed in with it as a login is."""
+    return await sign_in(rt, await mail_links.reset_password(rt, token, new_password))
 
 
 async def complete_sign_in(rt: Runtime, ticket, code, throttle: PasswordThrottle = UNTHROTTLED) -> SignIn:

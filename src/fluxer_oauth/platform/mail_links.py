@@ -43,7 +43,7 @@ ALREADY_VERIFIED = ApiError(400, "EMAIL_ALREADY_VERIFIED", "this email address i
 
 def mail_unavailable() -> ApiError:
     return ApiError(503, "MAIL_UNAVAILABLE",
-                    "this server cannot send mail: its operator has not configured SMTP (FLUXER_SMTP_HOST)")
+                    "this server cannot send mail: its operator has not configured SMTP (FLUXER_SMTP_URL)")
 
 
 def require_mail(rt: Runtime) -> None:
@@ -140,8 +140,9 @@ async def request_password_reset(rt: Runtime, login: str | None, *, count_for_ac
     await send_reset_link(rt, user)
 
 
-async def send_reset_link(rt: Runtime, user, *, actor_id: int | None = None) -> str:
-    """Writes a reset link for ``user`` and mails it; the link (the CLI prints it too)."""
+async def send_reset_link(rt: Runtime, user, *, actor_id: int | None = None, mail: bool = True) -> str:
+    """Writes a reset link for ``user`` and mails it (unless ``mail`` is False: the CLI's
+    --no-mail); the link (the CLI prints it too)."""
     at = now()
     async with rt.db.write() as conn:
         token = await _new_link(rt, conn, purpose=PASSWORD_RESET, user_id=user.id, email=user.email,
@@ -149,7 +150,7 @@ async def send_reset_link(rt: Runtime, user, *, actor_id: int | None = None) -> 
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.password_reset_requested",
                            actor_id=actor_id, target_user_id=user.id)
     link = _link(rt, RESET_PATH, token)
-    if rt.mail.available:
+    if mail and rt.mail.available:
         rt.mail.send(Mail("password_reset", user.email, {
             "username": user.username, "link": link, "minutes": max(1, rt.settings.password_reset_ttl // 60),
         }))
@@ -170,7 +171,7 @@ async def reset_link_user(rt: Runtime, token: str | None):
 async def reset_password(rt: Runtime, token: str | None, new_password: str | None):
     """``POST /auth/reset``: the link's account gets ``new_password`` (the strength rules of
     sign-up); every session and every other reset link of it ends; a mail says so. The link
-    is used only when the password is accepted. Returns the user row."""
+    is used only when the password is accepted. Returns the user row after."""
     user = await reset_link_user(rt, token)
     if user is None or user.disabled_at is not None:
         raise INVALID_LINK
@@ -189,8 +190,9 @@ async def reset_password(rt: Runtime, token: str | None, new_password: str | Non
         await security_store.end_mail_links(conn, user.id, PASSWORD_RESET, at)
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.password_reset", actor_id=user.id,
                            target_user_id=user.id)
-    notify_password_changed(rt, user)
-    return user
+        changed = await user_store.get_user(conn, user.id)
+    notify_password_changed(rt, changed)
+    return changed
 
 
 def notify_password_changed(rt: Runtime, user) -> None:

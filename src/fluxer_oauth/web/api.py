@@ -76,7 +76,7 @@ class Operation:
     auth: tuple[str, ...]
     request: type | None = None
     form: bool = False
-    response: object | None = None
+    response: object | None = None  # a type, or a tuple of them: the body is one of those (oneOf)
     status: int = 200
     errors: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # other success statuses, answered without a body (a 204 beside a 201)
@@ -213,9 +213,13 @@ def _path_schema(name: str) -> dict:
     return {"type": "string", "minLength": 1, "maxLength": 100}
 
 
+def _alternatives(response) -> tuple:
+    return response if isinstance(response, tuple) else (response,)
+
+
 def openapi_document(router: ApiRouter, issuer: str) -> dict:
     types = {op.request for op in router.operations if op.request is not None}
-    types |= {op.response for op in router.operations if op.response is not None}
+    types |= {kind for op in router.operations if op.response is not None for kind in _alternatives(op.response)}
     types |= {schemas.ApiErrorBody, schemas.OAuthErrorBody, schemas.RateLimitedBody}
     ordered = sorted(types, key=lambda t: repr(t))
     refs, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
@@ -246,7 +250,9 @@ def openapi_document(router: ApiRouter, issuer: str) -> dict:
             item["requestBody"] = {"required": True, "content": {media: {"schema": by_type[op.request]}}}
         success = {"description": "success"}
         if op.response is not None:
-            success["content"] = {"application/json": {"schema": by_type[op.response]}}
+            alternatives = [by_type[kind] for kind in _alternatives(op.response)]
+            schema = alternatives[0] if len(alternatives) == 1 else {"oneOf": alternatives}
+            success["content"] = {"application/json": {"schema": schema}}
         item["responses"][str(op.status)] = success
         for status in op.also:
             item["responses"][str(status)] = {"description": "success, no body"}

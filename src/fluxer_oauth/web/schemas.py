@@ -28,6 +28,39 @@ class LoginBody(Struct):
     password: str
 
 
+class MfaLoginBody(Struct):
+    """The second step of a two-factor sign-in: the login's ticket and a code."""
+
+    ticket: str
+    code: str  # 6 digits from the authenticator app, or a recovery code
+
+
+class ForgotPasswordBody(Struct):
+    login: str  # the account's email address or username
+
+
+class ResetPasswordBody(Struct):
+    token: str  # from the mailed link
+    password: str
+
+
+class VerifyEmailBody(Struct):
+    token: str  # from the mailed link
+
+
+class TotpEnableBody(Struct):
+    secret: str  # from POST /users/@me/mfa/totp/setup
+    code: str
+    password: str
+
+
+class MfaConfirmBody(Struct):
+    """Turning two-factor sign-in off, or new recovery codes: the password and a code."""
+
+    password: str
+    code: str  # a current code, or a recovery code
+
+
 class ApplicationCreateBody(Struct):
     name: str
     description: str = ""
@@ -119,6 +152,9 @@ class UserUpdateBody(Struct):
     username: str | UnsetType = UNSET
     global_name: str | None | UnsetType = UNSET  # null or blank: none (the username shows)
     avatar: ImageData | None | UnsetType = UNSET  # null: removed
+    email: str | UnsetType = UNSET  # unverified until its mailed link is followed
+    new_password: str | UnsetType = UNSET  # ends every other session of the account
+    password: str | UnsetType = UNSET  # the current one: required with email or new_password
 
 
 class RoleCreateBody(Struct):
@@ -178,6 +214,31 @@ class UserInfo(User):
 class SessionResponse(Struct):
     token: str
     user: User
+
+
+class MfaRequired(Struct):
+    """POST /auth/login for an account with two-factor sign-in: no session yet. The ticket
+    goes to POST /auth/mfa/totp with a code."""
+
+    mfa: Literal[True]
+    ticket: str
+    totp: bool
+    backup: bool  # a recovery code is accepted in place of a TOTP code
+    user_id: Snowflake
+
+
+class TotpSetup(Struct):
+    """A new TOTP secret and its otpauth:// URI (for a QR code); nothing is stored until
+    POST /users/@me/mfa/totp/enable confirms a code of it."""
+
+    secret: str
+    uri: str
+
+
+class BackupCodes(Struct):
+    """Recovery codes, each usable once in place of a TOTP code; shown only this once."""
+
+    backup_codes: list[str]
 
 
 class Application(Struct):
