@@ -27,7 +27,7 @@ from fluxer_oauth.ops.metrics import render as render_metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.settings import Settings
 from fluxer_oauth.store.errors import StoreUnavailable
-from fluxer_oauth.web import device_pages, images, mails, pages, portal
+from fluxer_oauth.web import account_pages, device_pages, images, mails, pages, portal
 from fluxer_oauth.web import routes as _routes  # noqa: F401  (registers the API routes)
 from fluxer_oauth.web.api import openapi_document, router
 from fluxer_oauth.web.client_ip import ClientIpResolver
@@ -106,6 +106,23 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         Route("/logout", pages.logout_submit, methods=["POST"]),
         Route("/signup", pages.signup_page, methods=["GET"]),
         Route("/signup", pages.signup_submit, methods=["POST"]),
+        Route("/login/code", account_pages.login_code_page, methods=["GET"]),
+        Route("/login/code", account_pages.login_code_submit, methods=["POST"]),
+        Route("/forgot-password", account_pages.forgot_page, methods=["GET"]),
+        Route("/forgot-password", account_pages.forgot_submit, methods=["POST"]),
+        Route(account_pages.RESET_PAGE, account_pages.reset_page, methods=["GET"]),
+        Route(account_pages.RESET_PAGE, account_pages.reset_submit, methods=["POST"]),
+        Route(account_pages.VERIFY_PAGE, account_pages.verify_page, methods=["GET"]),
+        Route(account_pages.VERIFY_PAGE, account_pages.verify_submit, methods=["POST"]),
+        Route(account_pages.ACCOUNT, account_pages.settings_page, methods=["GET"]),
+        Route(account_pages.ACCOUNT + "/verification", account_pages.resend_verification_submit, methods=["POST"]),
+        Route(account_pages.ACCOUNT + "/email", account_pages.email_submit, methods=["POST"]),
+        Route(account_pages.ACCOUNT + "/password", account_pages.password_submit, methods=["POST"]),
+        Route(account_pages.TWO_FACTOR, account_pages.two_factor_page, methods=["GET"]),
+        Route(account_pages.TWO_FACTOR, account_pages.two_factor_submit, methods=["POST"]),
+        Route(account_pages.TWO_FACTOR + "/disable", account_pages.two_factor_disable_submit, methods=["POST"]),
+        Route(account_pages.RECOVERY_CODES, account_pages.recovery_codes_page, methods=["GET"]),
+        Route(account_pages.RECOVERY_CODES, account_pages.recovery_codes_submit, methods=["POST"]),
         Route("/oauth2/authorize", pages.authorize_page, methods=["GET"]),
         Route("/oauth2/authorize", pages.authorize_submit, methods=["POST"]),
         Route("/oauth2/authorized", pages.bot_added_page, methods=["GET"]),
@@ -148,7 +165,7 @@ def build_app(settings: Settings | None = None, runtime: Runtime | None = None) 
         gc.freeze()
         if not rt.mail.available:
             logging.getLogger("fluxer.mail").warning(
-                "no FLUXER_SMTP_HOST: email verification and password reset are refused (MAIL_UNAVAILABLE) "
+                "no FLUXER_SMTP_URL: email verification and password reset are refused (MAIL_UNAVAILABLE) "
                 "until mail is configured")
         janitor = None
         if settings.janitor_interval > 0:

@@ -13,8 +13,9 @@ from babel.messages.pofile import read_po
 from fluxer_oauth.web import i18n
 
 WEB = Path(i18n.__file__).parent
-METHOD_MAP = [("**.py", "python"), ("templates/**.html", "jinja2")]
-OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
+METHOD_MAP = [("**.py", "python"), ("templates/**.html", "jinja2"), ("templates/mail/**.txt", "jinja2")]
+OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"},
+           "templates/mail/**.txt": {"extensions": "jinja2.ext.i18n"}}
 
 
 def _source_messages() -> set:

@@ -4,6 +4,7 @@ Screenshots of every page go to tests/e2e/screenshots/ (ignored by git)."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,54 @@ CALLBACK = "http://127.0.0.1:9/callback"  # nothing listens there: the tests int
 def server(tmp_path_factory, backend):
     with running_server(tmp_path_factory.mktemp("e2e"), backend) as base:
         yield base
+
+
+@pytest.fixture(scope="module")
+def smtp_server():
+    """A real SMTP server on loopback (tests/mail_server.py) that ``mail_site`` sends to."""
+    from tests.mail_server import MailServer
+
+    instance = MailServer()
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def mail_env(smtp_server) -> dict[str, str]:
+    """The environment that sends a server's mail to ``smtp_server``."""
+    return {f"FLUXER_{name.upper()}": str(value) for name, value in smtp_server.settings().items()}
+
+
+@pytest.fixture(scope="module")
+def mail_site(tmp_path_factory, backend, smtp_server):
+    """A server like ``server``, with mail configured (verification and reset links work)."""
+    with running_server(tmp_path_factory.mktemp("e2e-mail"), backend, **mail_env(smtp_server)) as base:
+        yield base
+
+
+def links_to(smtp_server, address: str, path: str) -> list[str]:
+    """The links to ``path`` in the mails ``address`` has received so far, in order."""
+    from tests.mail_server import link_in
+
+    links = []
+    for message in smtp_server.messages_to(address):
+        try:
+            links.append(link_in(message, path))
+        except AssertionError:
+            pass
+    return links
+
+
+def mailed_link(smtp_server, address: str, path: str, count: int = 1, timeout: float = 10.0) -> str:
+    """The link to ``path`` (e.g. "/reset-password") in the ``count``-th mail to ``address``
+    that has one, waiting for it to arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        links = links_to(smtp_server, address, path)
+        if len(links) >= count:
+            return links[count - 1]
+        assert time.monotonic() < deadline, f"no {path} mail #{count} to {address}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

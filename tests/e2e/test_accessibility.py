@@ -8,17 +8,22 @@ goes to the test's output, to the run's terminal summary, and to
 tests/e2e/screenshots/axe-report.txt. Two checks axe does not make ride along: no page
 scrolls sideways on the phone (reflow), and Tab reaches a visible focus ring everywhere.
 
-One server (dev mode, for /demo/callback) and one browser for the module; one context per
-variant and per signed-in state, the signed-in one made from a single login's storage state.
+One server (dev mode, for /demo/callback; its mail goes to an SMTP server on loopback, for
+the pages behind mailed links) and one browser for the module; one context per variant and
+per signed-in state, the signed-in one made from a single login's storage state, and a
+context of its own for each page that needs an account with two-factor sign-in (FRESH).
 A second server, with a tiny global rate limit, serves the 429 page."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode
 
+import pyotp
 import pytest
 import requests
 
@@ -26,7 +31,7 @@ from tests.conftest import PASSWORD
 from tests.e2e.a11y import (
     axe_source, axe_violations, blocking, describe, format_table, needs_node, report_rows,
 )
-from tests.e2e.conftest import CALLBACK, SCREENSHOTS, api_app, api_user, log_in
+from tests.e2e.conftest import CALLBACK, SCREENSHOTS, api_app, api_user, links_to, log_in, mail_env, mailed_link
 from tests.interop.conftest import running_server
 
 pytestmark = [needs_node, pytest.mark.backend_independent]  # markup and styles: the same on every backend
@@ -52,6 +57,7 @@ class Site:
     other_app: dict  # someone else's, with terms and privacy links; the user authorized it
     garden: dict
     workshop: dict
+    smtp: object  # tests/mail_server.MailServer: the mails the server sent
 
 
 def post(base: str, path: str, token: str, body: dict) -> dict:
@@ -65,8 +71,8 @@ def consent(base: str, token: str, **fields) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, backend):
-    with running_server(tmp_path_factory.mktemp("a11y"), backend, FLUXER_DEV="1") as base:
+def site(tmp_path_factory, backend, smtp_server):
+    with running_server(tmp_path_factory.mktemp("a11y"), backend, FLUXER_DEV="1", **mail_env(smtp_server)) as base:
         user = api_user(base, "ada")
         own_app = api_app(base, user, name="Weather Station", description="Forecasts for your servers.")
         other = api_user(base, "grace")
@@ -86,7 +92,7 @@ def site(tmp_path_factory, backend):
         # The bot in the Garden, for the "bot added" page.
         consent(base, user["token"], client_id=own_app["id"], scope="bot", permissions="2048",
                 guild_id=garden["id"])
-        yield Site(base, user, own_app, other_app, garden, workshop)
+        yield Site(base, user, own_app, other_app, garden, workshop, smtp_server)
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +215,89 @@ def skip_missing(name: str) -> None:
     pytest.skip(f"no {name} page in the app yet")
 
 
+# --- the account pages ------------------------------------------------------------------------
+
+FRESH = "fresh"  # a page that needs a context of its own: a new account, signed in there
+NEW_NAMES = itertools.count(1)
+
+
+def forgot_sent(tab, site: Site) -> None:
+    tab.goto(f"{site.base}/forgot-password")
+    tab.fill("#login", "nobody-by-this-name")
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("#reset-sent")
+
+
+def reset_form(tab, site: Site) -> None:
+    """The form behind a fresh reset link of ada's (opening it uses nothing)."""
+    asked = len(links_to(site.smtp, "ada@example.com", "/reset-password"))
+    tab.goto(f"{site.base}/forgot-password")
+    tab.fill("#login", "ada")
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("#reset-sent")
+    tab.goto(mailed_link(site.smtp, "ada@example.com", "/reset-password", count=asked + 1))
+    tab.wait_for_selector("#password")
+
+
+def reset_refused(tab, site: Site) -> None:
+    reset_form(tab, site)
+    tab.fill("#password", "password1")
+    tab.fill("#password_confirm", "password1")
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("#password-error")
+
+
+def verify_email(tab, site: Site) -> None:
+    tab.goto(mailed_link(site.smtp, "ada@example.com", "/verify-email"))
+    tab.wait_for_selector("#verify-button")
+
+
+def email_verified(tab, site: Site) -> None:
+    name = f"verifier{next(NEW_NAMES)}"
+    api_user(site.base, name)
+    tab.goto(mailed_link(site.smtp, f"{name}@example.com", "/verify-email"))
+    tab.click("#verify-button")
+    tab.wait_for_selector("#verified")
+
+
+def settings_refused(tab, site: Site) -> None:
+    tab.goto(f"{site.base}/settings/account")
+    tab.fill("#current_password", PASSWORD)
+    tab.fill("#new_password", "password1")
+    tab.fill("#new_password_confirm", "password1")
+    tab.click("#password-form button[type=submit]")
+    tab.wait_for_selector("#new_password-error")
+
+
+def enrolled(tab, site: Site) -> tuple[str, list[str]]:
+    """A new account signed in in ``tab``, two-factor sign-in turned on through the pages:
+    its name and recovery codes; the tab shows the codes."""
+    name = f"guarded{next(NEW_NAMES)}"
+    api_user(site.base, name)
+    tab.goto(f"{site.base}/login?next=/settings/account/two-factor")
+    log_in(tab, name)
+    tab.wait_for_selector("#totp-secret")
+    tab.fill("#code", pyotp.TOTP(tab.inner_text("#totp-secret").replace(" ", "")).at(time.time()))
+    tab.fill("#password", PASSWORD)
+    tab.click("#enable-button")
+    tab.wait_for_selector("#recovery-codes")
+    return name, tab.locator("#recovery-codes code").all_inner_texts()
+
+
+def settings_with_two_factor(tab, site: Site) -> None:
+    enrolled(tab, site)
+    tab.click("#codes-saved")
+    tab.wait_for_selector("#codes-left")
+
+
+def login_code(tab, site: Site) -> None:
+    name, _codes = enrolled(tab, site)
+    tab.context.clear_cookies()
+    tab.goto(f"{site.base}/login")
+    log_in(tab, name)
+    tab.wait_for_selector("#code")
+
+
 def too_many_requests(tab, limited_base: str) -> None:
     # The stylesheet would be refused too (it counts): the browser gets the same file from disk.
     tab.route(f"{limited_base}/static/**", lambda route: route.fulfill(
@@ -250,6 +339,19 @@ PAGES: dict[str, tuple[bool, Callable]] = {
     "bot-added": (True, goto(lambda site: f"/oauth2/authorized?client_id={site.own_app['id']}"
                              f"&guild_id={site.garden['id']}")),
     "demo-callback": (False, goto(lambda site: f"/demo/callback?code=Zm9vYmFy&state=a11y&iss={site.base}")),
+    "forgot-password": (False, goto("/forgot-password")),
+    "forgot-password-sent": (False, forgot_sent),
+    "reset-password": (False, reset_form),
+    "reset-password-refused": (False, reset_refused),
+    "link-invalid": (False, goto("/reset-password?token=not-a-link")),
+    "verify-email": (False, verify_email),
+    "email-verified": (False, email_verified),
+    "login-code": (FRESH, login_code),
+    "settings-account": (True, goto("/settings/account")),
+    "settings-account-refused": (True, settings_refused),
+    "settings-two-factor": (True, goto("/settings/account/two-factor")),
+    "recovery-codes": (FRESH, lambda tab, site: enrolled(tab, site)),
+    "settings-account-two-factor-on": (FRESH, settings_with_two_factor),
     "error-400": (False, lambda tab, site: tab.goto(authorize_url(site.base, site.own_app["id"],
                                                                   redirect_uri="https://evil.example/cb"))),
     "error-404": (False, goto("/no-such-page")),
@@ -259,11 +361,13 @@ PAGES: dict[str, tuple[bool, Callable]] = {
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("name", list(PAGES))
-def test_page_has_no_serious_accessibility_violations(name, variant, site, limited_server, contexts, axe_source):
+def test_page_has_no_serious_accessibility_violations(name, variant, site, limited_server, contexts, browser,
+                                                       axe_source):
     # (Both servers start before the browser: on PostgreSQL, making a database runs asyncio,
     # which cannot run inside Playwright's loop.)
     signed_in, visit = PAGES[name]
-    tab = contexts(variant, signed_in).new_page()
+    own_context = browser.new_context(**VARIANTS[variant]) if signed_in == FRESH else None
+    tab = (own_context or contexts(variant, signed_in)).new_page()
     try:
         if visit is None:
             too_many_requests(tab, limited_server)
@@ -274,6 +378,8 @@ def test_page_has_no_serious_accessibility_violations(name, variant, site, limit
         width = tab.evaluate("document.documentElement.scrollWidth")
     finally:
         tab.close()
+        if own_context is not None:
+            own_context.close()
     rows = report_rows(name, variant, violations)
     REPORT.extend(rows)
     if rows:

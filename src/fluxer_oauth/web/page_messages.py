@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fluxer_oauth.core.errors import ApiError
 from fluxer_oauth.web.i18n import _
+from fluxer_oauth.web.password_feedback import too_weak
 
 
 def _sentences() -> dict[str, str]:
@@ -26,6 +27,16 @@ def _sentences() -> dict[str, str]:
         "UNKNOWN_APPLICATION": _("There is no such application of yours."),
         "UNKNOWN_AUTHORIZATION": _("You have not authorized this application."),
         "RATE_LIMITED": _("Too many attempts. Wait a few minutes and try again."),
+        # accounts: mailed links, two-factor sign-in
+        "INVALID_LINK": _("This link is invalid, has expired or was already used."),
+        "INVALID_MFA_CODE": _("This code is incorrect or was already used."),
+        "INVALID_MFA_TICKET": _("Your sign-in took too long. Log in again."),
+        "MFA_ALREADY_ENABLED": _("Two-factor sign-in is already on."),
+        "MFA_NOT_ENABLED": _("Two-factor sign-in is not on."),
+        "INVALID_MFA_SECRET": _("The setup form was changed or has expired. Scan the new QR code and try again."),
+        "EMAIL_ALREADY_VERIFIED": _("This email address is already verified."),
+        "MAIL_UNAVAILABLE": _("This server cannot send mail: its operator has not set it up."),
+        "PASSWORD_TOO_WEAK": _("This password is too easy to guess."),
         # form fields
         "USERNAME_INVALID": _("2 to 32 characters: letters, digits, “_” and “.”."),
         "USERNAME_ALREADY_TAKEN": _("This username is already taken."),
@@ -50,7 +61,23 @@ def _field_labels() -> dict[str, str]:
         "description": _("Description"), "redirect_uris": _("Redirect URIs"), "icon": _("Icon"),
         "terms_of_service_url": _("Terms of Service URL"), "privacy_policy_url": _("Privacy Policy URL"),
         "id_token_signed_response_alg": _("id_token signing algorithm"), "permissions": _("Permissions"),
+        "new_password": _("New password"),
     }
+
+
+PASSWORD_FIELDS = frozenset(("password", "new_password"))
+
+
+def _sentence(error: dict, sentences: dict[str, str]) -> str:
+    """One field error as a sentence: a weak password says why (the estimator's reason,
+    translated), a password of the wrong length the lengths allowed."""
+    code = error.get("code", "")
+    field = str(error.get("path", "")).split(".", 1)[0]
+    if code == "PASSWORD_TOO_WEAK":
+        return too_weak(error.get("reason"))
+    if code == "BASE_TYPE_BAD_LENGTH" and field in PASSWORD_FIELDS:
+        return _("Use 8 to 128 characters.")
+    return sentences.get(code, as_sentence(str(error.get("message", ""))))
 
 
 def as_sentence(text: str) -> str:
@@ -72,7 +99,7 @@ def page_message(exc: ApiError) -> str:
             path = str(error.get("path", ""))
             field = path.split(".", 1)[0]
             label = labels.get(field, field)
-            sentence = sentences.get(error.get("code", ""), as_sentence(str(error.get("message", ""))))
+            sentence = _sentence(error, sentences)
             lines.append(_("%(field)s: %(problem)s") % {"field": label, "problem": sentence} if label else sentence)
         return " ".join(lines)
     return sentences.get(exc.code) or as_sentence(exc.message)
@@ -86,6 +113,6 @@ def field_messages(exc: ApiError) -> dict[str, str]:
     shown: dict[str, str] = {}
     for error in exc.details.get("errors") or []:
         field = str(error.get("path", "")).split(".", 1)[0]
-        sentence = sentences.get(error.get("code", ""), as_sentence(str(error.get("message", ""))))
+        sentence = _sentence(error, sentences)
         shown[field] = f"{shown[field]} {sentence}" if field in shown else sentence
     return shown

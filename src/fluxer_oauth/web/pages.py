@@ -50,8 +50,9 @@ def _apply(request: Request, response: Response) -> Response:
 
 
 # Forms sent before there is a session: their token is bound to none, so the login form
-# also works in a browser that still holds a session cookie.
-BEFORE_LOGIN_TEMPLATES = frozenset({"login.html", "signup.html"})
+# also works in a browser that still holds a session cookie (or one a reset has ended).
+BEFORE_LOGIN_TEMPLATES = frozenset({"login.html", "signup.html", "login_code.html", "forgot_password.html",
+                                    "reset_password.html", "verify_email.html"})
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -214,14 +215,40 @@ async def cookie_user(request: Request):
 
 # --- login ----------------------------------------------------------------------------------
 
+LOGIN_PAGE = "/login"
+LOGIN_FLASH = "login"  # the flash's scope: a notice for the login page after a redirect to it
+
+
+def _login_notices() -> dict[str, str]:
+    """What the login page says after a redirect to it (the flash names one of these)."""
+    return {
+        "password_reset": _("Your password was changed. Sign in with the new one."),
+        "sign_in_again": _("Your sign-in took too long. Log in again."),
+    }
+
+
+def login_url(next_url: str) -> str:
+    """The login page, leading on to ``next_url`` (a safe_next path) afterwards."""
+    return LOGIN_PAGE if next_url == "/" else f"{LOGIN_PAGE}?next={quote(next_url, safe='')}"
+
+
+def to_login_with_notice(request: Request, next_url: str, notice: str) -> Response:
+    """303 to the login page (leading on to ``next_url``), which then says ``notice``."""
+    response = redirect(request, login_url(next_url))
+    return flash.put(request, response, path=LOGIN_PAGE, scope=LOGIN_FLASH, payload={"notice": notice})
+
+
 async def login_page(request: Request) -> Response:
     next_url = safe_next(request.query_params.get("next"))
     again = request.query_params.get("again") == "1"
     user = await cookie_user(request)
     if user is not None and not again:  # signing in as someone else starts with logout
         return redirect(request, next_url)
-    return render(request, "login.html", next=next_url, login=user.username if user is not None else "", error=None,
-                  again=again)
+    carried = flash.take(request, LOGIN_FLASH) or {}
+    notice = _login_notices().get(carried.get("notice")) if isinstance(carried.get("notice"), str) else None
+    response = render(request, "login.html", next=next_url, login=user.username if user is not None else "",
+                      error=None, again=again, notice=notice)
+    return flash.forget(request, response, path=LOGIN_PAGE)
 
 
 @same_origin
@@ -236,9 +263,9 @@ async def login_submit(request: Request) -> Response:
         signed_in = await accounts.login(runtime(request), login_name, password_field(params),
                                          PasswordThrottle(request.scope))
     except RateLimited as exc:
-        return _with_retry_after(render(
+        return with_retry_after(render(
             request, "login.html", 429, next=next_url, login=login_name,
-            error=_("Too many failed attempts.") + " " + retry_text(_retry_seconds(exc))), exc)
+            error=_("Too many failed attempts.") + " " + retry_text(retry_seconds(exc))), exc)
     except ApiError:
         return render(request, "login.html", 400, next=next_url, login=login_name,
                       error=_("Login or password is incorrect."))
@@ -258,15 +285,15 @@ async def start_browser_session(request: Request, token: str, next_url: str) -> 
     return response
 
 
-def _retry_seconds(exc: RateLimited) -> int:
+def retry_seconds(exc: RateLimited) -> int:
     try:
         return max(1, int(exc.headers.get("Retry-After", "60")))
     except ValueError:
         return 60
 
 
-def _with_retry_after(response: Response, exc: RateLimited) -> Response:
-    response.headers["Retry-After"] = str(_retry_seconds(exc))
+def with_retry_after(response: Response, exc: RateLimited) -> Response:
+    response.headers["Retry-After"] = str(retry_seconds(exc))
     return response
 
 
@@ -301,14 +328,11 @@ async def signup_submit(request: Request) -> Response:
         await limit_registration(request.scope)
         token, _user = await accounts.register(runtime(request), username, email, password)
     except RateLimited as exc:
-        return _with_retry_after(_signup_form(
+        return with_retry_after(_signup_form(
             request, 429, next_url, error=_("Too many accounts were created from your network.") + " "
-            + retry_text(_retry_seconds(exc)), **kept), exc)
+            + retry_text(retry_seconds(exc)), **kept), exc)
     except ApiError as exc:
-        errors = field_messages(exc)
-        if "password" in errors and any(e.get("code") == "BASE_TYPE_BAD_LENGTH" and e.get("path") == "password"
-                                        for e in exc.details.get("errors", ())):
-            errors["password"] = _("Use 8 to 128 characters.")
+        errors = field_messages(exc)  # a weak password's reason included, translated
         general = errors.pop("", None) or ("" if errors else page_message(exc))
         shown = {name: text for name, text in errors.items() if name in SIGNUP_FIELDS}
         if len(shown) < len(errors):  # a field the form does not have: said above the form
