@@ -353,5 +353,6 @@ async def test_expired_rows_are_deleted_in_batches(db, seeded):
     async with db.write() as conn:
         assert await delete_expired(conn, "tokens", before=time.time(), limit=10) == 1  # "expired" only
         assert await delete_expired(conn, "tokens", before=time.time(), limit=10) == 0
-    assert set(EXPIRING_TABLES) == {"authorization_codes", "tokens", "sessions", "device_codes", "signing_keys"}
+    assert set(EXPIRING_TABLES) == {"authorization_codes", "tokens", "sessions", "device_codes", "mail_links",
+                                    "signing_keys"}
     assert await db.tokens.find_access(key("access"), time.time()) is not None

@@ -18,11 +18,16 @@ from fluxer_oauth.store import audit
 from fluxer_oauth.store import users as user_store
 from fluxer_oauth.store import account_security as security_store
 from fluxer_oauth.store.errors import AlreadyExists
-from fluxer_oauth.store.tables import EMAIL_VERIFICATION
+from fluxer_oauth.store.tables import EMAIL_VERIFICATION, PASSWORD_RESET
 
 USERNAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
 # No control characters: no address has them, and PostgreSQL refuses NUL in text outright.
-EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
+# Both parts are dot-atoms (RFC 5322): no specials (quoted local parts, address literals),
+# no empty label. In a To header the specials make a list, a group, a comment or an angle
+# address, so the mail's recipients would not be the address stored (a comma adds one;
+# "x;a@b.c" sends to "x" alone), and an empty label makes no address at all.
+_ATOM = r'[^@\s\x00-\x1f\x7f"(),.:;<>\[\\\]]+'
+EMAIL = re.compile(rf"(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})+")
 
 
 def new_discriminator() -> str:
@@ -132,8 +137,9 @@ async def update_profile(rt: Runtime, user, changes: dict, *, throttle: Password
                 async with rt.db.write() as conn:
                     await record_image(conn)
                     await user_store.update_profile(conn, user.id, **values)
-                    if "email" in values:  # links sent to the old address verify nothing now
-                        await security_store.end_mail_links(conn, user.id, EMAIL_VERIFICATION, at)
+                    if "email" in values:  # links sent to the old address do nothing now
+                        for purpose in (EMAIL_VERIFICATION, PASSWORD_RESET):
+                            await security_store.end_mail_links(conn, user.id, purpose, at)
                     if "password_hash" in values:
                         await user_store.end_sessions(conn, user.id, keep=session_token and
                                                       credentials.sha256(session_token))

@@ -2,7 +2,8 @@
 
 Each link carries a fresh 256-bit token; only its SHA-256 is stored (store/tables.py,
 mail_links), with the address it was sent to, and it works once, until it expires
-(FLUXER_EMAIL_VERIFICATION_TTL, FLUXER_PASSWORD_RESET_TTL). The pages behind the links
+(FLUXER_EMAIL_VERIFICATION_TTL, FLUXER_PASSWORD_RESET_TTL), and only while that address
+is still the account's. The pages behind the links
 (web/account_pages.py) ask before they use one: opening a link, as a mail scanner does,
 changes nothing.
 
@@ -58,6 +59,12 @@ def _link(rt: Runtime, path: str, token: str) -> str:
     return f"{rt.settings.public_url}{path}?token={quote(token, safe='')}"
 
 
+def _sent_to_their_address(user, link_email: str) -> bool:
+    """Whether a link was mailed to the address the account has now: one mailed to a former
+    address (its mailbox may be why the address changed) does nothing."""
+    return user is not None and (user.email or "").lower() == link_email.lower()
+
+
 def _token_hash(token: str | None) -> bytes | None:
     if not isinstance(token, str) or not token or len(token) > MAX_LINK_TOKEN or has_control_characters(token):
         return None
@@ -109,7 +116,7 @@ async def verify_email(rt: Runtime, token: str | None):
         if used is None:
             raise INVALID_LINK
         user = await user_store.get_user(conn, used.user_id)
-        if user is None or user.disabled_at is not None or (user.email or "").lower() != used.email.lower():
+        if not _sent_to_their_address(user, used.email) or user.disabled_at is not None:
             raise INVALID_LINK  # the address changed since: this link verifies nothing now
         await user_store.set_user_fields(conn, user.id, verified=True)
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.email_verified", actor_id=user.id,
@@ -165,7 +172,8 @@ async def reset_link_user(rt: Runtime, token: str | None):
         return None
     async with rt.db.read() as conn:
         link = await security_store.live_mail_link(conn, token_hash, PASSWORD_RESET, now())
-        return await user_store.get_user(conn, link.user_id) if link is not None else None
+        user = await user_store.get_user(conn, link.user_id) if link is not None else None
+    return user if user is not None and _sent_to_their_address(user, link.email) else None
 
 
 async def reset_password(rt: Runtime, token: str | None, new_password: str | None):

@@ -130,7 +130,8 @@ async def enable(rt: Runtime, user, *, secret: str, code: str, password: str,
     codes = _new_recovery_codes()
     at = now()
     async with rt.db.write() as conn:
-        await security_store.set_totp(conn, user.id, _seal_secret(rt, user.id, secret), step)
+        if not await security_store.set_totp(conn, user.id, _seal_secret(rt, user.id, secret), step):
+            raise ALREADY_ENABLED  # a parallel request (a double submit) turned it on first
         await security_store.replace_recovery_codes(conn, user.id, [_recovery_hash(rt, _normalized_recovery(c))
                                                                     for c in codes])
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.mfa_enabled", actor_id=user.id,

@@ -48,7 +48,7 @@ async def live_mail_link(conn: AsyncConnection, token_hash: bytes, purpose: int,
 
 async def end_mail_links(conn: AsyncConnection, user_id: int, purpose: int, now: float) -> None:
     """Every unused link of ``purpose`` the user was sent stops working (after a password
-    reset: the other reset links; after an email change: the verification links)."""
+    reset: the other reset links; after an email change: the links mailed to the old address)."""
     await conn.execute(
         update(mail_links)
         .where(mail_links.c.user_id == user_id, mail_links.c.purpose == purpose, mail_links.c.used_at.is_(None))
@@ -58,12 +58,16 @@ async def end_mail_links(conn: AsyncConnection, user_id: int, purpose: int, now:
 
 # --- TOTP ------------------------------------------------------------------------------------
 
-async def set_totp(conn: AsyncConnection, user_id: int, sealed_secret: bytes | None, last_step: int | None) -> None:
-    """Turns two-factor sign-in on (a sealed secret) or off (None) for the user."""
-    await conn.execute(
-        update(users).where(users.c.id == user_id)
-        .values(totp_secret=sealed_secret, totp_last_step=last_step, mfa_enabled=sealed_secret is not None)
-    )
+async def set_totp(conn: AsyncConnection, user_id: int, sealed_secret: bytes | None, last_step: int | None) -> bool:
+    """Turns two-factor sign-in on (a sealed secret) or off (None) for the user. On only
+    where it is off: False when a parallel request turned it on first (its secret and
+    recovery codes stand)."""
+    query = update(users).where(users.c.id == user_id)
+    if sealed_secret is not None:
+        query = query.where(users.c.totp_secret.is_(None))
+    result = await conn.execute(
+        query.values(totp_secret=sealed_secret, totp_last_step=last_step, mfa_enabled=sealed_secret is not None))
+    return result.rowcount > 0
 
 
 async def advance_totp_step(conn: AsyncConnection, user_id: int, step: int) -> bool:
