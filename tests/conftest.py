@@ -64,8 +64,11 @@ def redis_prefix():
 
 
 @pytest.fixture
-def settings(database_url, redis_prefix) -> Settings:
-    return make_settings(database_url, redis_prefix=redis_prefix, **backend_settings())
+def settings(request, database_url, redis_prefix) -> Settings:
+    """The test's settings; ``@pytest.mark.settings(name=value, ...)`` changes some for one test."""
+    marker = request.node.get_closest_marker("settings")
+    overrides = marker.kwargs if marker is not None else {}
+    return make_settings(database_url, redis_prefix=redis_prefix, **{**backend_settings(), **overrides})
 
 
 @pytest.fixture

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     access_token_ttl: int = 7 * 24 * 3600
     refresh_token_ttl: int = 30 * 24 * 3600
     code_ttl: int = 10 * 60
+    # Seconds after a refresh during which the same confidential client may present the
+    # rotated refresh token again and get a new pair (its answer was lost), instead of the
+    # grant ending as reuse; 0 turns it off (docs/security.md, "Refresh reuse leeway").
+    refresh_reuse_leeway: float = Field(default=10.0, ge=0, le=3600)
     session_ttl: int = 30 * 24 * 3600
     id_token_ttl: int = Field(default=3600, ge=60)
     # The device flow (RFC 8628): how long a user code may be entered, and the polling interval.

@@ -283,6 +283,7 @@ async def test_admin_revokes_any_grant_and_reads_the_audit_log(client, staff_set
     assert log[0]["actor_id"] == staff.id
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_audit_log_records_reuse_detection_and_never_a_credential(client, setup, staff_setup, rt):
     owner, _app = setup
     staff, app = staff_setup

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fluxer_oauth.app import build_app
+from fluxer_oauth.core import credentials
 from fluxer_oauth.store.tables import tokens
 from tests.backends import POSTGRES_URL
 from tests.conftest import bearer, create_app, exchange, get_code, make_settings, register, tokens_for
@@ -158,4 +159,34 @@ async def test_database_outage_gives_clean_503s_then_recovers_without_partial_gr
         async with app.state.runtime.db.read() as conn:
             count = (await conn.execute(select(func.count()).select_from(tokens))).scalar_one()
         assert count == 6  # three pairs: the first, the late redemption, the refresh
+    await app.state.runtime.db.close()
+
+
+async def test_a_refresh_whose_commit_acknowledgement_was_lost_can_be_retried(proxied_postgres):
+    """The refresh commits, the connection drops before the client hears it (503): the
+    client's retry with the same refresh token is within the reuse leeway, so the user stays
+    signed in instead of the grant ending as reuse (docs/reliability.md)."""
+    proxy, url = proxied_postgres
+    app = build_app(make_settings(url))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+        owner = await register(http)
+        client_app = await create_app(http, owner)
+        live = await tokens_for(http, owner, client_app, scope="identify guilds")
+
+        # The full path (a scope sent) writes in one transaction: its COMMIT's answer is lost.
+        proxy.lose_answer_after(b"INSERT INTO tokens", b"COMMIT")
+        refresh = {"grant_type": "refresh_token", "refresh_token": live["refresh_token"], "scope": "identify guilds"}
+        lost = await http.post("/api/v1/oauth2/token", auth=client_app.basic, data=refresh)
+        assert proxy.answers_lost == 1 and lost.status_code == 503, lost.text
+        async with app.state.runtime.db.read() as conn:
+            rotated = (await conn.execute(select(tokens.c.rotated).where(
+                tokens.c.token_hash == credentials.stored_token_key(live["refresh_token"])))).scalar_one()
+        assert rotated  # it did commit
+
+        retried = await http.post("/api/v1/oauth2/token", auth=client_app.basic, data=refresh)
+        assert retried.status_code == 200, retried.text
+        assert (await http.get("/api/v1/users/@me", headers=bearer(retried.json()["access_token"]))).status_code == 200
+        moved_on = await http.post("/api/v1/oauth2/token", auth=client_app.basic,
+                                   data={"grant_type": "refresh_token", "refresh_token": retried.json()["refresh_token"]})
+        assert moved_on.status_code == 200, moved_on.text
     await app.state.runtime.db.close()

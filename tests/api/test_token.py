@@ -184,6 +184,7 @@ async def test_refresh_rotates_and_old_pair_stops_working(client, setup):
     assert (await client.get("/api/v1/users/@me", headers=bearer(body["access_token"]))).status_code == 200
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_refresh_reuse_revokes_the_whole_grant(client, setup, rt):
     owner, app = setup
     first = await tokens_for(client, owner, app)
@@ -216,6 +217,7 @@ async def test_another_clients_refresh_token_is_refused(client, setup):
     assert (await refresh(client, app, first["refresh_token"])).status_code == 200
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_parallel_refreshes_exactly_one_new_pair(client, setup):
     owner, app = setup
     first = await tokens_for(client, owner, app)

@@ -19,7 +19,8 @@ CB = "https://race.example/cb"
 
 @pytest.fixture(scope="module")
 def race_server(tmp_path_factory, backend):
-    with running_server(tmp_path_factory.mktemp("race"), backend, workers=2) as base:
+    # No refresh reuse leeway: a rotated token presented again is reuse at once, as before it.
+    with running_server(tmp_path_factory.mktemp("race"), backend, workers=2, FLUXER_REFRESH_REUSE_LEEWAY="0") as base:
         yield base
 
 
@@ -73,6 +74,46 @@ def test_parallel_refreshes_issue_one_pair_and_reuse_revokes_the_grant(party):
     again = requests.post(f"{base}/api/v1/oauth2/token", auth=(app["id"], app["client_secret"]), timeout=10,
                           data={"grant_type": "refresh_token", "refresh_token": winners[0]["refresh_token"]})
     assert again.status_code == 400
+
+
+@pytest.fixture(scope="module")
+def leeway_party(tmp_path_factory, backend):
+    """A server with the default refresh reuse leeway, and an owner with an application."""
+    with running_server(tmp_path_factory.mktemp("leeway"), backend, workers=2) as base:
+        owner = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
+            "username": "retrier", "email": "retrier@example.com", "password": PASSWORD}).json()
+        app = requests.post(f"{base}/api/v1/oauth2/applications", headers={"Authorization": owner["token"]},
+                            timeout=10, json={"name": "Retrier", "redirect_uris": [CB]}).json()
+        yield base, owner, app
+
+
+def test_parallel_refreshes_within_the_leeway_each_get_a_live_pair(leeway_party):
+    """One rotation, and every other presentation a retry within the leeway: each answered
+    with a pair that works, none refused, no 5xx, the grant alive; then a refresh of one
+    pair makes the original token reuse, which ends them all."""
+    base, owner, app = leeway_party
+    auth = (app["id"], app["client_secret"])
+    code = new_code(base, owner, app)
+    pair = requests.post(f"{base}/api/v1/oauth2/token", auth=auth, timeout=10,
+                         data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB}).json()
+    results = burst(lambda: requests.post(f"{base}/api/v1/oauth2/token", auth=auth, timeout=30, data={
+        "grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}))
+    assert [r.status_code for r in results] == [200] * PARALLEL, [r.text for r in results if r.status_code != 200]
+    pairs = [r.json() for r in results]
+    assert len({p["refresh_token"] for p in pairs}) == PARALLEL
+    for issued in pairs:
+        me = requests.get(f"{base}/api/v1/users/@me", headers={"Authorization": f"Bearer {issued['access_token']}"},
+                          timeout=10)
+        assert me.status_code == 200
+    moved_on = requests.post(f"{base}/api/v1/oauth2/token", auth=auth, timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": pairs[0]["refresh_token"]})
+    assert moved_on.status_code == 200
+    reuse = requests.post(f"{base}/api/v1/oauth2/token", auth=auth, timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": pair["refresh_token"]})
+    assert reuse.status_code == 400
+    me = requests.get(f"{base}/api/v1/users/@me", headers={"Authorization": f"Bearer {moved_on.json()['access_token']}"},
+                      timeout=10)
+    assert me.status_code == 401
 
 
 def test_parallel_consent_approvals_make_one_grant(party):

@@ -74,6 +74,7 @@ async def test_a_code_presented_in_parallel_is_redeemed_once_and_the_replay_ends
     assert _failed(await refresh(client, app, winners[0].json()["refresh_token"]))
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_a_refresh_token_presented_in_parallel_rotates_once_and_the_reuse_ends_the_grant(client, rt, party):
     _, app, user = party
     first = await tokens_for(client, user, app)
@@ -84,6 +85,7 @@ async def test_a_refresh_token_presented_in_parallel_rotates_once_and_the_reuse_
     assert await _live_tokens(rt, user.id, app.id) == 0
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_a_refresh_token_presented_in_parallel_across_grants_spends_each_once(client, rt):
     """Several grants' tokens, each presented twice in the same moment (one batch): one
     winner per token, and each loser's reuse ends only its own grant."""
@@ -115,6 +117,7 @@ async def test_a_rotated_access_token_is_refused_at_once_by_the_api_and_introspe
     assert await alive(client, rotated.json()["access_token"])
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_reuse_after_a_fast_rotation_ends_the_pair_it_issued_even_when_cached(client, rt, party):
     _, app, user = party
     first = await tokens_for(client, user, app)

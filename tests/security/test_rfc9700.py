@@ -190,6 +190,7 @@ async def test_refresh_rotation(client, setup):
     assert (await client.get("/api/v1/users/@me", headers=bearer(first["access_token"]))).status_code == 401
 
 
+@pytest.mark.settings(refresh_reuse_leeway=0)  # no leeway: every presentation after a rotation is reuse
 async def test_refresh_reuse_detection_revokes_grant(client, setup):
     owner, app = setup
     first = await tokens_for(client, owner, app)

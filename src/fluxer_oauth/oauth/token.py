@@ -7,6 +7,8 @@ Outcomes that must persist even though the client gets an error (a consumed code
 returned, not raised, so the transaction commits before the error is reported. What a
 detected replay or reuse ends is ended in a transaction of its own right after
 (grants/endings.py: an ending never runs while the issuance's own shared lock is held).
+A rotated refresh token presented again shortly after its rotation by its own confidential
+client is a retry after a lost answer, not reuse (``_retried_within_leeway``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fluxer_oauth.oauth.device import SLOW_DOWN_STEP
 from fluxer_oauth.ops import metrics
 from fluxer_oauth.runtime import Runtime
 from fluxer_oauth.platform.guilds import partial_guild_json
+from fluxer_oauth.store import audit
 from fluxer_oauth.store import devices as device_store
 from fluxer_oauth.store import guilds as guild_store
 from fluxer_oauth.store import oauth as oauth_store
@@ -237,16 +240,20 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             return _response(rt, access, scopes, refresh_token=refresh)
     failure: OAuthError | None = None
     ending: tuple[int, str] | None = None  # (user id, why) of a grant to end with the refusal
+    retried = False  # a rotated token presented again within the reuse leeway
     async with rt.db.write() as conn:
         row = await oauth_store.rotate_refresh_token(conn, token_hash, app.id, at)
         if row is None:
             previous = await oauth_store.get_token(conn, token_hash)
             if previous is not None and previous.application_id == app.id and previous.rotated:
-                ending = (previous.user_id, "refresh_token.reuse_detected")
-                failure = invalid_grant("this refresh token was already used; the grant is revoked")
+                if await _retried_within_leeway(rt, conn, app, previous, at):
+                    row, retried = previous, True
+                else:
+                    ending = (previous.user_id, "refresh_token.reuse_detected")
+                    failure = invalid_grant("this refresh token was already used; the grant is revoked")
             else:
                 failure = invalid_grant("the refresh token is unknown, expired, revoked or another client's")
-        else:
+        if row is not None:
             granted = row.scopes.split()
             if requested is not None and not covers(granted, requested):
                 # Nothing is spent: the rotation rolls back with this error.
@@ -255,7 +262,8 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             if reason is not None:
                 ending = (row.user_id, reason)
             if failure is None:
-                await oauth_store.revoke_issue(conn, row.issue_id, at)
+                if not retried:  # a retry leaves every pair issued since alive
+                    await oauth_store.revoke_issue(conn, row.issue_id, at)
                 scopes = format_scopes(requested if requested is not None else granted)
                 issued = _new_tokens(
                     rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
@@ -264,11 +272,36 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
                 await oauth_store.insert_tokens(conn, issued.rows)
                 if row.grant_id is not None:
                     await oauth_store.touch_grant(conn, row.grant_id, at)
+                if retried:
+                    await audit.record(conn, id=rt.ids.next(), now=at, action="refresh_token.reuse_within_leeway",
+                                       actor_id=row.user_id, application_id=app.id, target_user_id=row.user_id,
+                                       details={"family_id": str(row.family_id),
+                                                "seconds_after_rotation": round(at - row.revoked_at, 3)})
     if ending is not None:
+        if ending[1] == "refresh_token.reuse_detected":
+            metrics.REFRESH_REUSE.labels("detected").inc()
         await endings.end_grant_now(rt, user_id=ending[0], application_id=app.id, by=ending[1], at=at)
     if failure is not None:
         raise failure
+    if retried:
+        metrics.REFRESH_REUSE.labels("leeway").inc()
     return _response(rt, issued.access_token, scopes, refresh_token=issued.refresh_token)
+
+
+async def _retried_within_leeway(rt: Runtime, conn, app, previous, at: float) -> bool:
+    """Whether a rotated refresh token presented again by its own client is a retry of a
+    refresh whose answer was lost (docs/security.md, "Refresh reuse leeway") rather than
+    reuse: within FLUXER_REFRESH_REUSE_LEEWAY seconds of its rotation, for a confidential
+    client, before the token itself would have expired, while the grant lives and no token
+    issued since the rotation has been refreshed in turn. Public clients get no leeway: a
+    public client's refresh token is its only secret, so a second holder is always a thief."""
+    leeway = rt.settings.refresh_reuse_leeway
+    if (leeway <= 0 or app.public_client or previous.grant_id is None or previous.revoked_at is None
+            or at - previous.revoked_at > leeway or previous.expires_at <= at):
+        return False
+    successors = await oauth_store.refresh_successors(conn, previous.family_id, previous.revoked_at)
+    return bool(successors) and not any(s.rotated for s in successors) and any(
+        s.revoked_at is None and s.expires_at > at for s in successors)
 
 
 # --- client_credentials ---------------------------------------------------------------------

@@ -18,6 +18,8 @@ RATE_LIMITED = Counter("fluxer_rate_limited_total", "Requests refused by a rate 
 DATABASE_ERRORS = Counter("fluxer_database_errors_total", "Requests that found the database unreachable")
 ACCESS_LOG_DROPPED = Counter("fluxer_access_log_dropped_total",
                              "Access-log lines dropped because the writer fell behind or could not write")
+REFRESH_REUSE = Counter("fluxer_refresh_reuse_total", "Rotated refresh tokens presented again: retries within "
+                        "the reuse leeway (answered) and detected reuse (the grant ended)", ["outcome"])
 MAIL = Counter("fluxer_mail_total", "Mail handed to the outbox, by kind and outcome "
                "(sent, retried, failed: dropped after the last attempt, logged: dev mode without SMTP)",
                ["kind", "outcome"])

@@ -290,5 +290,20 @@ async def rotate_refresh_token(conn: AsyncConnection, token_hash: bytes, applica
     return (await conn.execute(statement, params)).first()
 
 
+_REFRESH_SUCCESSORS = (
+    select(tokens.c.token_hash, tokens.c.rotated, tokens.c.revoked_at, tokens.c.expires_at)
+    .where(tokens.c.family_id == bindparam("p_family_id"), tokens.c.grant_id.is_not(None),
+           tokens.c.kind == REFRESH, tokens.c.created_at >= bindparam("p_since"))
+)
+
+
+async def refresh_successors(conn: AsyncConnection, family_id: int, since: float) -> list:
+    """The refresh tokens of a family issued at or after ``since`` (a rotation's time): the
+    successors of the token rotated then. On PostgreSQL they are locked, so a successor
+    being refreshed at this moment is seen refreshed (the lock waits for its commit)."""
+    query = _REFRESH_SUCCESSORS.with_for_update() if conn.dialect.name == "postgresql" else _REFRESH_SUCCESSORS
+    return (await conn.execute(query, {"p_family_id": family_id, "p_since": since})).all()
+
+
 async def get_token(conn: AsyncConnection, token_hash: bytes):
     return (await conn.execute(_GET_TOKEN, {"p_token_hash": token_hash})).first()
