@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     rate_limit_login_failures: str = "10/5minutes"
     rate_limit_password_ip_failures: str = "30/5minutes"
     rate_limit_password_account_failures: str = "100/5minutes"
+    # Wrong two-factor codes of one account, from every IP together: its password is known to
+    # whoever is at that step, and six digits fall to a hundred guesses per five minutes in
+    # weeks, so the second factor's own ceiling is far lower (it stops only such a guesser).
+    rate_limit_mfa_code_account_failures: str = "20/hour"
     # Registrations per client IP (each one is an argon2 hash).
     rate_limit_registrations: str = "10/hour"
     # Password-reset mails: per client IP, and per account (the mails one account receives).
@@ -222,7 +226,7 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_authorize", "rate_limit_token", "rate_limit_revoke", "rate_limit_global",
                      "rate_limit_client_auth_failures", "rate_limit_login_failures", "rate_limit_password_ip_failures",
-                     "rate_limit_password_account_failures", "rate_limit_registrations", "rate_limit_device",
+                     "rate_limit_password_account_failures", "rate_limit_mfa_code_account_failures", "rate_limit_registrations", "rate_limit_device",
                      "rate_limit_user_code_failures", "rate_limit_user_code_ip_failures",
                      "rate_limit_user_code_account_failures", "rate_limit_password_reset_ip",
                      "rate_limit_password_reset_account", "rate_limit_verification_resend")

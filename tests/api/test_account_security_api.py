@@ -400,3 +400,32 @@ async def test_a_reset_link_is_no_second_factor(mail_client, mail_server):
     finished = await mail_client.post(f"{API}/auth/mfa/totp", json={"ticket": reset.json()["ticket"],
                                                                      "code": totp.at(current)})
     assert finished.status_code == 200 and finished.json()["user"]["id"] == account.id
+
+
+async def test_wrong_codes_of_one_account_from_many_addresses_meet_the_second_factor_s_ceiling(settings):
+    """Whoever is at the code step knows the password: their guesses from many addresses
+    together meet FLUXER_RATE_LIMIT_MFA_CODE_ACCOUNT_FAILURES, far below the password's
+    account ceiling, and then even the right code waits; other accounts are untouched."""
+    app = build_app(settings.model_copy(update={"rate_limits": "on", "rate_limit_global": "100000/second",
+                                                "rate_limit_mfa_code_account_failures": "3/hour"}))
+
+    def from_address(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    async with from_address("198.51.100.1") as first, from_address("198.51.100.2") as second, \
+            from_address("198.51.100.3") as third:
+        account = await register(first, "wren")
+        totp, _, (_, current, _) = await enrol(first, account)
+        wrong = f"{(int(totp.at(current)) + 1) % 1000000:06d}"
+        for guesser in (first, second, third):
+            ticket = (await login(guesser, "wren")).json()["ticket"]
+            guess = await guesser.post(f"{API}/auth/mfa/totp", json={"ticket": ticket, "code": wrong})
+            assert guess.json()["code"] == "INVALID_MFA_CODE"
+        ticket = (await login(third, "wren")).json()["ticket"]  # the password still works
+        refused = await third.post(f"{API}/auth/mfa/totp", json={"ticket": ticket, "code": totp.at(current)})
+        assert refused.status_code == 429 and refused.json()["code"] == "RATE_LIMITED"
+        other = await register(third, "finch")
+        assert (await login(third, "finch")).status_code == 200
+        assert other.id != account.id
+    await app.state.runtime.db.close()

@@ -62,14 +62,15 @@ def weakness(password: str, *, min_score: int, user_inputs=()) -> str | None:
 class PasswordThrottle(Protocol):
     """Counts failed password checks per account (the edge's rate limits, web/ratelimit.py):
     ``attempt(account)`` is an async context around one check, which raises when the account
-    has no failure left and yields the coroutine function that counts a failure."""
+    has no failure left and yields the coroutine function that counts a failure. ``code``:
+    the check is of a second-factor code, whose per-account ceiling is its own."""
 
-    def attempt(self, account: str) -> AsyncContextManager[Callable[[], Awaitable[None]]]: ...
+    def attempt(self, account: str, *, code: bool = False) -> AsyncContextManager[Callable[[], Awaitable[None]]]: ...
 
 
 class _Unthrottled:
     @asynccontextmanager
-    async def attempt(self, account: str):
+    async def attempt(self, account: str, *, code: bool = False):
         yield _nothing_to_count
 
 

@@ -162,8 +162,11 @@ async def check_code(rt: Runtime, user, code) -> str:
 
 
 async def check_code_throttled(rt: Runtime, user, code, throttle: PasswordThrottle = UNTHROTTLED) -> str:
-    """``check_code``, each failure counted as a wrong password is, per account."""
-    async with throttle.attempt(f"user:{user.id}") as count_failure:
+    """``check_code``, each failure counted as a wrong password is per (account, IP) and per
+    IP, and per account under the second factor's own, lower ceiling (FLUXER_RATE_LIMIT_MFA_
+    CODE_ACCOUNT_FAILURES): whoever reaches this step knows the password, and spread over
+    many addresses the password's account ceiling would let six digits be guessed in weeks."""
+    async with throttle.attempt(f"user:{user.id}", code=True) as count_failure:
         try:
             return await check_code(rt, user, code)
         except ApiError:

@@ -548,6 +548,7 @@ class RateLimits:
             "password": parse_rate(settings.rate_limit_login_failures),
             "password_ip": parse_rate(settings.rate_limit_password_ip_failures),
             "password_account": parse_rate(settings.rate_limit_password_account_failures),
+            "mfa_code_account": parse_rate(settings.rate_limit_mfa_code_account_failures),
             "register": parse_rate(settings.rate_limit_registrations),
             "device": parse_rate(settings.rate_limit_device),
             "user_code": parse_rate(settings.rate_limit_user_code_failures),
@@ -771,32 +772,38 @@ class FailureThrottle:
     and counted before the next is checked, so a burst of parallel guesses cannot all pass
     the check before the first failure is counted (across processes, at most one each)."""
 
-    def __init__(self, scope, buckets: tuple[str, str, str]) -> None:
+    def __init__(self, scope, buckets: tuple[str, str, str], code_account: str | None = None) -> None:
         self.limits = _limits(scope)
         self.ip = client_ip(scope)
         self.buckets = buckets
+        self.code_account = code_account  # the per-account bucket of second-factor codes
 
-    def _keys(self, account: str) -> tuple[tuple[str, str], ...]:
+    def _keys(self, account: str, code: bool) -> tuple[tuple[str, str], ...]:
         per_account_and_ip, per_ip, per_account = self.buckets
+        if code and self.code_account is not None:
+            per_account = self.code_account
         return ((per_account_and_ip, f"{account}|{self.ip}"), (per_ip, self.ip), (per_account, account))
 
     @asynccontextmanager
-    async def attempt(self, account: str):
+    async def attempt(self, account: str, *, code: bool = False):
         """Around one check: raises ``RateLimited`` when any of the three buckets has no
-        failure left; yields the coroutine function that counts a failure."""
+        failure left; yields the coroutine function that counts a failure. ``code``: a
+        second-factor code, counted per account in ``code_account`` instead."""
         kind = self.buckets[0]
         async with _one_at_a_time(f"{kind}|ip:{self.ip}"), _one_at_a_time(f"{kind}|account:{account}"):
-            for bucket, key in self._keys(account):
+            for bucket, key in self._keys(account, code):
                 await self.limits.check(bucket, key)
-            yield lambda: self._failed(account)
+            yield lambda: self._failed(account, code)
 
-    async def _failed(self, account: str) -> None:
-        for bucket, key in self._keys(account):
+    async def _failed(self, account: str, code: bool) -> None:
+        for bucket, key in self._keys(account, code):
             await self.limits.record(bucket, key)
 
 
-# Logins and the password confirmations of sensitive actions.
-PasswordThrottle = functools.partial(FailureThrottle, buckets=("password", "password_ip", "password_account"))
+# Logins and the password confirmations of sensitive actions, and two-factor codes (which
+# count with the passwords per (account, IP) and per IP, and per account on their own).
+PasswordThrottle = functools.partial(FailureThrottle, buckets=("password", "password_ip", "password_account"),
+                                     code_account="mfa_code_account")
 # User codes typed at /activate (the device flow), keyed by the signed-in user.
 UserCodeThrottle = functools.partial(FailureThrottle, buckets=("user_code", "user_code_ip", "user_code_account"))
 
