@@ -126,6 +126,7 @@ async def test_dev_mode_without_smtp_writes_the_mail_and_its_working_link_to_the
         assert settings.secret_key and rt.settings.secret == settings.secret_key.encode()  # not the dev file
         await register(client, "alice")
         assert (await client.post("/api/v1/auth/forgot", json={"login": "alice"})).status_code == 204
+        await rt.mail.drain()  # the link is written after the answer
         [record] = [r for r in caplog.records
                     if r.name == "fluxer.mail" and getattr(r, "fields", {}).get("kind") == "password_reset"]
         assert record.fields["to"] == "alice@example.com" and record.fields["subject"] == "Reset your Fluxer password"

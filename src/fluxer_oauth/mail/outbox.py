@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Callable
+from typing import Awaitable, Callable
 
 import aiosmtplib
 
@@ -66,7 +66,8 @@ class Outbox:
         self._queue: asyncio.Queue[_Queued] | None = None
         self._worker: asyncio.Task | None = None
         self._retries: set[asyncio.Task] = set()
-        self.pending = 0  # messages queued or waiting for a retry: neither sent nor given up
+        self._deferred: set[asyncio.Task] = set()  # work that makes a mail, after its request
+        self.pending = 0  # messages queued, waiting for a retry or being prepared: neither sent nor given up
 
     @property
     def available(self) -> bool:
@@ -102,6 +103,25 @@ class Outbox:
             metrics.MAIL.labels(mail.kind, "failed").inc()
             return
         self.pending += 1
+
+    def defer(self, kind: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` (what writes and sends a mail of ``kind``) after the request that
+        asks for it has its answer, so the answer's timing says nothing of what it does (a
+        password reset for an account that exists). A failure is logged and counted;
+        ``drain`` waits for it as for a queued message."""
+        async def run() -> None:
+            try:
+                await work()
+            except Exception:
+                logger.exception("preparing a mail failed", extra={"fields": {"kind": kind}})
+                metrics.MAIL.labels(kind, "failed").inc()
+            finally:
+                self.pending -= 1
+
+        self.pending += 1
+        task = asyncio.get_running_loop().create_task(run())
+        self._deferred.add(task)
+        task.add_done_callback(self._deferred.discard)
 
     def _ensure_worker(self) -> asyncio.Queue:
         if self._queue is None:
@@ -158,7 +178,7 @@ class Outbox:
         at most ``timeout`` seconds; whether the outbox is empty."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.pending:
+        while self.pending > 0:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)
@@ -168,10 +188,11 @@ class Outbox:
         """At shutdown: deliver what is queued (for at most ``timeout``), then stop."""
         if not await self.drain(timeout):
             log(logger, logging.WARNING, "mail left undelivered at shutdown", messages=self.pending)
-        for task in (self._worker, *self._retries):
-            if task is not None:
-                task.cancel()
-        self._worker, self._retries, self._queue, self.pending = None, set(), None, 0
+        tasks = [task for task in (self._worker, *self._retries, *self._deferred) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._worker, self._retries, self._deferred, self._queue, self.pending = None, set(), set(), None, 0
 
 
 def new_message(sender: str, to: str, subject: str, text: str, html: str | None) -> EmailMessage:

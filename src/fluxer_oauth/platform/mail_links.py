@@ -129,8 +129,11 @@ async def verify_email(rt: Runtime, token: str | None):
 async def request_password_reset(rt: Runtime, login: str | None, *, count_for_account=None) -> None:
     """``POST /auth/forgot``: a reset link to the account's address, if there is such an
     account (by email or username) and it may sign in. Returns the same (nothing) either
-    way. ``count_for_account(user_id)``: the caller's per-account limit, awaited before a
-    mail is sent; a refusal there is swallowed so it says nothing about the account either."""
+    way, in the same time: the lookup is all the request waits for, and the link is written
+    and mailed after it has its answer (the outbox's ``defer``), so neither the answer nor
+    its timing tells whether the account exists. ``count_for_account(user_id)``: the
+    caller's per-account limit, awaited before a mail is sent; a refusal there is swallowed
+    so it says nothing about the account either."""
     require_mail(rt)
     if not isinstance(login, str) or len(login) > 254 or has_control_characters(login) or not login.strip():
         return
@@ -138,13 +141,17 @@ async def request_password_reset(rt: Runtime, login: str | None, *, count_for_ac
         user = await user_store.find_by_login(conn, login)
     if user is None or user.bot or user.disabled_at is not None or not user.email:
         return
-    if count_for_account is not None:
-        try:
-            await count_for_account(user.id)
-        except ApiError:
-            log(logger, logging.INFO, "password reset mail withheld: the account's limit", user_id=user.id)
-            return
-    await send_reset_link(rt, user)
+
+    async def mail_a_link() -> None:
+        if count_for_account is not None:
+            try:
+                await count_for_account(user.id)
+            except ApiError:
+                log(logger, logging.INFO, "password reset mail withheld: the account's limit", user_id=user.id)
+                return
+        await send_reset_link(rt, user)
+
+    rt.mail.defer("password_reset", mail_a_link)
 
 
 async def send_reset_link(rt: Runtime, user, *, actor_id: int | None = None, mail: bool = True) -> str:
