@@ -14,13 +14,17 @@ from tests.conftest import PASSWORD
 from tests.interop.conftest import running_server
 
 PARALLEL = 50
+# This module's two servers live side by side, two workers each, beside the other tests' on
+# one PostgreSQL (100 connections): each worker keeps few, and the bursts wait for them.
+SMALL_POOLS = {"FLUXER_DATABASE_POOL_SIZE": "5"}
 CB = "https://race.example/cb"
 
 
 @pytest.fixture(scope="module")
 def race_server(tmp_path_factory, backend):
     # No refresh reuse leeway: a rotated token presented again is reuse at once, as before it.
-    with running_server(tmp_path_factory.mktemp("race"), backend, workers=2, FLUXER_REFRESH_REUSE_LEEWAY="0") as base:
+    with running_server(tmp_path_factory.mktemp("race"), backend, workers=2, FLUXER_REFRESH_REUSE_LEEWAY="0",
+                        **SMALL_POOLS) as base:
         yield base
 
 
@@ -79,7 +83,7 @@ def test_parallel_refreshes_issue_one_pair_and_reuse_revokes_the_grant(party):
 @pytest.fixture(scope="module")
 def leeway_party(tmp_path_factory, backend):
     """A server with the default refresh reuse leeway, and an owner with an application."""
-    with running_server(tmp_path_factory.mktemp("leeway"), backend, workers=2) as base:
+    with running_server(tmp_path_factory.mktemp("leeway"), backend, workers=2, **SMALL_POOLS) as base:
         owner = requests.post(f"{base}/api/v1/auth/register", timeout=10, json={
             "username": "retrier", "email": "retrier@example.com", "password": PASSWORD}).json()
         app = requests.post(f"{base}/api/v1/oauth2/applications", headers={"Authorization": owner["token"]},

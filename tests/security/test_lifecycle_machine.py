@@ -243,8 +243,8 @@ def lifecycle_machine(server_settings):
                 if code.used:  # a replay: everything issued from the code ends
                     self.end(lambda c: c.family == code.family and c.kind in ("access", "refresh"))
 
-        def add_pair(self, body: dict, parent: Credential) -> None:
-            issue = self.next_number()
+        def add_pair(self, body: dict, parent: Credential, issue: int | None = None) -> None:
+            issue = issue if issue is not None else self.next_number()
             scopes = frozenset(body["scope"].split())
             for kind in ("access", "refresh"):
                 self.world.credentials.append(Credential(kind, body[f"{kind}_token"], parent.app, parent.user,
@@ -273,27 +273,38 @@ def lifecycle_machine(server_settings):
                 assert response.status_code == 200, response.text
                 token.used = True
                 token.rotated_at = self.next_number()
+                # The rest of its issue ends with it: the pairs of retries within the leeway too,
+                # their refresh tokens counted as rotated (presented again, reuse or a retry).
+                for sibling in self.world.credentials:
+                    if sibling.issue == token.issue and sibling.kind == "refresh" and sibling.alive:
+                        if sibling is not token:
+                            event("a retry's sibling pair ended by a refresh")
+                        sibling.used, sibling.rotated_at = True, token.rotated_at
                 self.end(lambda c: c.issue == token.issue)
                 self.add_pair(response.json(), token)
-            elif token.used and self.retried_within_leeway(token):
-                # A retry of a refresh whose answer was lost: a new pair, and nothing ends.
+            elif token.used and (joined := self.retried_within_leeway(token)) is not None:
+                # A retry of a refresh whose answer was lost: a new pair, joining the issue of
+                # the pairs issued since the rotation, and nothing ends.
                 event("refresh retried within the leeway")
                 assert response.status_code == 200, response.text
-                self.add_pair(response.json(), token)
+                self.add_pair(response.json(), token, issue=joined)
             else:
                 assert response.status_code == 400 and response.json()["error"] == "invalid_grant", response.text
                 if token.used:  # reuse of a rotated token ends the grant
                     self.end_grant(token.user, token.app)
 
-        def retried_within_leeway(self, token: Credential) -> bool:
+        def retried_within_leeway(self, token: Credential) -> int | None:
             """The leeway's rule (oauth/token.py): the sequence runs well within it when it is
             on, so a rotated token is a retry while the refresh tokens issued in its family
-            since its rotation are unrefreshed and one of them lives (the grant lives)."""
+            since its rotation are unrefreshed and one of them lives (the grant lives). The
+            issue the retry's pair joins (that live one's), or None."""
             if server_settings.refresh_reuse_leeway <= 0:
-                return False
+                return None
             since = [c for c in self.world.credentials if c.kind == "refresh" and c.family == token.family
                      and c.app == token.app and c.issue > token.rotated_at]
-            return bool(since) and not any(c.used for c in since) and any(c.alive for c in since)
+            if any(c.used for c in since):
+                return None
+            return next((c.issue for c in since if c.alive), None)
 
         @rule(app=st.sampled_from("ab"))
         def client_credentials(self, app) -> None:

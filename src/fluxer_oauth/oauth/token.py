@@ -78,8 +78,9 @@ class _Issued:
     rows: list[dict]
 
 
-def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: str, guild_id, refresh: bool, at: float):
-    issue_id = rt.ids.next()
+def _new_tokens(rt: Runtime, *, app_id, user_id, grant_id, family_id, scopes: str, guild_id, refresh: bool, at: float,
+                issue_id: int | None = None):
+    issue_id = issue_id if issue_id is not None else rt.ids.next()
     access = credentials.new_stored_token()
     common = dict(
         application_id=app_id, user_id=user_id, grant_id=grant_id, family_id=family_id, issue_id=issue_id,
@@ -240,14 +241,15 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             return _response(rt, access, scopes, refresh_token=refresh)
     failure: OAuthError | None = None
     ending: tuple[int, str] | None = None  # (user id, why) of a grant to end with the refusal
-    retried = False  # a rotated token presented again within the reuse leeway
+    joined: int | None = None  # a retry within the reuse leeway: the issue its pair joins
     async with rt.db.write() as conn:
         row = await oauth_store.rotate_refresh_token(conn, token_hash, app.id, at)
         if row is None:
             previous = await oauth_store.get_token(conn, token_hash)
             if previous is not None and previous.application_id == app.id and previous.rotated:
-                if await _retried_within_leeway(rt, conn, app, previous, at):
-                    row, retried = previous, True
+                joined = await _retried_within_leeway(rt, conn, app, previous, at)
+                if joined is not None:
+                    row = previous
                 else:
                     ending = (previous.user_id, "refresh_token.reuse_detected")
                     failure = invalid_grant("this refresh token was already used; the grant is revoked")
@@ -262,17 +264,17 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
             if reason is not None:
                 ending = (row.user_id, reason)
             if failure is None:
-                if not retried:  # a retry leaves every pair issued since alive
+                if joined is None:  # a retry leaves every pair issued since alive
                     await oauth_store.revoke_issue(conn, row.issue_id, at)
                 scopes = format_scopes(requested if requested is not None else granted)
                 issued = _new_tokens(
                     rt, app_id=app.id, user_id=row.user_id, grant_id=row.grant_id, family_id=row.family_id,
-                    scopes=scopes, guild_id=None, refresh=True, at=at,
+                    scopes=scopes, guild_id=None, refresh=True, at=at, issue_id=joined,
                 )
                 await oauth_store.insert_tokens(conn, issued.rows)
                 if row.grant_id is not None:
                     await oauth_store.touch_grant(conn, row.grant_id, at)
-                if retried:
+                if joined is not None:
                     await audit.record(conn, id=rt.ids.next(), now=at, action="refresh_token.reuse_within_leeway",
                                        actor_id=row.user_id, application_id=app.id, target_user_id=row.user_id,
                                        details={"family_id": str(row.family_id),
@@ -283,25 +285,30 @@ async def _refresh_token(rt: Runtime, app, params: Params) -> dict:
         await endings.end_grant_now(rt, user_id=ending[0], application_id=app.id, by=ending[1], at=at)
     if failure is not None:
         raise failure
-    if retried:
+    if joined is not None:
         metrics.REFRESH_REUSE.labels("leeway").inc()
     return _response(rt, issued.access_token, scopes, refresh_token=issued.refresh_token)
 
 
-async def _retried_within_leeway(rt: Runtime, conn, app, previous, at: float) -> bool:
+async def _retried_within_leeway(rt: Runtime, conn, app, previous, at: float) -> int | None:
     """Whether a rotated refresh token presented again by its own client is a retry of a
-    refresh whose answer was lost (docs/security.md, "Refresh reuse leeway") rather than
-    reuse: within FLUXER_REFRESH_REUSE_LEEWAY seconds of its rotation, for a confidential
+    refresh whose answer was lost (docs/security.md, "Refresh reuse leeway"), and not
+    reuse (None): within FLUXER_REFRESH_REUSE_LEEWAY seconds of its rotation, for a confidential
     client, before the token itself would have expired, while the grant lives and no token
     issued since the rotation has been refreshed in turn. Public clients get no leeway: a
-    public client's refresh token is its only secret, so a second holder is always a thief."""
+    public client's refresh token is its only secret, so a second holder is always a thief.
+
+    For a retry, the issue its pair joins: that of the pair issued at the rotation, so that
+    refreshing any pair of it ends all the others (revoke_issue) and no second line of the
+    family outlives the client moving on."""
     leeway = rt.settings.refresh_reuse_leeway
     if (leeway <= 0 or app.public_client or previous.grant_id is None or previous.revoked_at is None
             or at - previous.revoked_at > leeway or previous.expires_at <= at):
-        return False
+        return None
     successors = await oauth_store.refresh_successors(conn, previous.family_id, previous.revoked_at)
-    return bool(successors) and not any(s.rotated for s in successors) and any(
-        s.revoked_at is None and s.expires_at > at for s in successors)
+    if any(s.rotated for s in successors):
+        return None
+    return next((s.issue_id for s in successors if s.revoked_at is None and s.expires_at > at), None)
 
 
 # --- client_credentials ---------------------------------------------------------------------

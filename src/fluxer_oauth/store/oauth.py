@@ -249,12 +249,21 @@ _REVOKE_FAMILY = (
            tokens.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("p_now"))
 )
+# A refresh ends the rest of its token's issue: the access token issued with it, and the pairs
+# of retries within the reuse leeway, whose refresh tokens count as rotated (presented again,
+# they are reuse, oauth/token.py). On PostgreSQL a row another transaction holds (a sibling
+# pair being refreshed at this instant) is skipped, not waited for: two such waits deadlock.
 _REVOKE_ISSUE = (
     update(tokens)
     .where(tokens.c.issue_id == bindparam("p_issue_id"), tokens.c.grant_id.is_not(None),
            tokens.c.revoked_at.is_(None))
-    .values(revoked_at=bindparam("p_now"))
+    .values(revoked_at=bindparam("p_now"), rotated=tokens.c.kind == REFRESH)
 )
+_REVOKE_ISSUE_POSTGRES = _REVOKE_ISSUE.where(tokens.c.token_hash.in_(
+    select(tokens.c.token_hash)
+    .where(tokens.c.issue_id == bindparam("p_issue_id"), tokens.c.grant_id.is_not(None),
+           tokens.c.revoked_at.is_(None))
+    .with_for_update(skip_locked=True)))
 _ROTATE_REFRESH_SQLITE = (
     update(tokens)
     .where(
@@ -280,7 +289,8 @@ async def revoke_family(conn: AsyncConnection, family_id: int, now: float) -> in
 
 
 async def revoke_issue(conn: AsyncConnection, issue_id: int, now: float) -> None:
-    await conn.execute(_REVOKE_ISSUE, {"p_issue_id": issue_id, "p_now": now})
+    statement = _REVOKE_ISSUE_POSTGRES if conn.dialect.name == "postgresql" else _REVOKE_ISSUE
+    await conn.execute(statement, {"p_issue_id": issue_id, "p_now": now})
 
 
 async def rotate_refresh_token(conn: AsyncConnection, token_hash: bytes, application_id: int, now: float):
@@ -291,7 +301,7 @@ async def rotate_refresh_token(conn: AsyncConnection, token_hash: bytes, applica
 
 
 _REFRESH_SUCCESSORS = (
-    select(tokens.c.token_hash, tokens.c.rotated, tokens.c.revoked_at, tokens.c.expires_at)
+    select(tokens.c.token_hash, tokens.c.issue_id, tokens.c.rotated, tokens.c.revoked_at, tokens.c.expires_at)
     .where(tokens.c.family_id == bindparam("p_family_id"), tokens.c.grant_id.is_not(None),
            tokens.c.kind == REFRESH, tokens.c.created_at >= bindparam("p_since"))
 )

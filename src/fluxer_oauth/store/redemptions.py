@@ -64,9 +64,11 @@ _SQLITE_ROTATE_REFRESH = (
     "AND " + _USER_ENABLED.format(t="t") + " "
     "RETURNING user_id, grant_id, family_id, scopes, issue_id"
 )
+# The rest of the spent token's issue (store/oauth.py revoke_issue): its access token, and the
+# pairs of retries within the reuse leeway, their refresh tokens counted as rotated.
 _SQLITE_END_ISSUE = (
-    "UPDATE tokens SET revoked_at = ? WHERE issue_id = ? AND grant_id IS NOT NULL AND revoked_at IS NULL "
-    "RETURNING token_hash"
+    f"UPDATE tokens SET revoked_at = ?, rotated = (kind = {REFRESH}) WHERE issue_id = ? AND grant_id IS NOT NULL "
+    "AND revoked_at IS NULL RETURNING token_hash"
 )
 _SQLITE_TOUCH_GRANT = ("UPDATE grants SET last_used_at = ? WHERE id = ? "
                        "AND (last_used_at IS NULL OR last_used_at <= ?)")
@@ -147,14 +149,25 @@ POSTGRES_BATCHES = {
         "RETURNING " + _SPENT_COLUMNS.format(t="c") + ")" + _POSTGRES_ISSUE
     ),
     ROTATE_REFRESH: (
-        "WITH " + _POSTGRES_INPUT + ", spent AS (UPDATE tokens t SET revoked_at = i.now, rotated = true FROM input i "
+        "WITH " + _POSTGRES_INPUT + ", spent AS (UPDATE tokens t SET revoked_at = i.now, rotated = true "
+        # At most one token of an issue is spent by a batch: of pairs of reuse-leeway retries
+        # refreshed at once, the first ends the others (below), which go the full path and
+        # find themselves ended. (SQLite runs a batch's rows one after the other.)
+        "FROM (SELECT DISTINCT ON (o.issue_id) i.* FROM input i JOIN tokens o ON o.token_hash = i.key "
+        "ORDER BY o.issue_id, i.n) AS i "
         f"WHERE t.token_hash = i.key AND t.kind = {REFRESH} AND t.application_id = i.application_id "
         "AND t.revoked_at IS NULL AND t.expires_at > i.now AND " + _NO_STAFF_SCOPES.format(t="t") + " "
         "AND " + _USER_ENABLED.format(t="t") + " "
-        "RETURNING " + _SPENT_COLUMNS.format(t="t") + ", t.issue_id AS old_issue_id), "
-        # The access token issued with the spent refresh token ends with it (revoke_issue).
-        "ended AS (UPDATE tokens t SET revoked_at = s.now FROM spent s WHERE t.issue_id = s.old_issue_id "
-        f"AND t.kind = {ACCESS} AND t.grant_id IS NOT NULL AND t.revoked_at IS NULL)" + _POSTGRES_ISSUE
+        "RETURNING " + _SPENT_COLUMNS.format(t="t") + ", t.issue_id AS old_issue_id, t.token_hash AS spent_key), "
+        # The rest of the spent token's issue ends with it (revoke_issue): the access token
+        # issued with it, and the pairs of reuse-leeway retries, their refresh tokens counted
+        # as rotated. A row another transaction holds is skipped, not waited for (two
+        # siblings refreshed at once would deadlock), and none this statement spends is touched.
+        f"ended AS (UPDATE tokens t SET revoked_at = s.now, rotated = (t.kind = {REFRESH}) FROM spent s "
+        "WHERE t.issue_id = s.old_issue_id AND t.grant_id IS NOT NULL AND t.revoked_at IS NULL "
+        "AND t.token_hash IN (SELECT o.token_hash FROM tokens o WHERE o.issue_id IN (SELECT old_issue_id FROM spent) "
+        "AND o.grant_id IS NOT NULL AND o.revoked_at IS NULL AND o.token_hash NOT IN (SELECT spent_key FROM spent) "
+        "FOR UPDATE OF o SKIP LOCKED))" + _POSTGRES_ISSUE
     ),
 }
 
