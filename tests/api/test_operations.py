@@ -190,3 +190,25 @@ async def test_a_refresh_whose_commit_acknowledgement_was_lost_can_be_retried(pr
                                    data={"grant_type": "refresh_token", "refresh_token": retried.json()["refresh_token"]})
         assert moved_on.status_code == 200, moved_on.text
     await app.state.runtime.db.close()
+
+
+async def test_a_database_that_takes_no_more_connections_is_a_503_not_a_500():
+    """PostgreSQL out of connections (its max_connections, here a role allowed none) is the
+    store unavailable for now: 503 SERVICE_UNAVAILABLE, as for an unreachable database."""
+    role = f"fluxer_full_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    try:
+        target = urlsplit(POSTGRES_URL)
+        url = f"postgresql://{role}@{target.hostname}:{target.port or 5432}{target.path}"
+        app = build_app(make_settings(url))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+            lookup = await http.get("/api/v1/users/@me", headers={"Authorization": "Bearer " + "x" * 51})
+            write = await http.post("/api/v1/auth/register", json={
+                "username": "late", "email": "late@example.com", "password": "correct horse battery"})
+        assert [lookup.status_code, write.status_code] == [503, 503], (lookup.text, write.text)
+        assert write.json()["code"] == "SERVICE_UNAVAILABLE"
+        await app.state.runtime.db.close()
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()

@@ -163,9 +163,14 @@ class Database:
             self.sync_engine.dispose()
 
 
+TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL's SQLSTATE: max_connections, or the role's limit
+
+
 def _reraise(exc: Exception) -> None:
     """Connection-level failures become ``StoreUnavailable``; errors in a statement stay what
-    they are."""
-    if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError):
+    they are. A server that takes no more connections is unavailable too, for now."""
+    out_of_connections = getattr(getattr(exc, "orig", None), "sqlstate", None) == TOO_MANY_CONNECTIONS
+    if (isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError)
+            and not out_of_connections):
         raise exc
     raise StoreUnavailable() from exc

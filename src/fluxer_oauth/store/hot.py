@@ -161,8 +161,10 @@ _SQLITE_CHECKED_INSERTS = {
 _SQLITE_PLAIN_INSERTS = {INSERT_TOKEN: _qmarks(_INSERT_TOKEN)}
 
 
-# What asyncpg raises when PostgreSQL cannot be reached or the connection died.
-_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+# What asyncpg raises when PostgreSQL cannot be reached, takes no more connections (its
+# max_connections, or the role's limit), or the connection died.
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                      asyncpg.TooManyConnectionsError)
 
 
 class _GroupCommit:
