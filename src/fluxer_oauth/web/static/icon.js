@@ -1,7 +1,6 @@
 // The portal's icon form: the chosen file travels as a data URI, as the API takes it.
-document.addEventListener("change", (event) => {
-  if (event.target.id !== "icon-file") return;
-  const file = event.target.files[0];
+function readIcon(input) {
+  const file = input.files[0];
   const upload = document.getElementById("icon-upload");
   upload.disabled = true;
   if (!file) return;
@@ -11,4 +10,12 @@ document.addEventListener("change", (event) => {
     upload.disabled = false;
   };
   reader.readAsDataURL(file);
+}
+
+document.addEventListener("change", (event) => {
+  if (event.target.id === "icon-file") readIcon(event.target);
 });
+
+// A file chosen before this script ran (a slow page) has fired its change event already.
+const chosenIcon = document.getElementById("icon-file");
+if (chosenIcon && chosenIcon.files.length) readIcon(chosenIcon);
