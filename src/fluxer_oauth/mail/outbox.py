@@ -81,19 +81,20 @@ class Outbox:
 
     def send(self, mail: Mail) -> None:
         """Compose ``mail`` now and queue it for delivery. Never raises: a failure is logged
-        and counted. Call it after the transaction that made its link has committed."""
+        and counted. Call it after the transaction that made its link has committed. Without
+        mail (production without SMTP) it does nothing: the flows that need mail refuse
+        before (``require``), and a notice with nowhere to go is not sent."""
+        if not self.available:
+            return
         try:
             message = self.compose(mail, self._settings.mail_from)
         except Exception:
             logger.exception("composing a mail failed", extra={"fields": {"kind": mail.kind}})
             metrics.MAIL.labels(mail.kind, "failed").inc()
             return
-        if not self._settings.mail_configured:
-            if self._settings.dev:
-                _log_for_developer(mail.kind, message)
-                metrics.MAIL.labels(mail.kind, "logged").inc()
-            else:  # the flows check ``available`` first; a notice with nowhere to go is dropped
-                metrics.MAIL.labels(mail.kind, "failed").inc()
+        if not self._settings.mail_configured:  # dev mode: the developer reads it in the log
+            _log_for_developer(mail.kind, message)
+            metrics.MAIL.labels(mail.kind, "logged").inc()
             return
         queue = self._ensure_worker()
         try:

@@ -30,6 +30,16 @@ _ATOM = r'[^@\s\x00-\x1f\x7f"(),.:;<>\[\\\]]+'
 EMAIL = re.compile(rf"(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})+")
 
 
+def checked_email(errors: FormErrors, email) -> str | None:
+    """``email`` without surrounding space when it is an address accounts may have; else
+    EMAIL_INVALID is added to ``errors`` and None returned."""
+    email = email.strip() if isinstance(email, str) else ""
+    if len(email) > 254 or not EMAIL.fullmatch(email):
+        errors.add("email", "EMAIL_INVALID", "not a valid email address")
+        return None
+    return email
+
+
 def new_discriminator() -> str:
     return f"{secrets.randbelow(9999) + 1:04d}"
 
@@ -46,8 +56,7 @@ async def create_user(rt: Runtime, username: str, email: str, password: str):
     if not USERNAME.fullmatch(username):
         errors.add("username", "USERNAME_INVALID", "2-32 characters of letters, digits, '_' and '.'")
     email = email.strip()
-    if len(email) > 254 or not EMAIL.fullmatch(email):
-        errors.add("email", "EMAIL_INVALID", "not a valid email address")
+    checked_email(errors, email)
     check_new_password(errors, password, min_score=rt.settings.password_min_score, user_inputs=(username, email))
     errors.raise_if_any()
 
@@ -99,16 +108,13 @@ async def update_profile(rt: Runtime, user, changes: dict, *, throttle: Password
         global_name = (changes["global_name"] or "").strip() or None
         check_text(errors, "global_name", global_name, min_len=1, max_len=32)
         values["global_name"] = global_name
-    email_changed = "email" in changes and isinstance(changes["email"], str) and \
+    # The account's own address again (in any letter case) changes nothing and is not checked.
+    email_changed = isinstance(changes.get("email"), str) and \
         changes["email"].strip().lower() != (user.email or "").lower()
-    if email_changed:
-        email = changes["email"].strip()
-        if len(email) > 254 or not EMAIL.fullmatch(email):
-            errors.add("email", "EMAIL_INVALID", "not a valid email address")
-        else:
+    if email_changed or ("email" in changes and not isinstance(changes["email"], str)):
+        email = checked_email(errors, changes["email"])
+        if email is not None:
             values.update(email=email, email_key=email.lower(), verified=False)
-    elif "email" in changes and not isinstance(changes["email"], str):
-        errors.add("email", "EMAIL_INVALID", "not a valid email address")
     if "new_password" in changes:
         check_new_password(errors, changes["new_password"], min_score=rt.settings.password_min_score,
                            user_inputs=(values.get("username", user.username), values.get("email", user.email)),
@@ -122,13 +128,11 @@ async def update_profile(rt: Runtime, user, changes: dict, *, throttle: Password
     if "avatar" in changes:
         image = await images.process(rt, "avatar", changes["avatar"]) if changes["avatar"] is not None else None
         values["avatar"] = image.hash if image is not None else None
-    if "username_key" in values:
+    if "username_key" in values or "email_key" in values:
         async with rt.db.read() as conn:
-            if await user_store.username_taken(conn, values["username_key"], user.id):
+            if "username_key" in values and await user_store.username_taken(conn, values["username_key"], user.id):
                 _raise_taken("username")
-    if "email_key" in values:
-        async with rt.db.read() as conn:
-            if await user_store.email_taken(conn, values["email_key"], user.id):
+            if "email_key" in values and await user_store.email_taken(conn, values["email_key"], user.id):
                 _raise_taken("email")
     if values:
         at = now()
@@ -155,7 +159,7 @@ async def update_profile(rt: Runtime, user, changes: dict, *, throttle: Password
     async with rt.db.read() as conn:
         updated = await user_store.get_user(conn, user.id)
     if email_changed:
-        if user.email and rt.mail.available:
+        if user.email:
             rt.mail.send(Mail("email_changed", user.email, {"username": user.username, "email": updated.email}))
         await mail_links.send_verification(rt, updated)
     if "password_hash" in values:

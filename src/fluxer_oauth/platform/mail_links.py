@@ -96,11 +96,15 @@ async def send_verification(rt: Runtime, user) -> bool:
     return True
 
 
-async def resend_verification(rt: Runtime, user) -> None:
-    """``POST /auth/verify/resend``: the caller throttles it (per user)."""
+async def resend_verification(rt: Runtime, user, *, count=None) -> None:
+    """``POST /auth/verify/resend`` and the settings page's button. ``count()``: the caller's
+    per-user limit, awaited once the request is one that would send a mail (not for an
+    address already verified, nor on a server without mail), raising when it is spent."""
     if user.verified:
         raise ALREADY_VERIFIED
     require_mail(rt)
+    if count is not None:
+        await count()
     await send_verification(rt, user)
 
 
@@ -164,7 +168,7 @@ async def send_reset_link(rt: Runtime, user, *, actor_id: int | None = None, mai
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.password_reset_requested",
                            actor_id=actor_id, target_user_id=user.id)
     link = _link(rt, RESET_PATH, token)
-    if mail and rt.mail.available:
+    if mail:
         rt.mail.send(Mail("password_reset", user.email, {
             "username": user.username, "link": link, "minutes": max(1, rt.settings.password_reset_ttl // 60),
         }))
@@ -172,15 +176,17 @@ async def send_reset_link(rt: Runtime, user, *, actor_id: int | None = None, mai
 
 
 async def reset_link_user(rt: Runtime, token: str | None):
-    """The user a live reset link is for (the page that asks for the new password shows the
-    form only then), or None."""
+    """The enabled user a live reset link is for (the page that asks for the new password
+    shows the form only then), or None."""
     token_hash = _token_hash(token)
     if token_hash is None:
         return None
     async with rt.db.read() as conn:
         link = await security_store.live_mail_link(conn, token_hash, PASSWORD_RESET, now())
         user = await user_store.get_user(conn, link.user_id) if link is not None else None
-    return user if user is not None and _sent_to_their_address(user, link.email) else None
+    if user is None or user.disabled_at is not None or not _sent_to_their_address(user, link.email):
+        return None
+    return user
 
 
 async def reset_password(rt: Runtime, token: str | None, new_password: str | None):
@@ -188,7 +194,7 @@ async def reset_password(rt: Runtime, token: str | None, new_password: str | Non
     sign-up); every session and every other reset link of it ends; a mail says so. The link
     is used only when the password is accepted. Returns the user row after."""
     user = await reset_link_user(rt, token)
-    if user is None or user.disabled_at is not None:
+    if user is None:
         raise INVALID_LINK
     errors = FormErrors()
     check_new_password(errors, new_password, min_score=rt.settings.password_min_score,
@@ -211,5 +217,5 @@ async def reset_password(rt: Runtime, token: str | None, new_password: str | Non
 
 
 def notify_password_changed(rt: Runtime, user) -> None:
-    if rt.mail.available and user.email:
+    if user.email:
         rt.mail.send(Mail("password_changed", user.email, {"username": user.username}))

@@ -114,6 +114,15 @@ def _new_recovery_codes() -> list[str]:
     return codes
 
 
+async def _replace_recovery_codes(rt: Runtime, conn, user_id: int) -> list[str]:
+    """Ten new recovery codes for the user, stored as their keyed hashes in place of the old
+    ones; the codes themselves, to be shown once."""
+    codes = _new_recovery_codes()
+    await security_store.replace_recovery_codes(conn, user_id, [_recovery_hash(rt, _normalized_recovery(code))
+                                                                for code in codes])
+    return codes
+
+
 async def enable(rt: Runtime, user, *, secret: str, code: str, password: str,
                  throttle: PasswordThrottle = UNTHROTTLED) -> list[str]:
     """Turns two-factor sign-in on with ``secret`` (from ``new_secret``, shown as a QR code)
@@ -127,13 +136,11 @@ async def enable(rt: Runtime, user, *, secret: str, code: str, password: str,
     step = _matching_step(secret, code, time.time()) if isinstance(code, str) else None
     if step is None:
         raise INVALID_CODE
-    codes = _new_recovery_codes()
     at = now()
     async with rt.db.write() as conn:
         if not await security_store.set_totp(conn, user.id, _seal_secret(rt, user.id, secret), step):
             raise ALREADY_ENABLED  # a parallel request (a double submit) turned it on first
-        await security_store.replace_recovery_codes(conn, user.id, [_recovery_hash(rt, _normalized_recovery(c))
-                                                                    for c in codes])
+        codes = await _replace_recovery_codes(rt, conn, user.id)
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.mfa_enabled", actor_id=user.id,
                            target_user_id=user.id)
     return codes
@@ -205,11 +212,9 @@ async def regenerate_recovery_codes(rt: Runtime, user, *, password: str, code: s
         raise NOT_ENABLED
     await check_password(rt, user, password, throttle)
     await check_code_throttled(rt, user, code, throttle)
-    codes = _new_recovery_codes()
     at = now()
     async with rt.db.write() as conn:
-        await security_store.replace_recovery_codes(conn, user.id, [_recovery_hash(rt, _normalized_recovery(c))
-                                                                    for c in codes])
+        codes = await _replace_recovery_codes(rt, conn, user.id)
         await audit.record(conn, id=rt.ids.next(), now=at, action="user.mfa_recovery_codes_replaced",
                            actor_id=user.id, target_user_id=user.id)
     return codes

@@ -143,7 +143,7 @@ async def reset_page(request: Request) -> Response:
     """The form for a new password, while the link is live. Looking the link up uses nothing."""
     token = request.query_params.get("token", "")
     user = await mail_links.reset_link_user(runtime(request), token)
-    if user is None or user.disabled_at is not None:
+    if user is None:
         return _link_invalid(request, "reset")
     return _reset_form(request, token, user)
 
@@ -156,7 +156,7 @@ async def reset_submit(request: Request) -> Response:
     form = await read_form(request)
     token = form_field(form, "token", max_length=mail_links.MAX_LINK_TOKEN)
     user = await mail_links.reset_link_user(rt, token)
-    if user is None or user.disabled_at is not None:
+    if user is None:
         return _link_invalid(request, "reset")
     if not csrf_ok(request, form, before_login=True):
         return _reset_form(request, token, user, 403, error=_("Your form expired. Please try again."))
@@ -293,11 +293,8 @@ async def resend_verification_submit(request: Request) -> Response:
         return form
     rt = runtime(request)
     try:
-        if user.verified:
-            raise mail_links.ALREADY_VERIFIED
-        mail_links.require_mail(rt)  # said before a request is counted
-        await limit_verification_resend(request.scope, user.id)
-        await mail_links.resend_verification(rt, user)
+        await mail_links.resend_verification(rt, user,
+                                             count=lambda: limit_verification_resend(request.scope, user.id))
     except RateLimited as exc:
         error = _("You asked for too many verification mails.") + " " + retry_text(retry_seconds(exc))
         return with_retry_after(await _settings(request, user, 429, form="verification", error=error), exc)
@@ -316,13 +313,8 @@ async def email_submit(request: Request) -> Response:
     if email.lower() == (user.email or "").lower():
         return await _settings(request, user, 400, form="email", typed_email=email,
                                errors={"new_email": _("This is already your email address.")})
-    try:
-        await accounts.update_profile(runtime(request), user, {"email": email, "password": password_field(form)},
-                                      throttle=PasswordThrottle(request.scope),
-                                      session_token=request.cookies.get(SESSION_COOKIE))
-    except ApiError as exc:
-        return await _refused(request, user, "email", exc, typed_email=email)
-    return _done(request, "email")
+    return await _change_account(request, user, "email", {"email": email, "password": password_field(form)},
+                                 typed_email=email)
 
 
 @same_origin
@@ -335,14 +327,19 @@ async def password_submit(request: Request) -> Response:
     if new_password != password_field(form, "new_password_confirm"):
         return await _settings(request, user, 400, form="password",
                                errors={"new_password_confirm": _("The two passwords differ.")})
+    return await _change_account(request, user, "password",
+                                 {"new_password": new_password, "password": password_field(form)})
+
+
+async def _change_account(request: Request, user, form: str, changes: dict, **typed) -> Response:
+    """A settings form's change (PATCH /users/@me's rules, the password confirmed and
+    throttled, this session kept), then back to the settings saying so, or the form refused."""
     try:
-        await accounts.update_profile(runtime(request), user,
-                                      {"new_password": new_password, "password": password_field(form)},
-                                      throttle=PasswordThrottle(request.scope),
+        await accounts.update_profile(runtime(request), user, changes, throttle=PasswordThrottle(request.scope),
                                       session_token=request.cookies.get(SESSION_COOKIE))
     except ApiError as exc:
-        return await _refused(request, user, "password", exc)
-    return _done(request, "password")
+        return await _refused(request, user, form, exc, **typed)
+    return _done(request, form)
 
 
 # --- two-factor sign-in ---------------------------------------------------------------------------

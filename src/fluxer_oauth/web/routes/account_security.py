@@ -83,8 +83,8 @@ async def verify_email(request: Request):
 @router.route("POST", "/auth/verify/resend", summary="Mail the email verification link again",
               auth=(SESSION_AUTH,), status=204, errors=(400, 401, 403, 503), tags=ACCOUNTS)
 async def resend_verification(request: Request, caller: Caller):
-    await limit_verification_resend(request.scope, caller.user.id)
-    await mail_links.resend_verification(runtime(request), caller.user)
+    await mail_links.resend_verification(runtime(request), caller.user,
+                                         count=lambda: limit_verification_resend(request.scope, caller.user.id))
     return no_content()
 
 
